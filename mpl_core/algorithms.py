@@ -1,0 +1,165 @@
+"""One training step of each algorithm: supervised, pseudo_label, uda and mpl.
+
+Pure functions of tensors and modules: no I/O, no global state, no host syncs (metrics come
+back as detached tensors; the loop calls `.item()` only when it logs). Each step updates
+the models through their `Learner`s and returns its metrics.
+
+Where MPL here differs from the paper (Pham et al., CVPR 2021) and the official code:
+- The teacher's feedback coefficient follows the first-order derivation by default:
+  h = CE_before - CE_after (the student's labeled loss before minus after its update on the
+  pseudo-labels), so a pseudo-label that helped the student is reinforced. The official code
+  and the popular PyTorch port compute CE_after - CE_before. `feedback_sign` picks
+  "derivation", "official" or "off" (no feedback: a UDA teacher distilled into the student);
+  `feedback_baseline` subtracts a moving average of h (a REINFORCE baseline).
+- The student learns from the teacher's argmax on the *strong* view, and the feedback term
+  uses the same labels, as the derivation requires; the PyTorch port trains the student on
+  the weak-view argmax and feeds back on the strong-view argmax.
+- The paper samples the pseudo-label from the teacher's distribution in its derivation; like
+  both public implementations we use the argmax (lower variance).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import AlgorithmConfig
+
+
+@dataclass
+class Batch:
+    x_l: torch.Tensor  # (B, C, H, W) weak view of the labeled images, float in [0, 1]
+    y_l: torch.Tensor  # (B,) labels
+    u_weak: torch.Tensor  # (muB, C, H, W) weak view of the unlabeled images
+    u_strong: torch.Tensor  # (muB, C, H, W) strong view of the same images
+
+
+@dataclass
+class Learner:
+    """A model with its optimizer and learning-rate schedule."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+
+
+@dataclass
+class FeedbackState:
+    """Running state of MPL's feedback: the moving-average baseline of h."""
+    baseline: torch.Tensor | None = None
+
+
+def ramp(step: int, ramp_steps: int) -> float:
+    """Linear warm-up of the unlabeled weight from 0 to 1 over ramp_steps."""
+    return 1.0 if ramp_steps <= 0 else min(1.0, (step + 1) / ramp_steps)
+
+
+def consistency_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, cfg: AlgorithmConfig):
+    """UDA: sharpened weak-view targets, masked by confidence, cross-entropy on the strong view.
+
+    Returns (loss, mask) with mask (muB,) float: which samples passed the threshold.
+    """
+    soft = torch.softmax(logits_weak.detach().float() / cfg.temperature, dim=-1)
+    mask = (torch.softmax(logits_weak.detach().float(), -1).amax(-1) >= cfg.threshold).float()
+    per_sample = -(soft * F.log_softmax(logits_strong.float(), dim=-1)).sum(-1)
+    return (per_sample * mask).mean(), mask
+
+
+def supervised_step(student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int) -> dict:
+    """Labeled data only, weak views: the baseline every other algorithm must beat."""
+    logits = student.model(batch.x_l)
+    loss = F.cross_entropy(logits.float(), batch.y_l)
+    student.update(loss)
+    return {"loss": loss.detach()}
+
+
+def pseudo_label_step(student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int) -> dict:
+    """Threshold self-training, done correctly: targets are the model's own argmax on the weak
+    view, detached; only samples above the threshold count; the loss is on the strong view;
+    the unlabeled weight ramps up. (This is FixMatch's recipe.)"""
+    b, n_u = len(batch.x_l), len(batch.u_weak)
+    logits = student.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong]))
+    logits_l, logits_uw, logits_us = logits.float().split([b, n_u, n_u])
+    probs = torch.softmax(logits_uw.detach(), -1)
+    conf, targets = probs.max(-1)
+    mask = (conf >= cfg.threshold).float()
+    loss_l = F.cross_entropy(logits_l, batch.y_l)
+    loss_u = (F.cross_entropy(logits_us, targets, reduction="none") * mask).mean()
+    loss = loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * loss_u
+    student.update(loss)
+    return {"loss": loss.detach(), "loss_labeled": loss_l.detach(), "loss_unlabeled": loss_u.detach(),
+            "mask_rate": mask.mean()}
+
+
+def uda_step(student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int) -> dict:
+    """UDA with one model: labeled CE plus the consistency loss (this is MPL's teacher alone)."""
+    b, n_u = len(batch.x_l), len(batch.u_weak)
+    logits = student.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong]))
+    logits_l, logits_uw, logits_us = logits.float().split([b, n_u, n_u])
+    loss_l = F.cross_entropy(logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
+    loss_u, mask = consistency_loss(logits_uw, logits_us, cfg)
+    loss = loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * loss_u
+    student.update(loss)
+    return {"loss": loss.detach(), "loss_labeled": loss_l.detach(), "loss_unlabeled": loss_u.detach(),
+            "mask_rate": mask.mean()}
+
+
+def feedback_coefficient(loss_before: torch.Tensor, loss_after: torch.Tensor, cfg: AlgorithmConfig,
+                         state: FeedbackState) -> tuple[torch.Tensor, torch.Tensor]:
+    """MPL's h from the student's labeled loss before/after its update; returns (h, h_used).
+
+    h_used is h with the sign convention applied and the moving-average baseline removed.
+    """
+    h = (loss_before - loss_after).detach()  # > 0: the pseudo-labels helped the student
+    if cfg.feedback_sign == "off":
+        return h, torch.zeros_like(h)
+    signed = h if cfg.feedback_sign == "derivation" else -h
+    if cfg.feedback_baseline > 0:
+        if state.baseline is None:
+            state.baseline = torch.zeros_like(signed)
+        used = signed - state.baseline
+        state.baseline = cfg.feedback_baseline * state.baseline + (1 - cfg.feedback_baseline) * signed
+        return h, used
+    return h, signed
+
+
+def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,
+             state: FeedbackState) -> dict:
+    """One Meta Pseudo Labels step: student learns from the teacher, teacher learns from both
+    its own UDA loss and the student's feedback."""
+    b, n_u = len(batch.x_l), len(batch.u_weak)
+    # Teacher: one forward over labeled, weak and strong views.  (B + 2muB, K)
+    t_logits = teacher.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong]))
+    t_logits_l, t_logits_uw, t_logits_us = t_logits.float().split([b, n_u, n_u])
+    t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
+    t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
+    t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
+    pseudo = t_logits_us.detach().argmax(-1)  # (muB,) hard pseudo-labels on the strong view
+
+    # Student: learn from the pseudo-labels; measure its labeled loss before and after.
+    s_logits = student.model(torch.cat([batch.x_l, batch.u_strong]))
+    s_logits_l, s_logits_us = s_logits.float().split([b, n_u])
+    s_loss_before = F.cross_entropy(s_logits_l.detach(), batch.y_l)
+    s_loss = F.cross_entropy(s_logits_us, pseudo)
+    student.update(s_loss)
+    with torch.no_grad():
+        s_loss_after = F.cross_entropy(student.model(batch.x_l).float(), batch.y_l)
+
+    # Teacher: UDA loss plus h * CE(T(x_strong), y_hat) (REINFORCE-style, first order).
+    h, h_used = feedback_coefficient(s_loss_before, s_loss_after, cfg, state)
+    t_loss_mpl = h_used * F.cross_entropy(t_logits_us, pseudo)
+    t_loss = t_loss_uda + t_loss_mpl
+    teacher.update(t_loss)
+    return {"t_loss": t_loss.detach(), "t_loss_labeled": t_loss_l.detach(), "t_loss_uda": t_loss_u.detach(),
+            "t_loss_mpl": t_loss_mpl.detach(), "s_loss": s_loss.detach(), "s_loss_labeled": s_loss_after,
+            "h": h, "mask_rate": mask.mean()}
+
+
+SINGLE_MODEL_STEPS = {"supervised": supervised_step, "pseudo_label": pseudo_label_step, "uda": uda_step}

@@ -1,0 +1,118 @@
+"""Dataclass configs: data, model, algorithm, training. Saved with every run and checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import MPLStudioError
+
+ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
+FEEDBACK_SIGNS = ("derivation", "official", "off")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"  # built-in name, torchvision name, or a folder/zip path
+    labels_per_class: int = 10  # training labels per class for built-in datasets
+    val_per_class: int = 50  # extra labeled samples per class held out for calibration/selection
+    val_fraction: float = 0.2  # own images: share of each labeled class held out for validation
+    image_size: int = 0  # own images are resized to this; 0 = 28 for grayscale, 32 for colour
+    max_unlabeled: int = 0  # cap on the unlabeled pool (0 = all); tests use small pools
+    seed: int = 0  # drives the split; the same seed gives the same split
+
+
+@dataclass
+class ModelConfig:
+    name: str = "auto"  # "cnn", "wrn-28-2", or "auto" (cnn for <= 28 px, wrn-28-2 above)
+    num_classes: int = 10
+    in_channels: int = 1
+    image_size: int = 28
+    width: int = 32  # cnn: channels of the first block (doubled per block)
+    mean: tuple[float, ...] = (0.5,)  # per-channel input normalisation, from the training pool
+    std: tuple[float, ...] = (0.25,)
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "mpl"  # one of ALGORITHMS
+    threshold: float = 0.95  # confidence needed for a pseudo-label / consistency target
+    temperature: float = 0.7  # UDA sharpening of the weak-view targets (paper: 0.7 on CIFAR)
+    unlabeled_weight: float = 1.0  # weight of the unlabeled loss (UDA lambda / pseudo-label weight)
+    unlabeled_ramp_steps: int = 200  # linear warm-up of unlabeled_weight, in steps
+    label_smoothing: float = 0.15  # teacher's labeled loss (the official code uses 0.15)
+    feedback_sign: str = "derivation"  # "derivation": h = CE_before - CE_after; "official": opposite; "off"
+    feedback_baseline: float = 0.0  # EMA decay of a moving-average baseline subtracted from h (0 = none)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps of the main phase
+    batch_size: int = 32  # labeled images per step
+    mu: int = 4  # unlabeled images per labeled image (paper: 7)
+    lr: float = 0.05  # SGD learning rate of teacher and student, cosine-decayed
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 50  # linear learning-rate warm-up
+    ema_decay: float = 0.99  # EMA of the evaluated model; 0 disables
+    finetune_steps: int = 200  # MPL only: final fine-tune of the student on labeled data
+    finetune_lr: float = 0.01
+    eval_every: int = 100  # steps between validation passes (and progress with accuracy)
+    checkpoint_every: int = 500  # steps between checkpoints (0 = only at the end)
+    device: str = "auto"  # "auto" = cuda if present, else cpu
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    threads: int = 0  # CPU threads for torch (0 = leave torch's default)
+    seed: int = 0  # model init, sampling and augmentation
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        model = dict(d.get("model", {}))
+        for key in ("mean", "std"):
+            if key in model:
+                model[key] = tuple(model[key])
+        return cls(
+            data=_build(DataConfig, d.get("data", {})),
+            model=_build(ModelConfig, model),
+            algorithm=_build(AlgorithmConfig, d.get("algorithm", {})),
+            train=_build(TrainConfig, d.get("train", {})),
+        )
+
+    def validate(self) -> "RunConfig":
+        """Raise MPLStudioError for values a user could have typed wrong."""
+        a, t, d = self.algorithm, self.train, self.data
+        _check(a.name in ALGORITHMS, f"algorithm must be one of {', '.join(ALGORITHMS)}, not {a.name!r}")
+        _check(a.feedback_sign in FEEDBACK_SIGNS,
+               f"feedback_sign must be one of {', '.join(FEEDBACK_SIGNS)}, not {a.feedback_sign!r}")
+        _check(0.0 <= a.threshold <= 1.0, f"threshold must be between 0 and 1, got {a.threshold}")
+        _check(a.temperature > 0, f"temperature must be positive, got {a.temperature}")
+        _check(0.0 <= a.feedback_baseline < 1.0, "feedback_baseline is an EMA decay in [0, 1)")
+        _check(t.steps >= 1, f"steps must be at least 1, got {t.steps}")
+        _check(t.batch_size >= 1 and t.mu >= 1, "batch_size and mu must be at least 1")
+        _check(t.lr > 0, f"learning rate must be positive, got {t.lr}")
+        _check(d.labels_per_class >= 1, f"labels_per_class must be at least 1, got {d.labels_per_class}")
+        _check(d.val_per_class >= 0, "val_per_class cannot be negative")
+        _check(0.0 <= d.val_fraction < 1.0, "val_fraction must be in [0, 1)")
+        return self
+
+
+def _build(cls, values: dict):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise MPLStudioError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    return cls(**values)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise MPLStudioError(message)

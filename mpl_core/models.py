@@ -1,0 +1,128 @@
+"""Model registry: a small CNN for 28x28 inputs and WRN-28-2 (the paper's CIFAR model).
+
+Models take float images in [0, 1] and normalise inside, with the per-channel mean/std from
+the config, so a checkpoint carries everything needed to use it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .errors import MPLStudioError
+
+MODEL_REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        MODEL_REGISTRY[name] = fn
+        return fn
+    return wrap
+
+
+def resolve_model_name(cfg: ModelConfig) -> str:
+    if cfg.name != "auto":
+        return cfg.name
+    return "cnn" if cfg.image_size <= 28 else "wrn-28-2"
+
+
+def build_model(name: str | ModelConfig, num_classes: int = 10, in_channels: int = 1, **kwargs) -> nn.Module:
+    """build_model("cnn", 10, 1) or build_model(ModelConfig(...))."""
+    cfg = name if isinstance(name, ModelConfig) else ModelConfig(name=name, num_classes=num_classes,
+                                                                 in_channels=in_channels, **kwargs)
+    key = resolve_model_name(cfg)
+    if key not in MODEL_REGISTRY:
+        raise MPLStudioError(f"unknown model {key!r}; choose one of {', '.join(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[key](cfg)
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std, channels: int):
+        super().__init__()
+        mean = list(mean) if len(mean) == channels else [sum(mean) / len(mean)] * channels
+        std = list(std) if len(std) == channels else [sum(std) / len(std)] * channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def _conv_bn(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks (width, 2x, 4x channels), 2x2 max-pool between, global average pool."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w = cfg.width
+        self.norm = Normalize(cfg.mean, cfg.std, cfg.in_channels)
+        self.features = nn.Sequential(
+            _conv_bn(cfg.in_channels, w), _conv_bn(w, w), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            _conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 4w)
+        self.head = nn.Linear(4 * w, cfg.num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(self.norm(x)))
+
+
+register("cnn")(SmallCNN)
+
+
+class _WideBasic(nn.Module):
+    """Pre-activation wide-resnet block, as in the MPL/FixMatch code (BN momentum 0.01, leaky ReLU)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin, momentum=0.01)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, momentum=0.01)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        o = F.leaky_relu(self.bn1(x), 0.1)
+        y = self.conv2(F.leaky_relu(self.bn2(self.conv1(o)), 0.1))
+        # Where the shape changes, the shortcut sees the activated input (original WRN).
+        return y + (x if self.shortcut is None else self.shortcut(o))
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k. depth 28, widen 2 gives WRN-28-2 (1.5M parameters)."""
+
+    def __init__(self, cfg: ModelConfig, depth: int = 28, widen: int = 2):
+        super().__init__()
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.norm = Normalize(cfg.mean, cfg.std, cfg.in_channels)
+        self.stem = nn.Conv2d(cfg.in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks = []
+        for g, stride in enumerate((1, 2, 2)):
+            for i in range(n):
+                blocks.append(_WideBasic(widths[g] if i == 0 else widths[g + 1], widths[g + 1],
+                                         stride if i == 0 else 1))
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(widths[3], momentum=0.01)
+        self.head = nn.Linear(widths[3], cfg.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(self.norm(x)))
+        x = F.leaky_relu(self.bn(x), 0.1)
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+register("wrn-28-2")(WideResNet)

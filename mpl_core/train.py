@@ -1,0 +1,424 @@
+"""The training loop: one plain loop, a progress hook and a stop/pause control.
+
+    result = train(cfg, dataset, split, out_dir="runs/x", on_progress=print)
+
+Runs the chosen algorithm for `cfg.train.steps` steps (MPL then fine-tunes the student on the
+labeled data), evaluates on the validation split as it goes, checkpoints every
+`checkpoint_every` steps and resumes from the newest checkpoint in out_dir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from . import checkpoint as ckpt
+from .algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, Learner, mpl_step, supervised_step
+from .augment import strong_view, to_float, weak_view
+from .config import ModelConfig, RunConfig
+from .data import Dataset, channel_stats
+from .ema import ModelEMA
+from .errors import MPLStudioError
+from .inference import accuracy, autocast_for
+from .models import build_model, resolve_model_name
+from .splits import Split
+
+LOG_EVERY = 10  # steps between progress reports (each costs one host sync)
+
+
+class TrainingDiverged(MPLStudioError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class TrainControl:
+    """Stop and pause flags another thread may set; the loop checks them between steps."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=lambda: _set_event())  # cleared = paused
+
+    def wait_if_paused(self) -> None:
+        while not self.resume.wait(0.1):
+            if self.stop.is_set():
+                return
+
+
+def _set_event() -> threading.Event:
+    e = threading.Event()
+    e.set()
+    return e
+
+
+@dataclass
+class Progress:
+    phase: str  # "train", "finetune" or "done"
+    step: int  # steps done in this phase
+    total: int  # steps in this phase
+    metrics: dict[str, float]  # latest losses, h, accuracies (val_* when evaluated)
+    images_per_s: float
+    eta_s: float
+    device: str
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped: bool  # True if the stop flag ended training early
+    metrics: dict[str, float]  # final accuracies: test_acc, val_acc, teacher_test_acc, ...
+    checkpoint: Path | None
+    history: list[dict] = field(default_factory=list)  # one dict of floats per logged step
+
+
+@dataclass
+class _State:
+    step: int
+    student: Learner
+    teacher: Learner | None
+    ema: ModelEMA | None
+    feedback: FeedbackState
+    index_gen: torch.Generator  # CPU: which samples go in each batch
+    aug_gen: torch.Generator  # on the device: augmentation choices
+    phase: str = "train"
+    finetune_step: int = 0
+    best: dict = field(default_factory=dict)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MPLStudioError("a CUDA device was asked for but none is available; use --device cpu")
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> ModelConfig:
+    """Fill the model config from the data: classes, channels, size, normalisation."""
+    pool = dataset.train.images[torch.cat([split.labeled, split.unlabeled])]
+    mean, std = channel_stats(pool)
+    m = dataclasses.replace(cfg.model, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
+                            image_size=dataset.image_size, mean=mean, std=std)
+    return dataclasses.replace(m, name=resolve_model_name(m))
+
+
+def _param_groups(model: nn.Module, weight_decay: float):
+    """No weight decay on BatchNorm and biases (as in the official code)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return factor
+
+
+def make_learner(model: nn.Module, lr: float, cfg: RunConfig, total: int, warmup: int) -> Learner:
+    t = cfg.train
+    opt = torch.optim.SGD(_param_groups(model, t.weight_decay), lr=lr, momentum=t.momentum, nesterov=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_with_warmup(total, warmup))
+    return Learner(model, opt, sched)
+
+
+def _init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device) -> _State:
+    t = cfg.train
+    torch.manual_seed(t.seed)  # model init only; every later random draw uses the generators below
+    student = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+    teacher = None
+    if cfg.algorithm.name == "mpl":
+        teacher = make_learner(build_model(model_cfg).to(device, memory_format=torch.channels_last),
+                               t.lr, cfg, t.steps, t.warmup_steps)
+    aug_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+    return _State(0, make_learner(student, t.lr, cfg, t.steps, t.warmup_steps), teacher,
+                  ModelEMA(student, t.ema_decay) if t.ema_decay > 0 else None, FeedbackState(),
+                  torch.Generator().manual_seed(t.seed), aug_gen)
+
+
+def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, split: Split, cfg: RunConfig,
+                  flip: bool, with_unlabeled: bool = True) -> Batch:
+    """Draw a labeled and an unlabeled batch (with replacement) and make their views."""
+    t = cfg.train
+    li = split.labeled[torch.randint(len(split.labeled), (t.batch_size,), generator=state.index_gen)]
+    x_l = weak_view(to_float(images[li.to(images.device)]), state.aug_gen, flip=flip)
+    y_l = labels[li.to(labels.device)]
+    if not with_unlabeled:
+        empty = x_l[:0]
+        return Batch(_cl(x_l), y_l, empty, empty)
+    ui = split.unlabeled[torch.randint(len(split.unlabeled), (t.batch_size * t.mu,), generator=state.index_gen)]
+    u = to_float(images[ui.to(images.device)])
+    return Batch(_cl(x_l), y_l, _cl(weak_view(u, state.aug_gen, flip=flip)),
+                 _cl(strong_view(u, state.aug_gen, flip=flip)))
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _eval_model(state: _State) -> nn.Module:
+    return state.ema.model if state.ema is not None else state.student.model
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def _state_tensors(state: _State) -> tuple[dict, dict]:
+    tensors, meta = {}, {}
+    learners = {"student": state.student, "teacher": state.teacher}
+    for name, learner in learners.items():
+        if learner is None:
+            continue
+        ckpt.flatten_state(f"{name}.model", learner.model.state_dict(), tensors, meta)
+        ckpt.flatten_state(f"{name}.optimizer", learner.optimizer.state_dict(), tensors, meta)
+        ckpt.flatten_state(f"{name}.scheduler", learner.scheduler.state_dict(), tensors, meta)
+    if state.ema is not None:
+        ckpt.flatten_state("ema.model", state.ema.model.state_dict(), tensors, meta)
+    tensors["rng.index"] = state.index_gen.get_state()
+    tensors["rng.augment"] = state.aug_gen.get_state()
+    if state.feedback.baseline is not None:
+        tensors["feedback.baseline"] = state.feedback.baseline.detach().cpu().reshape(1)
+    return tensors, meta
+
+
+def save_state(out_dir: Path, state: _State, cfg: RunConfig, model_cfg: ModelConfig, dataset: Dataset,
+               metrics: dict) -> Path:
+    tensors, meta = _state_tensors(state)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise TrainingDiverged(f"weights became NaN/inf ({bad[0]}); not saving over the last good checkpoint. "
+                               "Lower the learning rate and resume")
+    info = {"config": cfg.to_dict(), "model": dataclasses.asdict(model_cfg), "step": state.step,
+            "phase": state.phase, "finetune_step": state.finetune_step, "best": state.best,
+            "class_names": dataset.class_names, "dataset": dataset.name, "metrics": metrics, "state_meta": meta}
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(out_dir, state.step + state.finetune_step), tensors, info)
+    ckpt.prune_checkpoints(out_dir, keep=2)
+    return path
+
+
+def finetune_learner(model: nn.Module, cfg: RunConfig) -> Learner:
+    """SGD at the constant fine-tuning learning rate."""
+    learner = make_learner(model, cfg.train.finetune_lr, cfg, 1, 0)
+    learner.scheduler = torch.optim.lr_scheduler.LambdaLR(learner.optimizer, lambda _: 1.0)
+    return learner
+
+
+def _restore(state: _State, tensors: dict, info: dict, cfg: RunConfig) -> None:
+    meta = info["state_meta"]
+    if info["phase"] in ("finetune", "done") and cfg.algorithm.name == "mpl":
+        state.student, state.ema = finetune_learner(state.student.model, cfg), None
+    for name in ("student", "teacher"):
+        learner = getattr(state, name)
+        if learner is None:
+            continue
+        learner.model.load_state_dict(ckpt.unflatten_state(f"{name}.model", tensors, meta))
+        learner.optimizer.load_state_dict(ckpt.unflatten_state(f"{name}.optimizer", tensors, meta))
+        learner.scheduler.load_state_dict(ckpt.unflatten_state(f"{name}.scheduler", tensors, meta))
+    if state.ema is not None:
+        state.ema.model.load_state_dict(ckpt.unflatten_state("ema.model", tensors, meta))
+    state.index_gen.set_state(tensors["rng.index"])
+    state.aug_gen.set_state(tensors["rng.augment"])
+    if "feedback.baseline" in tensors:
+        state.feedback.baseline = tensors["feedback.baseline"].reshape(()).to(_device_of(state))
+    state.step, state.phase = info["step"], info["phase"]
+    state.finetune_step, state.best = info.get("finetune_step", 0), info.get("best", {})
+
+
+def _device_of(state: _State) -> torch.device:
+    return next(state.student.model.parameters()).device
+
+
+def load_model(path: str | Path, which: str = "student", device: str | torch.device = "cpu"):
+    """(model, info) from a checkpoint; which = "student" (EMA weights if kept), "teacher"."""
+    tensors, info = ckpt.load_checkpoint(path)
+    model_cfg = ModelConfig(**{**info["model"], "mean": tuple(info["model"]["mean"]),
+                               "std": tuple(info["model"]["std"])})
+    prefix = {"student": "ema.model" if any(k.startswith("ema.model.") for k in tensors) else "student.model",
+              "teacher": "teacher.model"}[which]
+    if not any(k.startswith(prefix + ".") for k in tensors):
+        raise MPLStudioError(f"{Path(path).name} has no {which} model (algorithm {info['config']['algorithm']['name']})")
+    model = build_model(model_cfg)
+    model.load_state_dict(ckpt.unflatten_state(prefix, tensors, info.get("state_meta", {})))
+    return model.to(device).eval(), info
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path | None = None,
+          on_progress: Callable[[Progress], None] | None = None, control: TrainControl | None = None,
+          resume: bool = True) -> TrainResult:
+    """Train as cfg says; resumes from out_dir's newest checkpoint when resume is True."""
+    cfg.validate()
+    control = control or TrainControl()
+    device = pick_device(cfg.train.device)
+    model_cfg = resolve_model_config(cfg, dataset, split)
+    state = _init_state(cfg, model_cfg, device)
+    out = Path(out_dir) if out_dir else None
+    if out and resume and (path := ckpt.latest_checkpoint(out)):
+        tensors, info = ckpt.load_checkpoint(path, device)
+        _check_compatible(info, cfg)
+        _restore(state, tensors, info, cfg)
+    images = dataset.train.images.to(device)
+    labels = dataset.train.labels.to(device)
+    history: list[dict] = []
+    run = _Run(cfg, dataset, split, device, images, labels, state, out, model_cfg, on_progress, control, history)
+    if state.phase == "train":
+        run.main_phase()
+    if state.phase == "finetune" and not control.stop.is_set():
+        run.finetune_phase()
+    stopped = control.stop.is_set() and state.phase != "done"
+    metrics = run.final_metrics()
+    path = run.checkpoint(metrics) if out else None
+    if on_progress:
+        on_progress(Progress("done" if not stopped else state.phase, state.step, cfg.train.steps, metrics,
+                             0.0, 0.0, device_label(device)))
+    return TrainResult(state.step, stopped, metrics, path, history)
+
+
+def _check_compatible(info: dict, cfg: RunConfig) -> None:
+    saved = info["config"]
+    for section, key in (("algorithm", "name"), ("model", "name"), ("data", "dataset"), ("data", "seed")):
+        if saved[section][key] != cfg.to_dict()[section][key] and not (section == "model" and cfg.model.name == "auto"):
+            raise MPLStudioError(f"the checkpoint in this folder was trained with {section}.{key}="
+                                 f"{saved[section][key]!r}; use another output folder or the same setting")
+
+
+@dataclass
+class _Run:
+    cfg: RunConfig
+    dataset: Dataset
+    split: Split
+    device: torch.device
+    images: torch.Tensor
+    labels: torch.Tensor
+    state: _State
+    out: Path | None
+    model_cfg: ModelConfig
+    on_progress: Callable | None
+    control: TrainControl
+    history: list
+
+    def step_once(self, step: int) -> dict:
+        s, a = self.state, self.cfg.algorithm
+        batch = _sample_batch(s, self.images, self.labels, self.split, self.cfg, self.dataset.flip,
+                              with_unlabeled=a.name != "supervised")
+        with autocast_for(self.device, self.cfg.train.amp):
+            if a.name == "mpl":
+                metrics = mpl_step(s.teacher, s.student, batch, a, step, s.feedback)
+            else:
+                metrics = SINGLE_MODEL_STEPS[a.name](s.student, batch, a, step)
+        if s.ema is not None:
+            s.ema.update(s.student.model)
+        return metrics
+
+    def main_phase(self) -> None:
+        s, t = self.state, self.cfg.train
+        per_step = t.batch_size * (1 if self.cfg.algorithm.name == "supervised" else 1 + t.mu)
+        self._loop("train", t.steps, lambda: s.step, self._advance_main, per_step)
+        if s.step >= t.steps:
+            s.phase = "finetune" if self.cfg.algorithm.name == "mpl" and t.finetune_steps > 0 else "done"
+            if s.phase == "finetune":
+                self._start_finetune()
+
+    def _advance_main(self) -> dict:
+        metrics = self.step_once(self.state.step)
+        self.state.step += 1
+        return metrics
+
+    def _start_finetune(self) -> None:
+        """Fine-tune the (EMA) student on labeled data with a small constant learning rate."""
+        s, t = self.state, self.cfg.train
+        if s.ema is not None:
+            s.student.model.load_state_dict(s.ema.model.state_dict())
+            s.ema = None
+        self.state.best["val_acc_before_finetune"] = self.val_acc(s.student.model)
+        s.student = finetune_learner(s.student.model, self.cfg)
+
+    def finetune_phase(self) -> None:
+        s, t = self.state, self.cfg.train
+        self._loop("finetune", t.finetune_steps, lambda: s.finetune_step, self._advance_finetune, t.batch_size)
+        if s.finetune_step >= t.finetune_steps:
+            s.phase = "done"
+
+    def _advance_finetune(self) -> dict:
+        s = self.state
+        batch = _sample_batch(s, self.images, self.labels, self.split, self.cfg, self.dataset.flip,
+                              with_unlabeled=False)
+        with autocast_for(self.device, self.cfg.train.amp):
+            metrics = supervised_step(s.student, batch, self.cfg.algorithm, s.finetune_step)
+        s.finetune_step += 1
+        return {"finetune_loss": metrics["loss"]}
+
+    def _loop(self, phase: str, total: int, done: Callable[[], int], advance: Callable[[], dict],
+              images_per_step: int) -> None:
+        t = self.cfg.train
+        start_step, t0 = done(), time.perf_counter()
+        while done() < total:
+            self.control.wait_if_paused()
+            if self.control.stop.is_set():
+                break
+            metrics = advance()
+            n = done()
+            if n % LOG_EVERY == 0 or n == total:
+                row = _to_floats(metrics)
+                if t.eval_every and (n % t.eval_every == 0 or n == total):
+                    row.update(self.val_metrics())
+                rate = (n - start_step) * images_per_step / max(1e-9, time.perf_counter() - t0)
+                eta = (total - n) * images_per_step / max(rate, 1e-9)
+                row.update(step=n, phase_step=n, images_per_s=rate)
+                self.history.append({"phase": phase, **row})
+                if self.on_progress:
+                    self.on_progress(Progress(phase, n, total, row, rate, eta, device_label(self.device)))
+            if self.out and t.checkpoint_every and n % t.checkpoint_every == 0 and n < total:
+                self.checkpoint({})
+
+    def val_acc(self, model: nn.Module) -> float:
+        val = self.split.val
+        if len(val) == 0:
+            return float("nan")
+        return accuracy(model, self.dataset.train.images[val], self.dataset.train.labels[val], self.device,
+                        amp=self.cfg.train.amp)
+
+    def val_metrics(self) -> dict:
+        s = self.state
+        out = {"val_acc": self.val_acc(_eval_model(s) if s.phase == "train" else s.student.model)}
+        if s.teacher is not None:
+            out["teacher_val_acc"] = self.val_acc(s.teacher.model)
+        return out
+
+    def final_metrics(self) -> dict:
+        s, test = self.state, self.dataset.test
+        model = _eval_model(s) if s.phase == "train" else s.student.model
+        m = {"val_acc": self.val_acc(model), **s.best}
+        if test is not None and (test.labels >= 0).all():
+            m["test_acc"] = accuracy(model, test.images, test.labels, self.device, amp=self.cfg.train.amp)
+            if s.teacher is not None:
+                m["teacher_test_acc"] = accuracy(s.teacher.model, test.images, test.labels, self.device,
+                                                 amp=self.cfg.train.amp)
+        return m
+
+    def checkpoint(self, metrics: dict) -> Path:
+        return save_state(self.out, self.state, self.cfg, self.model_cfg, self.dataset, metrics)
+
+
+def _to_floats(metrics: dict) -> dict:
+    """The loop's one host sync per log: check every loss is finite."""
+    row = {k: float(v) for k, v in metrics.items()}
+    bad = [k for k, v in row.items() if not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(f"{bad[0]} became {row[bad[0]]} — training stopped; the last good checkpoint "
+                               "is kept. Lower the learning rate or the unlabeled weight and resume")
+    return row
