@@ -8,6 +8,9 @@ from .errors import MPLStudioError
 
 ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")
+# FixMatch's 0.95 for hard self-training; the official MPL code's 0.6 for UDA-style targets, whose
+# teacher is trained with label smoothing and so is rarely 95% sure.
+DEFAULT_THRESHOLD = {"supervised": 0.95, "pseudo_label": 0.95, "uda": 0.6, "mpl": 0.6}
 
 
 @dataclass
@@ -35,7 +38,7 @@ class ModelConfig:
 @dataclass
 class AlgorithmConfig:
     name: str = "mpl"  # one of ALGORITHMS
-    threshold: float = 0.95  # confidence needed for a pseudo-label / consistency target
+    threshold: float | None = None  # confidence for a pseudo-label / consistency target; None = DEFAULT_THRESHOLD
     temperature: float = 0.7  # UDA sharpening of the weak-view targets (paper: 0.7 on CIFAR)
     unlabeled_weight: float = 1.0  # weight of the unlabeled loss (UDA lambda / pseudo-label weight)
     unlabeled_ramp_steps: int = 200  # linear warm-up of unlabeled_weight, in steps
@@ -90,6 +93,8 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         """Raise MPLStudioError for values a user could have typed wrong."""
         a, t, d = self.algorithm, self.train, self.data
+        if a.threshold is None and a.name in DEFAULT_THRESHOLD:
+            a.threshold = DEFAULT_THRESHOLD[a.name]
         _check(a.name in ALGORITHMS, f"algorithm must be one of {', '.join(ALGORITHMS)}, not {a.name!r}")
         _check(a.feedback_sign in FEEDBACK_SIGNS,
                f"feedback_sign must be one of {', '.join(FEEDBACK_SIGNS)}, not {a.feedback_sign!r}")

@@ -194,3 +194,20 @@ def channel_stats(images_u8: torch.Tensor, max_samples: int = 10000) -> tuple[tu
 def default_data_root() -> Path:
     """data/ next to the project, or $MPL_DATA_ROOT."""
     return Path(os.environ.get("MPL_DATA_ROOT", "data"))
+
+
+def select_classes(dataset: Dataset, class_ids: list[int]) -> Dataset:
+    """A dataset restricted to some classes, relabeled 0..len(class_ids)-1 (ids unchanged)."""
+    remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
+    remap[torch.tensor(class_ids)] = torch.arange(len(class_ids))
+
+    def restrict(s: ImageSet | None) -> ImageSet | None:
+        if s is None:
+            return None
+        keep = torch.nonzero((s.labels >= 0) & (remap[s.labels.clamp_min(0)] >= 0)).flatten()
+        sub = s.subset(keep)
+        return ImageSet(sub.images, remap[sub.labels], sub.ids)
+
+    return Dataset(f"{dataset.name}[{','.join(map(str, class_ids))}]", [dataset.class_names[i] for i in class_ids],
+                   restrict(dataset.train), restrict(dataset.test), dataset.fully_labeled, dataset.flip,
+                   extra=dict(dataset.extra))

@@ -1,0 +1,29 @@
+"""Named presets: the few settings that matter, tuned for a budget."""
+from __future__ import annotations
+
+import dataclasses
+
+from .config import RunConfig, TrainConfig, ModelConfig
+from .errors import MPLStudioError
+
+# Each preset overrides TrainConfig/ModelConfig fields; everything else keeps its default.
+PRESETS: dict[str, dict] = {
+    # Seconds on a laptop CPU: checks the whole loop, not the accuracy.
+    "smoke": {"train": {"steps": 30, "finetune_steps": 10, "eval_every": 10, "batch_size": 16, "mu": 2},
+              "model": {"width": 8}},
+    # A few minutes on a 2-core CPU: the demo preset.
+    "quick-demo": {"train": {"steps": 600, "finetune_steps": 100, "eval_every": 100}, "model": {"width": 16}},
+    # About ten minutes on a 2-core CPU.
+    "cpu-10min": {"train": {"steps": 3000, "finetune_steps": 200, "eval_every": 250}, "model": {"width": 16}},
+    # A GPU budget: the paper's batch shape (mu = 7) and a wider model.
+    "gpu": {"train": {"steps": 20000, "batch_size": 64, "mu": 7, "finetune_steps": 1000, "eval_every": 1000,
+                      "checkpoint_every": 2000}, "model": {"width": 64}},
+}
+
+
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise MPLStudioError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[name]
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **p.get("train", {})),
+                               model=dataclasses.replace(cfg.model, **p.get("model", {})))

@@ -1,0 +1,37 @@
+"""A tqdm progress bar as a training progress hook (CLI only)."""
+from __future__ import annotations
+
+from tqdm import tqdm
+
+
+class TqdmProgress:
+    """Callable progress hook: one bar per phase, with the latest losses and accuracy."""
+
+    KEYS = ("t_loss", "s_loss", "loss", "finetune_loss", "h", "val_acc", "teacher_val_acc")
+
+    def __init__(self, disable: bool = False):
+        self.disable = disable
+        self.bar: tqdm | None = None
+        self.phase = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, progress) -> None:
+        if progress.phase == "done":
+            return
+        if progress.phase != self.phase:
+            if self.bar is not None:
+                self.bar.close()
+            self.phase = progress.phase
+            self.bar = tqdm(total=progress.total, desc=progress.phase, disable=self.disable, unit="step")
+            self.bar.update(progress.step - 0)
+        else:
+            self.bar.update(progress.step - self.bar.n)
+        shown = {k: f"{progress.metrics[k]:.3f}" for k in self.KEYS if k in progress.metrics}
+        shown["img/s"] = f"{progress.images_per_s:.0f}"
+        self.bar.set_postfix(shown, refresh=False)

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny data, CPU only, nothing downloaded."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mpl_core.config import AlgorithmConfig, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from mpl_core.data import Dataset, ImageSet, find_fashion_mnist, load_fashion_mnist  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def fmnist() -> Dataset:
+    """Fashion-MNIST from data/ or the Debian package (make test installs it); never downloaded."""
+    if find_fashion_mnist(ROOT / "data") is None:
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return load_fashion_mnist(ROOT / "data", download=False)
+
+
+def stripes(n: int, label: int, gen: torch.Generator, size: int = 16) -> torch.Tensor:
+    """Class 0: horizontal stripes, class 1: vertical, with noise and random phase. (N, 1, S, S) uint8."""
+    phase = torch.randint(0, 4, (n, 1, 1), generator=gen)
+    idx = torch.arange(size)
+    pattern = ((idx[None, :, None] + phase) // 2 % 2).expand(n, size, size) if label == 0 else \
+        ((idx[None, None, :] + phase) // 2 % 2).expand(n, size, size)
+    noise = torch.rand(n, size, size, generator=gen) * 0.3
+    return ((pattern * 0.7 + noise) * 255).clamp(0, 255).to(torch.uint8)[:, None]
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    """Two-class synthetic stripes: 120 per class in the pool, 50 per class in test."""
+    gen = torch.Generator().manual_seed(0)
+
+    def make(n, prefix):
+        imgs = torch.cat([stripes(n, 0, gen), stripes(n, 1, gen)])
+        labels = torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)])
+        return ImageSet(imgs, labels, [f"{prefix}/{i:04d}" for i in range(2 * n)])
+
+    return Dataset("stripes", ["horizontal", "vertical"], make(120, "train"), make(50, "test"), fully_labeled=True)
+
+
+def tiny_config(algorithm: str = "mpl", **train) -> RunConfig:
+    t = dict(steps=6, batch_size=4, mu=2, eval_every=3, finetune_steps=2, checkpoint_every=0, warmup_steps=1)
+    t.update(train)
+    return RunConfig(DataConfig(dataset="stripes", labels_per_class=4, val_per_class=4), ModelConfig(width=4),
+                     AlgorithmConfig(name=algorithm, unlabeled_ramp_steps=1, threshold=0.5), TrainConfig(**t))
+
+
+def png_bytes(mode: str = "RGB", size=(20, 20), color=128) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A small own-images folder: 3 classes x 6 labeled, 10 unlabeled, 2 test per class."""
+    root = tmp_path / "shapes"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["circle", "square", "triangle"]):
+        for split, n in (("labeled", 6), ("test", 2)):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = (rng.random((24, 24, 3)) * 60 + c * 80).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    (root / "unlabeled").mkdir()
+    for i in range(10):
+        Image.fromarray((rng.random((30, 20)) * 255).astype(np.uint8)).save(root / "unlabeled" / f"u{i}.jpg")
+    return root

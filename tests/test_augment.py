@@ -1,0 +1,38 @@
+import torch
+
+from mpl_core.augment import strong_view, to_float, weak_view
+
+
+def batch(n=64, c=3, size=16):
+    g = torch.Generator().manual_seed(0)
+    return to_float(torch.randint(0, 256, (n, c, size, size), generator=g, dtype=torch.uint8))
+
+
+def test_views_keep_shape_and_range():
+    x = batch()
+    for view in (weak_view, strong_view):
+        y = view(x, torch.Generator().manual_seed(1))
+        assert y.shape == x.shape and y.dtype == torch.float32
+        assert y.min() >= 0 and y.max() <= 1
+
+
+def test_same_seed_same_views_and_other_seed_differs():
+    x = batch()
+    a = strong_view(x, torch.Generator().manual_seed(5))
+    b = strong_view(x, torch.Generator().manual_seed(5))
+    c = strong_view(x, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_strong_view_changes_images_per_sample():
+    x = batch(n=32, c=1)
+    y = strong_view(x, torch.Generator().manual_seed(2))
+    changed = (y - x).abs().flatten(1).mean(1)
+    assert (changed > 0.01).float().mean() > 0.9  # cutout alone changes nearly every image
+    assert changed.std() > 0.005  # different ops and magnitudes per sample
+
+
+def test_weak_view_without_flip_or_pad_is_identity():
+    x = batch()
+    assert torch.equal(weak_view(x, torch.Generator().manual_seed(0), flip=False, pad=0), x)

@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from mpl_core.config import ModelConfig
+from mpl_core.errors import MPLStudioError
+from mpl_core.models import MODEL_REGISTRY, build_model
+
+
+@pytest.mark.parametrize("name,size,channels", [("cnn", 28, 1), ("cnn", 32, 3), ("wrn-28-2", 32, 3)])
+def test_registry_models_give_logits(name, size, channels):
+    model = build_model(name, num_classes=7, in_channels=channels, image_size=size, width=8)
+    out = model(torch.rand(2, channels, size, size))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+
+
+def test_wrn_28_2_has_the_papers_size():
+    n = sum(p.numel() for p in build_model("wrn-28-2", 10, 3).parameters())
+    assert 1.4e6 < n < 1.6e6  # the paper's WRN-28-2 has 1.5M parameters
+
+
+def test_auto_picks_by_image_size():
+    assert isinstance(build_model(ModelConfig(name="auto", image_size=28)), MODEL_REGISTRY["cnn"])
+    assert isinstance(build_model(ModelConfig(name="auto", image_size=32, in_channels=3)), MODEL_REGISTRY["wrn-28-2"])
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(MPLStudioError, match="unknown model"):
+        build_model("resnet-9000")
