@@ -49,6 +49,12 @@ def unflatten_state(prefix: str, tensors: dict, meta: dict) -> dict:
     return out
 
 
+def module_state(prefix: str, tensors: dict) -> dict:
+    """A module's flat state dict back from the tensors saved under prefix (keys keep their dots)."""
+    start = len(prefix) + 1
+    return {name[start:]: value for name, value in tensors.items() if name.startswith(prefix + ".")}
+
+
 def _fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import stat
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -84,22 +85,19 @@ def inspect_image_folder(path: str | Path, *, image_size: int = 0) -> tuple[Impo
     if not path.exists():
         report.problems.append("no such file or folder; give a folder or .zip with labeled/<class>/ and unlabeled/")
         return report, None
-    try:
-        entries = list(_entries(path, report))
-    except zipfile.BadZipFile:
-        report.problems.append("not a readable zip file")
-        return report, None
-    decoded = _decode_all(entries, report)
-    return _assemble(decoded, report, image_size)
-
-
-def _entries(path: Path, report: ImportReport) -> Iterator[_Entry]:
     if path.is_dir():
-        yield from _folder_entries(path, report)
+        decoded = _decode_all(_folder_entries(path, report), report)
     elif zipfile.is_zipfile(path):
-        yield from _zip_entries(path, report)
+        try:
+            with zipfile.ZipFile(path) as zf:  # members are read while it is open
+                decoded = _decode_all(_zip_entries(zf, report), report)
+        except (zipfile.BadZipFile, OSError) as exc:
+            report.problems.append(f"not a readable zip file ({exc})")
+            return report, None
     else:
-        report.problems.append("neither a folder nor a zip file")
+        report.problems.append("neither a folder nor a zip file; give a folder or a .zip")
+        return report, None
+    return _assemble(decoded, report, image_size)
 
 
 def _classify(parts: tuple[str, ...]) -> tuple[str, str | None] | None:
@@ -140,27 +138,26 @@ def _read_file(file: Path) -> bytes:
     return file.read_bytes()
 
 
-def _zip_entries(path: Path, report: ImportReport) -> Iterator[_Entry]:
-    with zipfile.ZipFile(path) as zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_FILES:
-            report.problems.append(f"zip has {len(infos)} entries, more than the {MAX_FILES} allowed")
-            return
-        budget = [MAX_TOTAL_BYTES]
-        for info in infos:
-            if info.is_dir():
-                continue
-            name = info.filename
-            pure = PurePosixPath(name.replace("\\", "/"))
-            if pure.is_absolute() or ".." in pure.parts or (len(name) > 1 and name[1] == ":"):
-                report.skipped.append((name, "unsafe path in zip (absolute or with ..)"))
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                report.skipped.append((name, "symbolic link in zip"))
-                continue
-            if pure.name.startswith(".") or "__MACOSX" in pure.parts:
-                continue
-            yield from _entry_for(pure.as_posix(), lambda zf=zf, info=info: _read_zip(zf, info, budget), report)
+def _zip_entries(zf: zipfile.ZipFile, report: ImportReport) -> Iterator[_Entry]:
+    infos = zf.infolist()
+    if len(infos) > MAX_FILES:
+        report.problems.append(f"zip has {len(infos)} entries, more than the {MAX_FILES} allowed")
+        return
+    budget = [MAX_TOTAL_BYTES]
+    for info in infos:
+        if info.is_dir():
+            continue
+        name = info.filename
+        pure = PurePosixPath(name.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or (len(name) > 1 and name[1] == ":"):
+            report.skipped.append((name, "unsafe path in zip (absolute or with ..)"))
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            report.skipped.append((name, "symbolic link in zip"))
+            continue
+        if pure.name.startswith(".") or "__MACOSX" in pure.parts:
+            continue
+        yield from _entry_for(pure.as_posix(), lambda info=info: _read_zip(zf, info, budget), report)
 
 
 def _read_zip(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int]) -> bytes:
@@ -202,7 +199,10 @@ def decode_image(data: bytes) -> Image.Image:
     if not data:
         raise _Skip("empty file")
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; treat it as the error it is.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > MAX_PIXELS:
             raise _Skip(f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit (decompression-bomb guard)")
@@ -213,11 +213,13 @@ def decode_image(data: bytes) -> Image.Image:
         return ImageOps.exif_transpose(img)
     except _Skip:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _Skip("over Pillow's decompression-bomb pixel limit") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise _Skip(f"cannot decode image ({exc.__class__.__name__})") from exc
 
 
-def _decode_all(entries: list[_Entry], report: ImportReport) -> list[tuple[_Entry, Image.Image]]:
+def _decode_all(entries: Iterator[_Entry], report: ImportReport) -> list[tuple[_Entry, Image.Image]]:
     out = []
     for entry in entries:
         try:

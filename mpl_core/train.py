@@ -224,11 +224,11 @@ def _restore(state: _State, tensors: dict, info: dict, cfg: RunConfig) -> None:
         learner = getattr(state, name)
         if learner is None:
             continue
-        learner.model.load_state_dict(ckpt.unflatten_state(f"{name}.model", tensors, meta))
+        learner.model.load_state_dict(ckpt.module_state(f"{name}.model", tensors))
         learner.optimizer.load_state_dict(ckpt.unflatten_state(f"{name}.optimizer", tensors, meta))
         learner.scheduler.load_state_dict(ckpt.unflatten_state(f"{name}.scheduler", tensors, meta))
     if state.ema is not None:
-        state.ema.model.load_state_dict(ckpt.unflatten_state("ema.model", tensors, meta))
+        state.ema.model.load_state_dict(ckpt.module_state("ema.model", tensors))
     state.index_gen.set_state(tensors["rng.index"])
     state.aug_gen.set_state(tensors["rng.augment"])
     if "feedback.baseline" in tensors:
@@ -251,7 +251,7 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
     if not any(k.startswith(prefix + ".") for k in tensors):
         raise MPLStudioError(f"{Path(path).name} has no {which} model (algorithm {info['config']['algorithm']['name']})")
     model = build_model(model_cfg)
-    model.load_state_dict(ckpt.unflatten_state(prefix, tensors, info.get("state_meta", {})))
+    model.load_state_dict(ckpt.module_state(prefix, tensors))
     return model.to(device).eval(), info
 
 

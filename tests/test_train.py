@@ -1,0 +1,81 @@
+import threading
+
+import pytest
+import torch
+
+from mpl_core.checkpoint import latest_checkpoint, list_checkpoints
+from mpl_core.config import DataConfig
+from mpl_core.data import select_classes
+from mpl_core.errors import MPLStudioError
+from mpl_core.splits import make_split
+from mpl_core.train import TrainControl, load_model, train
+
+from conftest import tiny_config
+
+
+@pytest.mark.parametrize("algorithm", ["supervised", "pseudo_label", "uda", "mpl"])
+def test_every_algorithm_trains_end_to_end(tiny_dataset, tmp_path, algorithm):
+    cfg = tiny_config(algorithm)
+    seen = []
+    result = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path, on_progress=seen.append)
+    assert not result.stopped and 0.0 <= result.metrics["test_acc"] <= 1.0
+    assert seen[-1].phase == "done" and any("val_acc" in p.metrics for p in seen)
+    model, info = load_model(result.checkpoint)
+    assert info["class_names"] == ["horizontal", "vertical"]
+    assert ("teacher_test_acc" in result.metrics) == (algorithm == "mpl")
+
+
+def test_stop_flag_ends_training_early(tiny_dataset, tmp_path):
+    cfg = tiny_config("mpl", steps=1000)
+    control = TrainControl()
+
+    def stop_after_first_log(progress):
+        if progress.step >= 10:
+            control.stop.set()
+
+    result = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path,
+                   on_progress=stop_after_first_log, control=control)
+    assert result.stopped and result.step == 10
+
+
+def test_resume_continues_from_the_checkpoint(tiny_dataset, tmp_path):
+    cfg = tiny_config("mpl", steps=20, checkpoint_every=10, eval_every=10)
+    split = make_split(tiny_dataset, cfg.data)
+    control = TrainControl()
+    train(cfg, tiny_dataset, split, out_dir=tmp_path, control=control,
+          on_progress=lambda p: control.stop.set() if p.step >= 10 else None)
+    assert latest_checkpoint(tmp_path) is not None
+    steps_seen = []
+    result = train(cfg, tiny_dataset, split, out_dir=tmp_path, on_progress=lambda p: steps_seen.append((p.phase, p.step)))
+    assert ("train", 10) not in steps_seen and ("train", 20) in steps_seen  # picked up at step 10
+    assert result.step == 20 and not result.stopped
+
+
+def test_resume_refuses_a_different_algorithm(tiny_dataset, tmp_path):
+    cfg = tiny_config("uda")
+    train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)
+    with pytest.raises(MPLStudioError, match="algorithm.name"):
+        train(tiny_config("mpl"), tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)
+
+
+def test_pause_blocks_until_resumed(tiny_dataset, tmp_path):
+    cfg = tiny_config("supervised", steps=30, eval_every=0)
+    control = TrainControl()
+    control.resume.clear()  # paused before it starts
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data),
+                                                    control=control), done.set()))
+    worker.start()
+    assert not done.wait(0.5)  # nothing happens while paused
+    control.resume.set()
+    assert done.wait(60)
+    worker.join()
+
+
+def test_short_training_learns_two_fashion_mnist_classes(fmnist):
+    """Shirt vs sneaker with 10 labels each: chance is 50%; a model that learned gets far above it."""
+    data = select_classes(fmnist, [6, 7])
+    cfg = tiny_config("supervised", steps=60, batch_size=16, eval_every=0, finetune_steps=0)
+    cfg.data = DataConfig(labels_per_class=10, val_per_class=10, seed=0)
+    result = train(cfg, data, make_split(data, cfg.data))
+    assert result.metrics["test_acc"] > 0.85  # 2000 test images: chance would be 50% +- 1.1%
