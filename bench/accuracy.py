@@ -1,0 +1,74 @@
+"""Accuracy benchmark: the four algorithms (and both MPL feedback signs) on the same budget.
+
+    python bench/accuracy.py --preset cpu-10min --seeds 0 1
+    python bench/accuracy.py --preset quick-demo --algorithms supervised mpl --seeds 0
+
+Prints a markdown table: test accuracy (mean +- std over seeds), wall time, steps/s, device.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from mpl_core.config import RunConfig  # noqa: E402
+from mpl_core.data import load_dataset  # noqa: E402
+from mpl_core.presets import apply_preset  # noqa: E402
+from mpl_core.splits import make_split  # noqa: E402
+from mpl_core.train import device_label, pick_device, train  # noqa: E402
+
+VARIANTS = {  # row name -> (algorithm, feedback_sign)
+    "supervised": ("supervised", "derivation"), "pseudo_label": ("pseudo_label", "derivation"),
+    "uda": ("uda", "derivation"), "mpl": ("mpl", "derivation"), "mpl-official-sign": ("mpl", "official"),
+}
+
+
+def run_one(variant: str, preset: str, seed: int, dataset, labels_per_class: int, steps: int | None) -> dict:
+    algorithm, sign = VARIANTS[variant]
+    cfg = apply_preset(RunConfig(), preset)
+    cfg.algorithm.name, cfg.algorithm.feedback_sign = algorithm, sign
+    cfg.data.labels_per_class, cfg.data.seed, cfg.train.seed = labels_per_class, seed, seed
+    if steps:
+        cfg.train.steps = steps
+    cfg.train.checkpoint_every = 0
+    split = make_split(dataset, cfg.data)
+    t0 = time.perf_counter()
+    result = train(cfg, dataset, split)
+    wall = time.perf_counter() - t0
+    total_steps = cfg.train.steps + (cfg.train.finetune_steps if algorithm == "mpl" else 0)
+    return {"acc": result.metrics["test_acc"], "wall": wall, "steps_per_s": total_steps / wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu-10min")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--labels-per-class", type=int, default=10)
+    p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--algorithms", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = p.parse_args()
+    dataset = load_dataset(args.dataset)
+    device = device_label(pick_device("auto"))
+    print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, seeds {args.seeds}, {device}")
+    print("| algorithm | test accuracy | wall time / run | steps/s | device |")
+    print("|---|---|---|---|---|")
+    for variant in args.algorithms:
+        runs = [run_one(variant, args.preset, s, dataset, args.labels_per_class, args.steps) for s in args.seeds]
+        accs = [r["acc"] * 100 for r in runs]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        wall = statistics.mean(r["wall"] for r in runs)
+        sps = statistics.mean(r["steps_per_s"] for r in runs)
+        print(f"| {variant} | {statistics.mean(accs):.2f} ± {std:.2f}% | {wall:.0f} s | {sps:.2f} | {device} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()
