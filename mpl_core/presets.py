@@ -14,7 +14,7 @@ PRESETS: dict[str, dict] = {
     # A few minutes on a 2-core CPU: the demo preset.
     "quick-demo": {"train": {"steps": 600, "finetune_steps": 100, "eval_every": 100}, "model": {"width": 16}},
     # About ten minutes on a 2-core CPU.
-    "cpu-10min": {"train": {"steps": 3000, "finetune_steps": 200, "eval_every": 250}, "model": {"width": 16}},
+    "cpu-10min": {"train": {"steps": 3500, "finetune_steps": 200, "eval_every": 500}, "model": {"width": 16}},
     # A GPU budget: the paper's batch shape (mu = 7) and a wider model.
     "gpu": {"train": {"steps": 20000, "batch_size": 64, "mu": 7, "finetune_steps": 1000, "eval_every": 1000,
                       "checkpoint_every": 2000}, "model": {"width": 64}},
