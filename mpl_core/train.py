@@ -138,12 +138,14 @@ def make_learner(model: nn.Module, lr: float, cfg: RunConfig, total: int, warmup
 
 def _init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device) -> _State:
     t = cfg.train
-    torch.manual_seed(t.seed)  # model init only; every later random draw uses the generators below
-    student = build_model(model_cfg).to(device, memory_format=torch.channels_last)
-    teacher = None
-    if cfg.algorithm.name == "mpl":
-        teacher = make_learner(build_model(model_cfg).to(device, memory_format=torch.channels_last),
-                               t.lr, cfg, t.steps, t.warmup_steps)
+    # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        student = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+        teacher = None
+        if cfg.algorithm.name == "mpl":
+            teacher = make_learner(build_model(model_cfg).to(device, memory_format=torch.channels_last),
+                                   t.lr, cfg, t.steps, t.warmup_steps)
     aug_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     return _State(0, make_learner(student, t.lr, cfg, t.steps, t.warmup_steps), teacher,
                   ModelEMA(student, t.ema_decay) if t.ema_decay > 0 else None, FeedbackState(),

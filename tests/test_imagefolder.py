@@ -73,3 +73,37 @@ def test_pixel_bomb_is_refused_before_decoding(tmp_path):
     report, ds = inspect_image_folder(tmp_path)
     assert "decompression-bomb" in dict(report.skipped)["unlabeled/bomb.png"]  # an error, not a warning
     assert ds is not None and report.unlabeled_count == 1
+
+
+def _save(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_every_common_mode_converts_to_one_mode_and_size(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees
+    frames = [Image.new("P", (12, 12), i) for i in range(3)]
+    files = {
+        "cmyk.jpg": _save(Image.new("CMYK", (40, 30), (0, 128, 0, 0)), "JPEG"),
+        "gray16.png": _save(Image.new("I;16", (20, 20), 60000), "PNG"),
+        "palette.png": _save(Image.new("P", (20, 20), 3), "PNG"),
+        "rgba.png": _save(Image.new("RGBA", (20, 20), (255, 0, 0, 128)), "PNG"),
+        "la.png": _save(Image.new("LA", (20, 20), (200, 255)), "PNG"),
+        "anim.gif": _save(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "rotated.jpg": _save(Image.new("RGB", (40, 10), (0, 0, 255)), "JPEG", exif=exif.tobytes()),
+        "tiny.png": _save(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"),
+    }
+    for c in ("a", "b"):
+        d = tmp_path / "labeled" / c
+        d.mkdir(parents=True)
+        for name, data in files.items():
+            (d / name).write_bytes(data)
+    (tmp_path / "unlabeled").mkdir()
+    (tmp_path / "unlabeled" / "u.png").write_bytes(files["rgba.png"])
+    report, ds = inspect_image_folder(tmp_path)
+    assert report.skipped == [] and report.labeled_counts == {"a": 8, "b": 8}
+    assert report.mode == "RGB" and tuple(ds.train.images.shape[1:]) == (3, 32, 32)
+    gray16 = ds.train.images[ds.train.ids.index("labeled/a/gray16.png")]
+    assert gray16.float().mean() > 200  # 16-bit values scaled down to 8 bits, not clipped to black

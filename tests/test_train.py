@@ -79,3 +79,15 @@ def test_short_training_learns_two_fashion_mnist_classes(fmnist):
     cfg.data = DataConfig(labels_per_class=10, val_per_class=10, seed=0)
     result = train(cfg, data, make_split(data, cfg.data))
     assert result.metrics["test_acc"] > 0.85  # 2000 test images: chance would be 50% +- 1.1%
+
+
+def test_same_seed_same_model_and_global_rng_untouched(tiny_dataset):
+    cfg = tiny_config("mpl")
+    split = make_split(tiny_dataset, cfg.data)
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = train(cfg, tiny_dataset, split)
+    assert torch.equal(torch.rand(1), expected_next)  # training drew nothing from the global RNG
+    b = train(cfg, tiny_dataset, split)
+    assert a.history == b.history and a.metrics == b.metrics
