@@ -29,7 +29,7 @@ class TqdmProgress:
                 self.bar.close()
             self.phase = progress.phase
             self.bar = tqdm(total=progress.total, desc=progress.phase, disable=self.disable, unit="step")
-            self.bar.update(progress.step - 0)
+            self.bar.update(progress.step)
         else:
             self.bar.update(progress.step - self.bar.n)
         shown = {k: f"{progress.metrics[k]:.3f}" for k in self.KEYS if k in progress.metrics}

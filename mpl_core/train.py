@@ -380,7 +380,7 @@ class _Run:
                     row.update(self.val_metrics())
                 rate = (n - start_step) * images_per_step / max(1e-9, time.perf_counter() - t0)
                 eta = (total - n) * images_per_step / max(rate, 1e-9)
-                row.update(step=n, phase_step=n, images_per_s=rate)
+                row.update(step=n, images_per_s=rate)
                 self.history.append({"phase": phase, **row})
                 if self.on_progress:
                     self.on_progress(Progress(phase, n, total, row, rate, eta, device_label(self.device)))
