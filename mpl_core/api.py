@@ -1,6 +1,7 @@
 """The small surface the app's pages call (pages never import torch)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .data import default_data_root, find_fashion_mnist
@@ -13,7 +14,6 @@ def builtin_dataset_status(data_root: str | Path | None = None) -> dict:
 
 def list_runs(runs_root: str | Path = "runs") -> list[dict]:
     """Finished CLI runs (folders with a result.json): name, algorithm, accuracies, curve."""
-    import json
     rows = []
     for result in sorted(Path(runs_root).glob("*/result.json")):
         try:

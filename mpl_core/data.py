@@ -73,7 +73,7 @@ def load_dataset(name_or_path: str, data_root: str | Path = "data", *, image_siz
     if key.replace("-", "") in TORCHVISION_SETS:
         return load_torchvision(key.replace("-", ""), data_root, download=download)
     from .imagefolder import load_image_folder  # own images: folder or zip
-    return load_image_folder(name_or_path, image_size=image_size, data_root=data_root)
+    return load_image_folder(name_or_path, image_size=image_size)
 
 
 # --- Fashion-MNIST -----------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class _Entry:
     read: object  # () -> bytes
 
 
-def load_image_folder(path: str | Path, *, image_size: int = 0, data_root=None) -> Dataset:
+def load_image_folder(path: str | Path, *, image_size: int = 0) -> Dataset:
     """Import own images; raise MPLStudioError (with the report's reasons) if unusable."""
     report, dataset = inspect_image_folder(path, image_size=image_size)
     if dataset is None:

@@ -394,16 +394,20 @@ class _Run:
         return accuracy(model, self.dataset.train.images[val], self.dataset.train.labels[val], self.device,
                         amp=self.cfg.train.amp)
 
+    def current_model(self) -> nn.Module:
+        """The model a user gets now: the EMA student while training, the fine-tuned one after."""
+        return _eval_model(self.state) if self.state.phase == "train" else self.state.student.model
+
     def val_metrics(self) -> dict:
         s = self.state
-        out = {"val_acc": self.val_acc(_eval_model(s) if s.phase == "train" else s.student.model)}
+        out = {"val_acc": self.val_acc(self.current_model())}
         if s.teacher is not None:
             out["teacher_val_acc"] = self.val_acc(s.teacher.model)
         return out
 
     def final_metrics(self) -> dict:
         s, test = self.state, self.dataset.test
-        model = _eval_model(s) if s.phase == "train" else s.student.model
+        model = self.current_model()
         m = {"val_acc": self.val_acc(model), **s.best}
         if test is not None and (test.labels >= 0).all():
             m["test_acc"] = accuracy(model, test.images, test.labels, self.device, amp=self.cfg.train.amp)
