@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -18,8 +19,12 @@ def autocast_for(device: torch.device, enabled: bool = True):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images_u8: torch.Tensor, device: torch.device, *,
-                   batch_size: int = 1024, amp: bool = True) -> torch.Tensor:
-    """Logits (N, K) in float32 on the CPU, for (N, C, H, W) uint8 images, in eval mode."""
+                   batch_size: int = 1024, amp: bool = True,
+                   on_batch: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Logits (N, K) in float32 on the CPU, for (N, C, H, W) uint8 images, in eval mode.
+
+    on_batch(done, total) is called after each batch (progress bars, stop checks).
+    """
     was_training = model.training
     model.eval()
     outs = []
@@ -29,6 +34,8 @@ def predict_logits(model: nn.Module, images_u8: torch.Tensor, device: torch.devi
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, amp):
                 outs.append(model(x).float().cpu())
+            if on_batch:
+                on_batch(min(start + batch_size, len(images_u8)), len(images_u8))
     finally:
         model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0, 0)

@@ -1,0 +1,253 @@
+"""Export reviewed labels: CSV, Label Studio JSON (with the model's predictions), an ImageFolder
+tree (or zip), and a run's checkpoint.
+
+One row per sample a person or the model has said something about: the given labeled and
+validation samples, and every pool sample with a pseudo-label or a decision. `final_label` is
+what a retrain would train on (empty for pending and rejected samples).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .checkpoint import latest_checkpoint
+from .errors import MPLStudioError
+from .review import status_of
+from .workspace import Workspace
+
+FORMATS = ("csv", "label-studio", "imagefolder", "imagefolder-zip", "checkpoint")
+CSV_COLUMNS = ("sample_id", "pool_index", "split", "pseudo_label", "confidence", "margin", "status",
+               "final_label", "reviewer", "decided_at")
+
+
+def export_rows(ws: Workspace) -> list[dict]:
+    ds, split = ws.dataset(), ws.split()
+    names = ds.class_names
+    rows = []
+    for part, indices in (("labeled", split.labeled), ("validation", split.val)):
+        for i in indices.tolist():
+            rows.append(_row(ds.train.ids[i], i, part, None, "given", names[int(ds.train.labels[i])]))
+    pl = ws.store.pseudo_labels()
+    dec = ws.store.current_decisions()
+    by_idx = {int(i): k for k, i in enumerate(dec["idx"])}
+    seen = set()
+    if pl is not None:
+        status = status_of(pl, dec)
+        for k in range(len(pl)):
+            i = int(pl.idx[k])
+            seen.add(i)
+            rows.append(_pool_row(ds, i, names, pl.label[k], pl.confidence[k], pl.margin[k], status[k],
+                                  dec, by_idx.get(i)))
+    for i, k in by_idx.items():  # decided samples without a pseudo-label (labeled by hand)
+        if i not in seen:
+            rows.append(_pool_row(ds, i, names, None, None, None, dec["action"][k], dec, k))
+    return rows
+
+
+def _row(sample_id, idx, part, pseudo, status, final, conf=None, margin=None, who="", at=None) -> dict:
+    return {"sample_id": sample_id, "pool_index": idx, "split": part, "pseudo_label": pseudo or "",
+            "confidence": "" if conf is None else round(float(conf), 5),
+            "margin": "" if margin is None else round(float(margin), 5), "status": status,
+            "final_label": final or "", "reviewer": who,
+            "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(at)) if at else ""}
+
+
+def _pool_row(ds, i, names, label, conf, margin, status, dec, k) -> dict:
+    final, who, at = None, "", None
+    if k is not None:
+        who, at = dec["who"][k], dec["at"][k]
+        if dec["action"][k] != "reject":
+            final = names[int(dec["label"][k])]
+    pseudo = names[int(label)] if label is not None else None
+    return _row(ds.train.ids[i], i, "unlabeled", pseudo, status, final, conf, margin, who, at)
+
+
+def export_csv(ws: Workspace, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(export_rows(ws))
+    return out
+
+
+def csv_bytes(ws: Workspace) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(export_rows(ws))
+    return buf.getvalue().encode("utf-8")
+
+
+# --- Label Studio ----------------------------------------------------------------------------------
+
+def label_studio_config(class_names: list[str]) -> str:
+    """The labeling interface XML that matches the exported tasks."""
+    from xml.sax.saxutils import quoteattr
+    choices = "\n".join(f"    <Choice value={quoteattr(n)}/>" for n in class_names)
+    return ('<View>\n  <Image name="image" value="$image"/>\n  <Choices name="label" toName="image" '
+            f'choice="single">\n{choices}\n  </Choices>\n</View>\n')
+
+
+def label_studio_tasks(ws: Workspace, image_prefix: str = "images/") -> list[dict]:
+    """Label Studio tasks: the model's pseudo-label as a prediction, human/accepted labels as annotations."""
+    pl = ws.store.pseudo_labels()
+    version = f"run-{pl.run_id}-{pl.model}-round-{pl.round}" if pl is not None else "none"
+    tasks = []
+    for n, row in enumerate(r for r in export_rows(ws) if r["split"] == "unlabeled"):
+        task = {"id": n + 1, "data": {"image": image_prefix + image_name(row["sample_id"], row["pool_index"]),
+                                      "sample_id": row["sample_id"], "pool_index": row["pool_index"],
+                                      "status": row["status"]}}
+        if row["pseudo_label"]:
+            task["predictions"] = [{"model_version": version, "score": row["confidence"],
+                                    "result": [_choice(row["pseudo_label"])]}]
+        if row["final_label"]:
+            task["annotations"] = [{"result": [_choice(row["final_label"])],
+                                    "completed_by": {"email": row["reviewer"]} if "@" in row["reviewer"] else 1}]
+        tasks.append(task)
+    return tasks
+
+
+def _choice(label: str) -> dict:
+    return {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
+
+
+def export_label_studio(ws: Workspace, out_dir: str | Path, *, images: bool = True,
+                        on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """out_dir/tasks.json, label_config.xml and images/ (PNG files the tasks point at)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = label_studio_tasks(ws)
+    (out / "tasks.json").write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
+    (out / "label_config.xml").write_text(label_studio_config(ws.dataset().class_names), encoding="utf-8")
+    if images:
+        ds = ws.dataset()
+        pool = [(t["data"]["image"], t["data"]["pool_index"]) for t in tasks]
+        (out / "images").mkdir(exist_ok=True)
+        for k, (rel, idx) in enumerate(pool):
+            _save_png(ds.train.images[idx], out / rel)
+            if on_progress and (k % 500 == 0 or k == len(pool) - 1):
+                on_progress(k + 1, len(pool))
+    return out / "tasks.json"
+
+
+# --- ImageFolder -------------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def image_name(sample_id: str, idx: int) -> str:
+    """A file name that is safe everywhere and unique (the pool index leads)."""
+    stem = _UNSAFE.sub("_", sample_id.rsplit(".", 1)[0] if "." in sample_id.rsplit("/", 1)[-1] else sample_id)
+    return f"{int(idx):06d}_{stem.strip('._')[:80]}.png"
+
+
+def class_folder_names(class_names: list[str]) -> list[str]:
+    """Folder names for classes: unsafe characters replaced, collisions numbered."""
+    out, used = [], set()
+    for n, name in enumerate(class_names):
+        base = _UNSAFE.sub("_", name).strip("._") or f"class_{n}"
+        folder = base if base not in used else f"{base}_{n}"
+        used.add(folder)
+        out.append(folder)
+    return out
+
+
+def imagefolder_items(ws: Workspace) -> list[tuple[str, int]]:
+    """(relative path, pool index) of every image with a label a retrain would use."""
+    names = ws.dataset().class_names
+    folders = dict(zip(names, class_folder_names(names)))
+    return [(f"{folders[r['final_label']]}/{image_name(r['sample_id'], r['pool_index'])}", r["pool_index"])
+            for r in export_rows(ws) if r["final_label"]]
+
+
+def export_imagefolder(ws: Workspace, out: str | Path, *, as_zip: bool = False,
+                       on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """An ImageFolder tree (class/file.png) of every labeled image, or the same as a zip file."""
+    out = Path(out)
+    items = imagefolder_items(ws)
+    ds = ws.dataset()
+    meta = json.dumps({"classes": ds.class_names, "folders": class_folder_names(ds.class_names)}, indent=1)
+    if as_zip:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are already compressed
+            zf.writestr("classes.json", meta)
+            for k, (rel, idx) in enumerate(items):
+                zf.writestr(rel, _png_bytes(ds.train.images[idx]))
+                _tick(on_progress, k, len(items))
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "classes.json").write_text(meta)
+    for k, (rel, idx) in enumerate(items):
+        _save_png(ds.train.images[idx], out / rel)
+        _tick(on_progress, k, len(items))
+    return out
+
+
+def _tick(on_progress, k: int, total: int) -> None:
+    if on_progress and (k % 500 == 0 or k == total - 1):
+        on_progress(k + 1, total)
+
+
+def _to_pil(image) -> Image.Image:
+    arr = image.numpy() if hasattr(image, "numpy") else np.asarray(image)  # (C, H, W) uint8
+    return Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(np.transpose(arr, (1, 2, 0)))
+
+
+def _png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    _to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _save_png(image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _to_pil(image).save(path, format="PNG")
+
+
+# --- checkpoint --------------------------------------------------------------------------------------
+
+def export_checkpoint(ws: Workspace, run_id: int | None, out: str | Path) -> Path:
+    """Copy a run's newest checkpoint (and its JSON description) to out."""
+    runs = ws.store.runs()
+    if run_id is None:
+        done = [r for r in runs if latest_checkpoint(ws.run_dir(r["id"]))]
+        if not done:
+            raise MPLStudioError("no checkpoint in this workspace yet: train a model first")
+        run_id = done[-1]["id"]
+    src = latest_checkpoint(ws.run_dir(run_id))
+    if src is None:
+        raise MPLStudioError(f"run {run_id} has no checkpoint")
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / f"{ws.name}-run{run_id}-{src.name}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, out)
+    if src.with_suffix(".json").exists():
+        shutil.copyfile(src.with_suffix(".json"), out.with_suffix(".json"))
+    return out
+
+
+def export(ws: Workspace, fmt: str, out: str | Path, *, run_id: int | None = None,
+           on_progress: Callable[[int, int], None] | None = None) -> Path:
+    if fmt == "csv":
+        return export_csv(ws, out)
+    if fmt == "label-studio":
+        return export_label_studio(ws, out, on_progress=on_progress)
+    if fmt in ("imagefolder", "imagefolder-zip"):
+        return export_imagefolder(ws, out, as_zip=fmt.endswith("zip"), on_progress=on_progress)
+    if fmt == "checkpoint":
+        return export_checkpoint(ws, run_id, out)
+    raise MPLStudioError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")

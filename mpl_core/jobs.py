@@ -1,0 +1,338 @@
+"""Background jobs: training, pseudo-label generation and retrain rounds in one worker thread.
+
+    job = start_training(ws, cfg)          # returns at once; the work runs in a thread
+    job.status()                          # a copy of JobStatus, safe to read from any thread
+    job.pause(); job.resume(); job.stop(); job.join()
+
+The worker never touches the UI: it writes its status under a lock and its metrics to the
+store, and callers poll. One job at a time per workspace, across threads and processes: the
+job holds an exclusive `flock` on the workspace's job.lock, which the kernel releases if the
+process dies, so a crash never leaves a stale lock behind. An exception in the worker ends the
+job with the message in its status; the process keeps running.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .checkpoint import latest_checkpoint
+from .config import RunConfig
+from .errors import MPLStudioError
+from .train import Progress, TrainControl, load_model, pick_device, device_label, train
+from .workspace import Workspace
+
+ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+
+
+class JobBusy(MPLStudioError):
+    """Another job holds the workspace."""
+
+
+class _Stopped(Exception):
+    """Raised inside non-training work when the stop flag is set."""
+
+
+@dataclass
+class JobStatus:
+    kind: str  # "train", "pseudo_label" or "retrain"
+    state: str = "starting"  # starting, running, paused, stopping, done, stopped, failed
+    run_id: int | None = None
+    phase: str = ""
+    step: int = 0
+    total: int = 0
+    metrics: dict = field(default_factory=dict)  # latest logged values
+    images_per_s: float = 0.0
+    eta_s: float = 0.0
+    device: str = ""
+    message: str = ""  # what happened, in words
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    result: dict = field(default_factory=dict)  # e.g. {"round": 3} or the final metrics
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total) if self.total else 0.0
+
+
+class JobLock:
+    """An exclusive, non-blocking flock on the workspace's job.lock (released when the fd closes)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, holder: dict) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobBusy(f"another job is running in this workspace ({describe_holder(self.path)}); "
+                          "stop it or wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def describe_holder(path) -> str:
+    try:
+        with open(path) as f:
+            h = json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        return "unknown job"
+    when = time.strftime("%H:%M", time.localtime(h.get("started", 0)))
+    run = f" run {h['run_id']}" if h.get("run_id") else ""
+    return f"{h.get('kind', 'a job')}{run}, started {when} by process {h.get('pid', '?')}"
+
+
+def lock_is_held(path) -> bool:
+    if not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def recover(ws: Workspace) -> int:
+    """After a restart: runs a dead process left 'running' become 'interrupted' (resumable)."""
+    if lock_is_held(ws.lock_path):
+        return 0
+    return ws.store.mark_interrupted()
+
+
+class TrainingJob:
+    """One background job on a workspace. Construct through start_training / start_pseudo_labeling /
+    start_retrain."""
+
+    def __init__(self, ws: Workspace, kind: str, work: Callable[["TrainingJob"], dict], *,
+                 run_id: int | None = None, on_progress: Callable[[Progress], None] | None = None):
+        self.ws, self.kind, self._work = ws, kind, work
+        self.control = TrainControl()
+        self._on_progress = on_progress
+        self._lock = threading.Lock()
+        self._status = JobStatus(kind, run_id=run_id)
+        self._thread = threading.Thread(target=self._main, name=f"mpl-{kind}", daemon=True)
+        self._file_lock = JobLock(ws.lock_path)
+
+    # --- control (any thread) ------------------------------------------------------------------
+
+    def start(self, new_run: tuple[str, RunConfig] | None = None) -> "TrainingJob":
+        """Take the workspace lock (or raise JobBusy), record the run, start the worker thread."""
+        self._file_lock.acquire({"kind": self.kind, "pid": os.getpid(), "started": time.time(),
+                                 "run_id": self._status.run_id})
+        try:
+            if new_run is not None:
+                self._status.run_id = self.ws.store.create_run(new_run[0], new_run[1].to_dict())
+            self._store_status("running", message="")
+        except BaseException:
+            self._file_lock.release()
+            raise
+        self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        if self.status().active:
+            self.control.resume.clear()
+            self._set(state="paused", message="paused")
+            self._store_status("paused")
+
+    def resume(self) -> None:
+        if self.status().state == "paused":
+            self.control.resume.set()
+            self._set(state="running", message="running")
+            self._store_status("running")
+
+    def stop(self) -> None:
+        if self.status().active:
+            self.control.stop.set()
+            self.control.resume.set()  # a paused job must wake up to notice the stop
+            self._set(state="stopping", message="stopping at the next step")
+
+    def status(self) -> JobStatus:
+        with self._lock:
+            return dataclasses.replace(self._status, metrics=dict(self._status.metrics),
+                                       result=dict(self._status.result))
+
+    def join(self, timeout: float | None = None) -> JobStatus:
+        self._thread.join(timeout)
+        return self.status()
+
+    # --- worker side ---------------------------------------------------------------------------
+
+    def _set(self, **fields) -> None:
+        with self._lock:
+            for key, value in fields.items():
+                setattr(self._status, key, value)
+
+    def _store_status(self, status: str, **kwargs) -> None:
+        if self._status.run_id is not None:
+            self.ws.store.update_run(self._status.run_id, status=status, **kwargs)
+
+    def report(self, progress: Progress) -> None:
+        """The training loop's progress hook: status for pollers, metrics rows for the store."""
+        paused = not self.control.resume.is_set()
+        self._set(phase=progress.phase, step=progress.step, total=progress.total, metrics=dict(progress.metrics),
+                  images_per_s=progress.images_per_s, eta_s=progress.eta_s, device=progress.device,
+                  state="paused" if paused else ("stopping" if self.control.stop.is_set() else "running"))
+        if self._status.run_id is not None and progress.phase in ("train", "finetune") and progress.metrics:
+            self.ws.store.add_metrics(self._status.run_id, progress.step, progress.phase, progress.metrics)
+        if self._on_progress:
+            self._on_progress(progress)
+
+    def _main(self) -> None:
+        self._set(state="running", message="running")
+        try:
+            result = self._work(self)
+            stopped = self.control.stop.is_set() and not result.get("completed", False)
+            state = "stopped" if stopped else "done"
+            self._set(result=result, message="stopped; resume to continue" if stopped else "finished")
+        except _Stopped:
+            state = "stopped"
+            self._set(message="stopped before it finished; nothing was saved")
+        except MPLStudioError as exc:
+            state = "failed"
+            self._set(error=str(exc), message=str(exc))
+            self._store_status("failed", message=str(exc))
+        except Exception as exc:  # a bug or an environment fault: keep the process alive, say what failed
+            state = "failed"
+            text = f"{exc.__class__.__name__}: {exc}"
+            self._log_traceback()
+            self._set(error=text, message=f"the job failed ({text}); details in {self.ws.root / 'logs'}")
+            self._store_status("failed", message=text)
+        finally:
+            self._file_lock.release()
+        self._set(state=state, finished=time.time())
+
+    def _log_traceback(self) -> None:
+        try:
+            logs = self.ws.root / "logs"
+            logs.mkdir(exist_ok=True)
+            with open(logs / "jobs.log", "a") as f:
+                f.write(f"--- {time.ctime()} {self.kind} run {self._status.run_id}\n{traceback.format_exc()}\n")
+        except OSError:
+            pass
+
+
+# --- the three kinds of work ---------------------------------------------------------------------
+
+def start_training(ws: Workspace, cfg: RunConfig | None = None, *, run_id: int | None = None,
+                   on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+    """Train a new run with cfg (the workspace's data settings win), or resume run_id."""
+    store = ws.store
+    if run_id is not None:
+        run = store.run(run_id)
+        cfg, kind = RunConfig.from_dict(run["config"]), run["kind"]
+        work = _retrain_work(cfg) if kind == "retrain" else _train_work(cfg)
+        return TrainingJob(ws, kind, work, run_id=run_id, on_progress=on_progress).start()
+    if cfg is None:
+        raise MPLStudioError("give a training configuration or a run to resume")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data))
+    cfg.validate()
+    return TrainingJob(ws, "train", _train_work(cfg), on_progress=on_progress).start(new_run=("train", cfg))
+
+
+def start_retrain(ws: Workspace, cfg: RunConfig, *, on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+    """A retrain round on given + accepted + human labels (rejected excluded)."""
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data))
+    cfg.validate()
+    return TrainingJob(ws, "retrain", _retrain_work(cfg), on_progress=on_progress).start(new_run=("retrain", cfg))
+
+
+def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str = "auto", *,
+                          on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+    """Label the unlabeled pool with a run's teacher (MPL, default) or student into a new round."""
+    runs = [r for r in ws.store.runs() if r["checkpoint"] or latest_checkpoint(ws.run_dir(r["id"]))]
+    if run_id is None:
+        if not runs:
+            raise MPLStudioError("no trained model in this workspace yet: train one first")
+        run_id = runs[-1]["id"]
+    run = ws.store.run(run_id)
+    if model == "auto":
+        model = "teacher" if run["config"]["algorithm"]["name"] == "mpl" else "student"
+    if model not in ("teacher", "student"):
+        raise MPLStudioError(f"model must be teacher or student, not {model!r}")
+    job = TrainingJob(ws, "pseudo_label", _pseudo_label_work(run_id, model), on_progress=on_progress)
+    return job.start()
+
+
+def _train_work(cfg: RunConfig):
+    def work(job: TrainingJob) -> dict:
+        ws, run_id = job.ws, job._status.run_id
+        job._set(message="loading data")
+        dataset, split = ws.dataset(), ws.split()
+        return _run_training(job, cfg, dataset, split, run_id, extra={})
+    return work
+
+
+def _retrain_work(cfg: RunConfig):
+    def work(job: TrainingJob) -> dict:
+        from .review import reviewed_training_set
+        job._set(message="collecting reviewed labels")
+        reviewed = reviewed_training_set(job.ws)
+        counts = {f"labels_{k}": v for k, v in reviewed.counts.items()}
+        return _run_training(job, cfg, reviewed.dataset, reviewed.split, job._status.run_id, extra=counts)
+    return work
+
+
+def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int, extra: dict) -> dict:
+    store = job.ws.store
+    result = train(cfg, dataset, split, out_dir=job.ws.run_dir(run_id), on_progress=job.report,
+                   control=job.control, resume=True)
+    metrics = {**result.metrics, **extra, "labels_used": len(split.labeled), "step": result.step}
+    status = "stopped" if result.stopped else "done"
+    store.update_run(run_id, status=status, checkpoint=str(result.checkpoint) if result.checkpoint else None,
+                     metrics=metrics, message="stopped; resume to continue" if result.stopped else "")
+    return {**metrics, "completed": not result.stopped}
+
+
+def _pseudo_label_work(run_id: int, which: str):
+    def work(job: TrainingJob) -> dict:
+        from .pseudo_labels import predict_pool
+        ws = job.ws
+        path = latest_checkpoint(ws.run_dir(run_id))
+        if path is None:
+            raise MPLStudioError(f"run {run_id} has no checkpoint yet; train it first")
+        device = pick_device(ws.store.run(run_id)["config"]["train"]["device"])
+        job._set(message=f"loading the {which} of run {run_id}", device=device_label(device))
+        model, info = load_model(path, which, device)
+        dataset, split = ws.dataset(), ws.split()
+        if info["class_names"] != dataset.class_names:
+            raise MPLStudioError("the run's classes differ from this workspace's data; pick another run")
+        t0 = time.perf_counter()
+
+        def on_batch(done: int, total: int) -> None:
+            if job.control.stop.is_set():
+                raise _Stopped()
+            job.control.wait_if_paused()
+            rate = done / max(1e-9, time.perf_counter() - t0)
+            job.report(Progress("pseudo_label", done, total, {}, rate, (total - done) / max(rate, 1e-9),
+                                device_label(device)))
+
+        probs, validation = predict_pool(model, dataset, split, device, on_batch=on_batch)
+        job._set(message="saving pseudo-labels")
+        ids = [dataset.train.ids[i] for i in split.unlabeled.tolist()]
+        round_ = ws.store.add_pseudo_labels(run_id, which, ids, split.unlabeled.numpy(), probs, validation)
+        return {"round": round_, "count": len(ids), "run_id": run_id, "model": which, "completed": True}
+    return work

@@ -1,0 +1,112 @@
+"""Review: decisions on pseudo-labels by sample or by threshold, and the training set they make.
+
+Decisions are per sample and outlive pseudo-label rounds: an accepted sample keeps the label it
+was accepted with when the teacher later changes its mind. Bulk decisions by threshold touch
+only samples nobody has decided yet unless asked, so a bulk accept never overwrites a person's
+relabel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import Dataset, ImageSet
+from .errors import MPLStudioError
+from .splits import Split
+from .store import ACTIONS, HUMAN_LABEL_ACTIONS, PseudoLabelRows
+from .workspace import Workspace
+
+PENDING = "pending"
+STATUSES = (PENDING,) + ACTIONS
+
+
+def status_of(rows: PseudoLabelRows, decisions: dict) -> np.ndarray:
+    """Per pseudo-label row: 'pending' or the action in force for its sample."""
+    status = np.full(len(rows), PENDING, dtype=object)
+    if len(decisions["idx"]) and len(rows):
+        pos = np.searchsorted(rows.idx, decisions["idx"])
+        pos = np.clip(pos, 0, len(rows) - 1)
+        hit = rows.idx[pos] == decisions["idx"]
+        status[pos[hit]] = decisions["action"][hit]
+    return status
+
+
+def select_by_threshold(rows: PseudoLabelRows, decisions: dict, *, above: float | None = None,
+                        below: float | None = None, classes: list[int] | None = None,
+                        include_decided: bool = False) -> np.ndarray:
+    """Row positions with confidence >= above (or < below), in the given predicted classes."""
+    if (above is None) == (below is None):
+        raise MPLStudioError("give exactly one of a lower bound (accept above) or an upper bound (reject below)")
+    bound = above if above is not None else below
+    if not 0.0 <= bound <= 1.0:
+        raise MPLStudioError(f"the threshold must be between 0 and 1, got {bound}")
+    mask = rows.confidence >= above if above is not None else rows.confidence < below
+    if classes is not None:
+        mask &= np.isin(rows.label, classes)
+    if not include_decided:
+        mask &= status_of(rows, decisions) == PENDING
+    return np.nonzero(mask)[0]
+
+
+def decide_rows(ws: Workspace, rows: PseudoLabelRows, positions, action: str, who: str,
+                label: int | None = None) -> int:
+    """Record `action` for the given row positions; accept/reject record the predicted label."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if action in HUMAN_LABEL_ACTIONS:
+        k = ws.dataset().num_classes
+        if label is None or not 0 <= int(label) < k:
+            raise MPLStudioError(f"{action} needs a class between 0 and {k - 1}")
+        labels = [int(label)] * len(positions)
+    else:
+        labels = rows.label[positions].tolist()
+    samples = [(rows.sample_ids[p], int(rows.idx[p])) for p in positions.tolist()]
+    ws.store.decide(samples, action, labels, who)
+    return len(samples)
+
+
+def label_by_hand(ws: Workspace, pool_indices, label: int, who: str) -> int:
+    """Manual labels for pool samples (from the labeling queue), pseudo-labeled or not."""
+    ds, split = ws.dataset(), ws.split()
+    allowed = set(split.unlabeled.tolist())
+    idx = [int(i) for i in pool_indices]
+    if any(i not in allowed for i in idx):
+        raise MPLStudioError("only unlabeled pool samples can be labeled by hand here")
+    if not 0 <= int(label) < ds.num_classes:
+        raise MPLStudioError(f"label must be between 0 and {ds.num_classes - 1}")
+    ws.store.decide([(ds.train.ids[i], i) for i in idx], "manual", int(label), who)
+    return len(idx)
+
+
+@dataclass
+class ReviewedSet:
+    dataset: Dataset  # the pool with only the labels training may use (others -1)
+    split: Split  # labeled = given + accepted + human labels; val unchanged
+    counts: dict  # given, accepted, human, rejected
+
+
+def reviewed_training_set(ws: Workspace) -> ReviewedSet:
+    """Labeled + accepted pseudo-labels + relabeled/manual labels; rejected ones stay unlabeled.
+
+    The pool's true labels (known for built-in datasets) are hidden: a retrain sees exactly the
+    labels a person would have, never the benchmark's answers.
+    """
+    ds, split = ws.dataset(), ws.split()
+    labels = torch.full_like(ds.train.labels, -1)
+    for part in (split.labeled, split.val):
+        labels[part] = ds.train.labels[part]
+    dec = ws.store.current_decisions()
+    in_pool = np.isin(dec["idx"], split.unlabeled.numpy())
+    use = in_pool & (dec["action"] != "reject")
+    chosen = torch.from_numpy(dec["idx"][use])
+    labels[chosen] = torch.from_numpy(dec["label"][use])
+    pool_left = split.unlabeled[~torch.isin(split.unlabeled, chosen)]
+    new_split = Split(torch.cat([split.labeled, chosen]).sort().values, split.val, pool_left)
+    human = np.isin(dec["action"], HUMAN_LABEL_ACTIONS) & in_pool
+    counts = {"given": len(split.labeled), "accepted": int((in_pool & (dec["action"] == "accept")).sum()),
+              "human": int(human.sum()), "rejected": int((in_pool & (dec["action"] == "reject")).sum())}
+    train = ImageSet(ds.train.images, labels, ds.train.ids)
+    reviewed = Dataset(ds.name, ds.class_names, train, ds.test, fully_labeled=False, flip=ds.flip,
+                       extra=dict(ds.extra))
+    return ReviewedSet(reviewed, new_split, counts)

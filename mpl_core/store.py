@@ -1,0 +1,348 @@
+"""The workspace database: runs, metrics, pseudo-labels and review decisions in SQLite (WAL).
+
+    store = Store("data/workspaces/demo/store.sqlite")
+    batch = store.decide([("train/00017", 17)], "accept", labels=[3], who="ana")
+    store.undo_last(who="ana")
+
+Every write is one `BEGIN IMMEDIATE` transaction committed with `synchronous=FULL` before the
+call returns, so a decision the caller was told about survives a crash of the process (or the
+machine). Each call opens its own connection: Streamlit runs every session's script on its own
+thread and the training job on another, and SQLite connections must not cross threads.
+
+Decisions are an append-only log (`decisions`) plus the current state per sample
+(`current_decisions`), updated in the same transaction; undo marks the last batch undone and
+recomputes the current state of the samples it touched.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MPLStudioError
+
+ACTIONS = ("accept", "reject", "relabel", "manual")  # manual = labeled by hand from the queue
+HUMAN_LABEL_ACTIONS = ("relabel", "manual")
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another writer before giving up
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,              -- "train" or "retrain"
+    config TEXT NOT NULL,            -- the RunConfig as JSON
+    status TEXT NOT NULL,            -- created, running, paused, done, stopped, failed, interrupted
+    message TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    checkpoint TEXT,
+    metrics TEXT NOT NULL DEFAULT '{}'  -- final metrics and label counts as JSON
+);
+CREATE TABLE IF NOT EXISTS metrics(
+    run_id INTEGER NOT NULL, step INTEGER NOT NULL, phase TEXT NOT NULL, name TEXT NOT NULL, value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, phase, step);
+CREATE TABLE IF NOT EXISTS pl_rounds(
+    round INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    model TEXT NOT NULL,             -- "teacher" or "student"
+    created REAL NOT NULL,
+    count INTEGER NOT NULL,
+    num_classes INTEGER NOT NULL,
+    validation TEXT NOT NULL         -- the model's val predictions (confidence, label, truth) as JSON
+);
+CREATE TABLE IF NOT EXISTS pseudo_labels(
+    round INTEGER NOT NULL,
+    sample_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,            -- index into the dataset's training pool
+    label INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    margin REAL NOT NULL,            -- top-1 minus top-2 probability
+    entropy REAL NOT NULL,           -- in nats
+    probs BLOB NOT NULL,             -- float16 class probabilities
+    PRIMARY KEY(round, sample_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch INTEGER NOT NULL,          -- decisions made by one call share a batch (undone together)
+    sample_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    label INTEGER NOT NULL,          -- the label accepted, rejected, or given by a person
+    who TEXT NOT NULL,
+    at REAL NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS decisions_by_sample ON decisions(sample_id, id);
+CREATE INDEX IF NOT EXISTS decisions_by_batch ON decisions(batch);
+CREATE TABLE IF NOT EXISTS current_decisions(
+    sample_id TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    decision_id INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class PseudoLabelRows:
+    """One round of pseudo-labels as arrays, sorted by pool index."""
+    round: int
+    run_id: int
+    model: str
+    sample_ids: list[str]
+    idx: np.ndarray  # (N,) int64 pool indices
+    label: np.ndarray  # (N,) int64 predicted class
+    confidence: np.ndarray  # (N,) float32 top-1 probability
+    margin: np.ndarray  # (N,) float32
+    entropy: np.ndarray  # (N,) float32
+    probs: np.ndarray  # (N, K) float16
+    validation: dict  # {"confidence": [...], "label": [...], "truth": [...]}
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+class Store:
+    """SQLite store of one workspace. Safe to use from any thread; one connection per call."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            version = int(con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+        if version != SCHEMA_VERSION:
+            raise MPLStudioError(f"{self.path} was written by another version of MPL Studio "
+                                 f"(schema {version}, this one reads {SCHEMA_VERSION}); use a new workspace")
+
+    # --- connections ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self):
+        try:
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise MPLStudioError(f"cannot open the workspace database {self.path}: {exc}") from exc
+        try:
+            con.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the caller hears of it
+            con.execute("PRAGMA foreign_keys=ON")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _write(self):
+        """One write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+        with self._connect() as con:
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise MPLStudioError(f"the workspace database is busy ({exc}); try again") from exc
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, args=()) -> list[tuple]:
+        with self._connect() as con:
+            return con.execute(sql, args).fetchall()
+
+    def integrity_check(self) -> str:
+        return self._read("PRAGMA integrity_check")[0][0]
+
+    # --- runs and metrics ------------------------------------------------------------------------
+
+    def create_run(self, kind: str, config: dict) -> int:
+        now = time.time()
+        with self._write() as con:
+            cur = con.execute("INSERT INTO runs(kind, config, status, created, updated) VALUES (?, ?, 'created', ?, ?)",
+                              (kind, json.dumps(config), now, now))
+            return int(cur.lastrowid)
+
+    def update_run(self, run_id: int, *, status: str | None = None, message: str | None = None,
+                   checkpoint: str | None = None, metrics: dict | None = None) -> None:
+        sets, args = ["updated = ?"], [time.time()]
+        for column, value in (("status", status), ("message", message), ("checkpoint", checkpoint)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        if metrics is not None:
+            sets.append("metrics = ?")
+            args.append(json.dumps(metrics))
+        with self._write() as con:
+            con.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+
+    def runs(self) -> list[dict]:
+        rows = self._read("SELECT id, kind, config, status, message, created, updated, checkpoint, metrics "
+                          "FROM runs ORDER BY id")
+        keys = ("id", "kind", "config", "status", "message", "created", "updated", "checkpoint", "metrics")
+        out = []
+        for row in rows:
+            d = dict(zip(keys, row))
+            d["config"], d["metrics"] = json.loads(d["config"]), json.loads(d["metrics"])
+            out.append(d)
+        return out
+
+    def run(self, run_id: int) -> dict:
+        for r in self.runs():
+            if r["id"] == run_id:
+                return r
+        raise MPLStudioError(f"no run {run_id} in this workspace")
+
+    def mark_interrupted(self) -> int:
+        """Runs left 'running' or 'paused' by a process that died: mark them resumable."""
+        with self._write() as con:
+            cur = con.execute("UPDATE runs SET status='interrupted', message='the process stopped during this "
+                              "run; resume it to continue from its last checkpoint', updated=? "
+                              "WHERE status IN ('running', 'paused', 'created')", (time.time(),))
+            return cur.rowcount
+
+    def add_metrics(self, run_id: int, step: int, phase: str, values: dict[str, float]) -> None:
+        with self._write() as con:
+            con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
+                            [(run_id, step, phase, k, float(v)) for k, v in values.items()])
+
+    def metric_rows(self, run_id: int) -> list[dict]:
+        """[{phase, step, name: value, ...}] in step order, one dict per logged step."""
+        rows = self._read("SELECT phase, step, name, value FROM metrics WHERE run_id = ? ORDER BY rowid", (run_id,))
+        merged: dict[tuple, dict] = {}
+        for phase, step, name, value in rows:
+            merged.setdefault((phase, step), {"phase": phase, "step": step})[name] = value
+        return list(merged.values())
+
+    # --- pseudo-labels ---------------------------------------------------------------------------
+
+    def add_pseudo_labels(self, run_id: int, model: str, sample_ids: list[str], idx: np.ndarray,
+                          probs: np.ndarray, validation: dict) -> int:
+        """Store one round of pseudo-labels from class probabilities (N, K); returns the round."""
+        probs = np.asarray(probs, dtype=np.float32)
+        label, conf, margin, entropy = summarize_probs(probs)
+        half = probs.astype(np.float16)
+        with self._write() as con:
+            round_ = (con.execute("SELECT COALESCE(MAX(round), 0) FROM pl_rounds").fetchone()[0] or 0) + 1
+            con.execute("INSERT INTO pl_rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (round_, run_id, model, time.time(), len(idx), probs.shape[1], json.dumps(validation)))
+            con.executemany("INSERT INTO pseudo_labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            zip([round_] * len(idx), sample_ids, map(int, idx), map(int, label),
+                                map(float, conf), map(float, margin), map(float, entropy),
+                                (row.tobytes() for row in half)))
+        return round_
+
+    def rounds(self) -> list[dict]:
+        rows = self._read("SELECT round, run_id, model, created, count FROM pl_rounds ORDER BY round")
+        return [dict(zip(("round", "run_id", "model", "created", "count"), r)) for r in rows]
+
+    def latest_round(self) -> int | None:
+        rows = self.rounds()
+        return rows[-1]["round"] if rows else None
+
+    def pseudo_labels(self, round_: int | None = None) -> PseudoLabelRows | None:
+        round_ = round_ if round_ is not None else self.latest_round()
+        if round_ is None:
+            return None
+        with self._connect() as con:
+            head = con.execute("SELECT run_id, model, num_classes, validation FROM pl_rounds WHERE round = ?",
+                               (round_,)).fetchone()
+            if head is None:
+                raise MPLStudioError(f"no pseudo-label round {round_} in this workspace")
+            rows = con.execute("SELECT sample_id, idx, label, confidence, margin, entropy, probs FROM pseudo_labels "
+                               "WHERE round = ? ORDER BY idx", (round_,)).fetchall()
+        run_id, model, k, validation = head
+        cols = list(zip(*rows)) if rows else [[] for _ in range(7)]
+        probs = np.frombuffer(b"".join(cols[6]), dtype=np.float16).reshape(-1, k)
+        return PseudoLabelRows(round_, run_id, model, list(cols[0]), np.asarray(cols[1], dtype=np.int64),
+                               np.asarray(cols[2], dtype=np.int64), np.asarray(cols[3], dtype=np.float32),
+                               np.asarray(cols[4], dtype=np.float32), np.asarray(cols[5], dtype=np.float32),
+                               probs, json.loads(validation))
+
+    # --- review decisions ------------------------------------------------------------------------
+
+    def decide(self, samples: list[tuple[str, int]], action: str, labels: list[int] | int, who: str) -> int:
+        """Record one decision per (sample_id, pool index); committed before this returns the batch id."""
+        if action not in ACTIONS:
+            raise MPLStudioError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        if not who or len(who) > 64:
+            raise MPLStudioError("give a reviewer name of 1 to 64 characters")
+        labels = [labels] * len(samples) if isinstance(labels, int) else list(labels)
+        if len(labels) != len(samples):
+            raise MPLStudioError("one label per sample is needed")
+        if not samples:
+            return 0
+        now = time.time()
+        with self._write() as con:
+            batch = (con.execute("SELECT COALESCE(MAX(batch), 0) FROM decisions").fetchone()[0] or 0) + 1
+            first = (con.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()[0] or 0) + 1
+            rows = [(first + i, batch, sid, int(ix), action, int(lab), who, now)
+                    for i, ((sid, ix), lab) in enumerate(zip(samples, labels))]
+            con.executemany("INSERT INTO decisions(id, batch, sample_id, idx, action, label, who, at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            con.executemany("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(sid, ix, action, lab, did, who, now) for did, _, sid, ix, _, lab, _, _ in rows])
+        return batch
+
+    def undo_last(self, who: str | None = None) -> int:
+        """Undo the newest batch of decisions not yet undone (by `who` if given); returns rows undone."""
+        with self._write() as con:
+            q = "SELECT MAX(batch) FROM decisions WHERE undone = 0" + (" AND who = ?" if who else "")
+            batch = con.execute(q, (who,) if who else ()).fetchone()[0]
+            if batch is None:
+                return 0
+            samples = [r[0] for r in con.execute("SELECT sample_id FROM decisions WHERE batch = ?", (batch,))]
+            con.execute("UPDATE decisions SET undone = 1 WHERE batch = ?", (batch,))
+            for sid in samples:
+                prev = con.execute("SELECT id, idx, action, label, who, at FROM decisions WHERE sample_id = ? "
+                                   "AND undone = 0 ORDER BY id DESC LIMIT 1", (sid,)).fetchone()
+                if prev is None:
+                    con.execute("DELETE FROM current_decisions WHERE sample_id = ?", (sid,))
+                else:
+                    did, ix, action, label, by, at = prev
+                    con.execute("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (sid, ix, action, label, did, by, at))
+            return len(samples)
+
+    def current_decisions(self) -> dict[str, np.ndarray]:
+        """The decision in force per sample: arrays idx, action (str), label, sorted by idx."""
+        rows = self._read("SELECT idx, action, label, who, at FROM current_decisions ORDER BY idx")
+        cols = list(zip(*rows)) if rows else [[], [], [], [], []]
+        return {"idx": np.asarray(cols[0], dtype=np.int64), "action": np.asarray(cols[1], dtype=object),
+                "label": np.asarray(cols[2], dtype=np.int64), "who": np.asarray(cols[3], dtype=object),
+                "at": np.asarray(cols[4], dtype=np.float64)}
+
+    def decision_counts(self) -> dict[str, int]:
+        counts = dict(self._read("SELECT action, COUNT(*) FROM current_decisions GROUP BY action"))
+        return {a: int(counts.get(a, 0)) for a in ACTIONS}
+
+    def decision_log(self, limit: int = 100) -> list[dict]:
+        rows = self._read("SELECT id, batch, sample_id, action, label, who, at, undone FROM decisions "
+                          "ORDER BY id DESC LIMIT ?", (limit,))
+        keys = ("id", "batch", "sample_id", "action", "label", "who", "at", "undone")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def decision_total(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM decisions")[0][0])
+
+
+def summarize_probs(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: predicted class, confidence (top-1), margin (top-1 - top-2), entropy (nats)."""
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.shape[1] == 1:
+        top2 = np.concatenate([probs, np.zeros_like(probs)], axis=1)
+    else:
+        top2 = -np.sort(-np.partition(probs, probs.shape[1] - 2, axis=1)[:, -2:], axis=1)
+    label = probs.argmax(axis=1)
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1)
+    return label.astype(np.int64), top2[:, 0], top2[:, 0] - top2[:, 1], entropy.astype(np.float32)

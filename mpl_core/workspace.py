@@ -1,0 +1,148 @@
+"""Workspaces: one project per folder under data/workspaces/, shared by the app and the CLI.
+
+    ws = create_workspace("demo", DataConfig(dataset="fashion-mnist"), data_root="data")
+    ws = open_workspace("demo", data_root="data")
+    ws.dataset(), ws.split(), ws.store, ws.run_dir(run_id)
+
+A workspace holds `workspace.json` (its data choice), `store.sqlite` (runs, metrics,
+pseudo-labels, decisions), `runs/<id>/` (checkpoints) and `job.lock`. Every path it touches
+is resolved and must stay inside the data root.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+
+from .config import DataConfig
+from .data import BUILTIN_SETS, Dataset, load_dataset
+from .errors import MPLStudioError
+from .splits import Split, make_split
+from .store import Store
+
+WORKSPACES = "workspaces"
+WORKSPACE_FILE = "workspace.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def inside(path: str | Path, root: str | Path) -> Path:
+    """path resolved (symlinks followed); an error if it leaves root."""
+    root_r = Path(root).resolve()
+    p = Path(path)
+    resolved = (p if p.is_absolute() else root_r / p).resolve()
+    if resolved != root_r and root_r not in resolved.parents:
+        raise MPLStudioError(f"{path} is outside the data folder {root_r}; copy it under that folder first")
+    return resolved
+
+
+def is_builtin(dataset: str) -> bool:
+    key = dataset.strip().lower().replace("_", "-")
+    return key in ("fashion-mnist", "fashionmnist", "fmnist") or key.replace("-", "") in BUILTIN_SETS
+
+
+class Workspace:
+    """One project: its data choice, store and run folders. Dataset and split load on first use."""
+
+    def __init__(self, root: Path, data_root: Path, data: DataConfig):
+        self.root, self.data_root, self.data = root, data_root, data
+        self.store = Store(root / "store.sqlite")
+        self._dataset: Dataset | None = None
+        self._split: Split | None = None
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "job.lock"
+
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            source = self.data.dataset
+            if not is_builtin(source):
+                source = str(inside(source, self.data_root))
+            self._dataset = load_dataset(source, self.data_root, image_size=self.data.image_size)
+        return self._dataset
+
+    def split(self) -> Split:
+        if self._split is None:
+            self._split = make_split(self.dataset(), self.data)
+        return self._split
+
+    def run_dir(self, run_id: int) -> Path:
+        return self.root / "runs" / f"{run_id:04d}"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "path": str(self.root), "data": dataclasses.asdict(self.data)}
+
+
+def workspaces_root(data_root: str | Path) -> Path:
+    return Path(data_root).resolve() / WORKSPACES
+
+
+def create_workspace(name: str, data: DataConfig, data_root: str | Path = "data", *,
+                     exist_ok: bool = False) -> Workspace:
+    """A new workspace (or the existing one with the same data choice, if exist_ok)."""
+    if not _NAME.match(name):
+        raise MPLStudioError(f"workspace name {name!r}: use 1-64 letters, digits, '-', '_' or '.', "
+                             "starting with a letter or digit")
+    data_root = Path(data_root).resolve()
+    if not is_builtin(data.dataset):
+        inside(data.dataset, data_root)  # own images must live under the data root
+    root = workspaces_root(data_root) / name
+    if (root / WORKSPACE_FILE).exists():
+        if not exist_ok:
+            raise MPLStudioError(f"workspace {name!r} already exists; open it or pick another name")
+        ws = open_workspace(name, data_root)
+        if dataclasses.asdict(ws.data) != dataclasses.asdict(data):
+            raise MPLStudioError(f"workspace {name!r} uses other data settings ({_diff(ws.data, data)}); "
+                                 "use another workspace for this data")
+        return ws
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / (WORKSPACE_FILE + ".tmp")
+    tmp.write_text(json.dumps({"data": dataclasses.asdict(data)}, indent=2))
+    os.replace(tmp, root / WORKSPACE_FILE)
+    return Workspace(root, data_root, data)
+
+
+def _diff(a: DataConfig, b: DataConfig) -> str:
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    return ", ".join(f"{k}: {da[k]!r} there, {db[k]!r} here" for k in da if da[k] != db[k])
+
+
+def open_workspace(name_or_path: str | Path, data_root: str | Path = "data") -> Workspace:
+    """Open a workspace by name (under data/workspaces/) or by its folder path inside the data root."""
+    data_root = Path(data_root).resolve()
+    candidate = Path(name_or_path)
+    if _NAME.match(str(name_or_path)) and not candidate.is_absolute():
+        root = workspaces_root(data_root) / str(name_or_path)
+        if not root.exists() and candidate.exists():
+            root = inside(candidate, data_root)
+    else:
+        root = inside(candidate, data_root)
+    meta = root / WORKSPACE_FILE
+    if not meta.is_file():
+        raise MPLStudioError(f"no workspace at {root}; create it first (python -m mpl_core train --workspace NAME)")
+    try:
+        data = DataConfig(**json.loads(meta.read_text())["data"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MPLStudioError(f"{meta} is damaged ({exc}); create a new workspace") from exc
+    return Workspace(root, data_root, data)
+
+
+def list_workspaces(data_root: str | Path = "data") -> list[dict]:
+    root = workspaces_root(data_root)
+    if not root.is_dir():
+        return []
+    out = []
+    for meta in sorted(root.glob(f"*/{WORKSPACE_FILE}")):
+        try:
+            data = json.loads(meta.read_text())["data"]
+        except (OSError, ValueError, KeyError):
+            continue
+        out.append({"name": meta.parent.name, "dataset": data.get("dataset"),
+                    "labels_per_class": data.get("labels_per_class")})
+    return out
