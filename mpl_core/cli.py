@@ -1,4 +1,4 @@
-"""The headless command line: `python -m mpl_core {train,evaluate,inspect}`."""
+"""The headless command line: `python -m mpl_core {train,evaluate,inspect,pseudo-label,review,retrain,export,status}`."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ALGORITHMS, FEEDBACK_SIGNS, RunConfig
+from .config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, RunConfig
 from .errors import MPLStudioError
 from .presets import PRESETS, apply_preset
 
@@ -18,8 +18,66 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and print its test accuracy")
-    t.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, svhn, or a folder/zip")
+    t.add_argument("--dataset", default=None, help="fashion-mnist (default), mnist, cifar10, svhn, or a folder/zip")
     t.add_argument("--algorithm", choices=ALGORITHMS, default="mpl")
+    _training_flags(t)
+    t.add_argument("--out", default="runs/latest", help="output folder without --workspace (checkpoints, result.json)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
+    t.add_argument("--workspace", default=None, help="train inside this workspace (created if new)")
+    t.add_argument("--resume-run", type=int, default=None, help="with --workspace: resume this run from its checkpoint")
+
+    pl = sub.add_parser("pseudo-label", help="label the unlabeled pool with a run's teacher or student")
+    _workspace_flags(pl)
+    pl.add_argument("--run", type=int, default=None, help="run id (default: the newest with a checkpoint)")
+    pl.add_argument("--model", choices=("auto", "teacher", "student"), default="auto",
+                    help="auto = the teacher for MPL runs, else the student")
+
+    r = sub.add_parser("review", help="accept or reject pseudo-labels by threshold, or undo (scripted review)")
+    _workspace_flags(r)
+    action = r.add_mutually_exclusive_group(required=True)
+    action.add_argument("--accept-above", type=float, help="accept pseudo-labels with confidence >= this")
+    action.add_argument("--reject-below", type=float, help="reject pseudo-labels with confidence < this")
+    action.add_argument("--undo", action="store_true", help="undo the last batch of decisions")
+    r.add_argument("--class", dest="classes", action="append", default=None,
+                   help="only this predicted class (name or number; repeatable)")
+    r.add_argument("--include-decided", action="store_true", help="also change samples already decided")
+    r.add_argument("--who", default="cli", help="reviewer name recorded with the decisions")
+    r.add_argument("--dry-run", action="store_true", help="count, do not record")
+
+    rt = sub.add_parser("retrain", help="a retrain round on given + accepted + relabeled labels")
+    _workspace_flags(rt)
+    rt.add_argument("--algorithm", choices=ALGORITHMS, default="supervised")
+    _training_flags(rt)
+
+    x = sub.add_parser("export", help="export reviewed labels or a checkpoint")
+    _workspace_flags(x)
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    x.add_argument("--out", required=True, help="file (csv, zip) or folder (label-studio, imagefolder, checkpoint)")
+    x.add_argument("--run", type=int, default=None, help="checkpoint: run id (default: newest)")
+
+    s = sub.add_parser("status", help="runs, pseudo-label rounds and review counts of a workspace")
+    _workspace_flags(s)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
+    e.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
+    e.add_argument("--which", choices=("student", "teacher"), default="student")
+    e.add_argument("--dataset", default=None, help="defaults to the checkpoint's dataset")
+    e.add_argument("--data-root", default="data")
+    e.add_argument("--device", default="auto")
+
+    i = sub.add_parser("inspect", help="check a dataset folder or zip and print a report")
+    i.add_argument("path")
+    i.add_argument("--image-size", type=int, default=0)
+    return parser
+
+
+def _workspace_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workspace", required=True, help="workspace name (under data/workspaces/) or folder")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--preset", choices=sorted(PRESETS), default=None, help="budget preset (overridden by flags)")
     t.add_argument("--labels-per-class", type=int, default=None)
     t.add_argument("--val-per-class", type=int, default=None)
@@ -36,25 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-unlabeled", type=int, default=None)
     t.add_argument("--eval-every", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
-    t.add_argument("--out", default="runs/latest", help="output folder (checkpoints, result.json)")
-    t.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
-    t.add_argument("--data-root", default="data")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
-    e.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
-    e.add_argument("--which", choices=("student", "teacher"), default="student")
-    e.add_argument("--dataset", default=None, help="defaults to the checkpoint's dataset")
-    e.add_argument("--data-root", default="data")
-    e.add_argument("--device", default="auto")
-
-    i = sub.add_parser("inspect", help="check a dataset folder or zip and print a report")
-    i.add_argument("path")
-    i.add_argument("--image-size", type=int, default=0)
-    return parser
+    if not any(a.dest == "data_root" for a in t._actions):
+        t.add_argument("--data-root", default="data")
+    if not any(a.dest == "quiet" for a in t._actions):
+        t.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 _FLAG_FIELDS = {  # CLI flag -> (config section, field)
@@ -72,9 +118,10 @@ def config_from_args(args) -> RunConfig:
     if args.preset:
         cfg = apply_preset(cfg, args.preset)
     d = cfg.to_dict()
-    d["data"].update(dataset=args.dataset, seed=args.seed)
+    seed = args.seed if args.seed is not None else 0
+    d["data"].update(dataset=getattr(args, "dataset", None) or "fashion-mnist", seed=seed)
     d["algorithm"]["name"] = args.algorithm
-    d["train"].update(seed=args.seed, device=args.device, threads=args.threads)
+    d["train"].update(seed=seed, device=args.device, threads=args.threads)
     for flag, (section, field) in _FLAG_FIELDS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -92,6 +139,8 @@ def cmd_train(args) -> int:
     cfg = config_from_args(args)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if args.workspace:
+        return _train_in_workspace(args, cfg)
     dataset = load_dataset(cfg.data.dataset, args.data_root, image_size=cfg.data.image_size)
     split = make_split(dataset, cfg.data)
     print(f"{dataset.name}: {split.sizes()} | {cfg.algorithm.name} | {cfg.train.steps} steps", file=sys.stderr)
@@ -101,6 +150,147 @@ def cmd_train(args) -> int:
     (out / "result.json").write_text(json.dumps({"config": cfg.to_dict(), "metrics": result.metrics,
                                                  "stopped": result.stopped, "history": result.history}, indent=1))
     _print_metrics(result.metrics)
+    return 0
+
+
+def _train_in_workspace(args, cfg: RunConfig) -> int:
+    from .jobs import recover, start_training
+    from .workspace import open_or_create_workspace
+    ws = open_or_create_workspace(args.workspace, args.data_root, dataset=args.dataset,
+                                  labels_per_class=args.labels_per_class, val_per_class=args.val_per_class,
+                                  max_unlabeled=args.max_unlabeled, seed=args.seed)
+    recover(ws)
+    split = ws.split()
+    print(f"workspace {ws.name} | {ws.dataset().name}: {split.sizes()} | {cfg.algorithm.name}", file=sys.stderr)
+    status = _run_job(args, lambda hook: start_training(ws, None if args.resume_run else cfg,
+                                                        run_id=args.resume_run, on_progress=hook))
+    print(f"run {status.run_id}: {status.state}")
+    _print_metrics(status.result)
+    return 0 if status.state == "done" else 3
+
+
+def _run_job(args, start) -> "JobStatus":  # noqa: F821 (imported lazily)
+    """Start a job with a progress bar, wait for it; Ctrl-C stops it cleanly (resumable)."""
+    from .progress import TqdmProgress
+    with TqdmProgress(disable=args.quiet) as bar:
+        job = start(bar)
+        try:
+            while job.join(0.5).active:
+                pass
+        except KeyboardInterrupt:
+            job.stop()
+            job.join()
+            print("stopped at your request; run the same command with --resume-run to continue", file=sys.stderr)
+    status = job.status()
+    if status.state == "failed":
+        raise MPLStudioError(status.error or status.message)
+    return status
+
+
+def _workspace(args):
+    from .jobs import recover
+    from .workspace import open_workspace
+    ws = open_workspace(args.workspace, args.data_root)
+    recover(ws)
+    return ws
+
+
+def cmd_pseudo_label(args) -> int:
+    from .jobs import start_pseudo_labeling
+    ws = _workspace(args)
+    status = _run_job(args, lambda hook: start_pseudo_labeling(ws, args.run, args.model, on_progress=hook))
+    if status.state != "done":
+        return 3
+    r = status.result
+    print(f"round {r['round']}: {r['count']} pseudo-labels from the {r['model']} of run {r['run_id']}")
+    _print_threshold_table(ws)
+    return 0
+
+
+def _print_threshold_table(ws) -> None:
+    from .api import threshold_index
+    index = threshold_index(ws)
+    truth = " | true precision" if index.has_truth else ""
+    print(f"| threshold | passed | coverage | est. precision{truth} |")
+    print("|---|---|---|---|" + ("---|" if truth else ""))
+    for row in index.sweep([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]):
+        line = (f"| {row['threshold']:.2f} | {row['passed']} | {row['coverage'] * 100:.1f}% | "
+                f"{_pct(row['est_precision'])} |")
+        print(line + (f" {_pct(row['true_precision'])} |" if truth else ""))
+
+
+def _pct(v) -> str:
+    return "-" if v is None or v != v else f"{v * 100:.1f}%"
+
+
+def cmd_review(args) -> int:
+    from .review import decide_rows, select_by_threshold
+    ws = _workspace(args)
+    if args.undo:
+        n = ws.store.undo_last(who=args.who if args.who != "cli" else None)
+        print(f"undid {n} decision(s)")
+        return 0
+    rows = ws.store.pseudo_labels()
+    if rows is None:
+        raise MPLStudioError("no pseudo-labels yet: run python -m mpl_core pseudo-label first")
+    classes = _class_ids(args.classes, ws.dataset().class_names) if args.classes else None
+    positions = select_by_threshold(rows, ws.store.current_decisions(), above=args.accept_above,
+                                    below=args.reject_below, classes=classes, include_decided=args.include_decided)
+    action = "accept" if args.accept_above is not None else "reject"
+    if not args.dry_run:
+        decide_rows(ws, rows, positions, action, args.who)
+    verb = "would " + action if args.dry_run else action + "ed"
+    print(f"{verb} {len(positions)} pseudo-label(s) of round {rows.round}")
+    print("decisions in force: " + ", ".join(f"{k} {v}" for k, v in ws.store.decision_counts().items()))
+    return 0
+
+
+def _class_ids(values: list[str], names: list[str]) -> list[int]:
+    out = []
+    for v in values:
+        if v in names:
+            out.append(names.index(v))
+        elif v.isdigit() and int(v) < len(names):
+            out.append(int(v))
+        else:
+            raise MPLStudioError(f"unknown class {v!r}; classes are: {', '.join(names)}")
+    return out
+
+
+def cmd_retrain(args) -> int:
+    from .jobs import start_retrain
+    ws = _workspace(args)
+    cfg = config_from_args(args)
+    status = _run_job(args, lambda hook: start_retrain(ws, cfg, on_progress=hook))
+    r = status.result
+    print(f"retrain run {status.run_id}: {status.state}; labels used {r.get('labels_used')} "
+          f"(given {r.get('labels_given')}, accepted {r.get('labels_accepted')}, human {r.get('labels_human')}, "
+          f"rejected and left out {r.get('labels_rejected')})")
+    _print_metrics(r)
+    return 0 if status.state == "done" else 3
+
+
+def cmd_export(args) -> int:
+    from .export import export
+    ws = _workspace(args)
+    path = export(ws, args.format, args.out, run_id=args.run)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .jobs import describe_holder, lock_is_held
+    ws = _workspace(args)
+    print(f"workspace {ws.name}: {ws.data.dataset}, {ws.data.labels_per_class} labels/class, seed {ws.data.seed}")
+    if lock_is_held(ws.lock_path):
+        print(f"job running: {describe_holder(ws.lock_path)}")
+    for r in ws.store.runs():
+        acc = r["metrics"].get("test_acc")
+        print(f"run {r['id']} {r['kind']:<8} {r['config']['algorithm']['name']:<12} {r['status']:<11} "
+              f"test_acc {_pct(acc)}  labels {r['metrics'].get('labels_used', '-')}  {r['message']}")
+    for r in ws.store.rounds():
+        print(f"pseudo-label round {r['round']}: {r['count']} from the {r['model']} of run {r['run_id']}")
+    print("decisions: " + ", ".join(f"{k} {v}" for k, v in ws.store.decision_counts().items()))
     return 0
 
 
@@ -148,7 +338,9 @@ def cmd_inspect(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "inspect": cmd_inspect}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "inspect": cmd_inspect,
+                "pseudo-label": cmd_pseudo_label, "review": cmd_review, "retrain": cmd_retrain,
+                "export": cmd_export, "status": cmd_status}
     try:
         return handlers[args.command](args)
     except MPLStudioError as exc:

@@ -8,6 +8,7 @@ from .errors import MPLStudioError
 
 ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")
+EXPORT_FORMATS = ("csv", "label-studio", "imagefolder", "imagefolder-zip", "checkpoint")
 # FixMatch's 0.95 for hard self-training; the official MPL code's 0.6 for UDA-style targets, whose
 # teacher is trained with label smoothing and so is rarely 95% sure.
 DEFAULT_THRESHOLD = {"supervised": 0.95, "pseudo_label": 0.95, "uda": 0.6, "mpl": 0.6}

@@ -21,11 +21,11 @@ import numpy as np
 from PIL import Image
 
 from .checkpoint import latest_checkpoint
+from .config import EXPORT_FORMATS
 from .errors import MPLStudioError
 from .review import status_of
 from .workspace import Workspace
 
-FORMATS = ("csv", "label-studio", "imagefolder", "imagefolder-zip", "checkpoint")
 CSV_COLUMNS = ("sample_id", "pool_index", "split", "pseudo_label", "confidence", "margin", "status",
                "final_label", "reviewer", "decided_at")
 
@@ -250,4 +250,4 @@ def export(ws: Workspace, fmt: str, out: str | Path, *, run_id: int | None = Non
         return export_imagefolder(ws, out, as_zip=fmt.endswith("zip"), on_progress=on_progress)
     if fmt == "checkpoint":
         return export_checkpoint(ws, run_id, out)
-    raise MPLStudioError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    raise MPLStudioError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")

@@ -79,11 +79,14 @@ class JobLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise JobBusy(f"another job is running in this workspace ({describe_holder(self.path)}); "
-                          "stop it or wait for it to finish") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(holder).encode())
+            raise busy_error(self.path) from None
         self._fd = fd
+        self.describe(holder)
+
+    def describe(self, holder: dict) -> None:
+        """Say who holds the lock (read by describe_holder for the 'busy' message)."""
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(holder).encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -100,6 +103,11 @@ def describe_holder(path) -> str:
     when = time.strftime("%H:%M", time.localtime(h.get("started", 0)))
     run = f" run {h['run_id']}" if h.get("run_id") else ""
     return f"{h.get('kind', 'a job')}{run}, started {when} by process {h.get('pid', '?')}"
+
+
+def busy_error(path) -> JobBusy:
+    return JobBusy(f"another job is running in this workspace ({describe_holder(path)}); "
+                   "stop it or wait for it to finish")
 
 
 def lock_is_held(path) -> bool:
@@ -140,11 +148,12 @@ class TrainingJob:
 
     def start(self, new_run: tuple[str, RunConfig] | None = None) -> "TrainingJob":
         """Take the workspace lock (or raise JobBusy), record the run, start the worker thread."""
-        self._file_lock.acquire({"kind": self.kind, "pid": os.getpid(), "started": time.time(),
-                                 "run_id": self._status.run_id})
+        holder = {"kind": self.kind, "pid": os.getpid(), "started": time.time(), "run_id": self._status.run_id}
+        self._file_lock.acquire(holder)
         try:
             if new_run is not None:
                 self._status.run_id = self.ws.store.create_run(new_run[0], new_run[1].to_dict())
+                self._file_lock.describe({**holder, "run_id": self._status.run_id})
             self._store_status("running", message="")
         except BaseException:
             self._file_lock.release()
@@ -263,6 +272,8 @@ def start_retrain(ws: Workspace, cfg: RunConfig, *, on_progress: Callable[[Progr
 def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str = "auto", *,
                           on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
     """Label the unlabeled pool with a run's teacher (MPL, default) or student into a new round."""
+    if lock_is_held(ws.lock_path):  # say "busy" before anything about the run
+        raise busy_error(ws.lock_path)
     runs = [r for r in ws.store.runs() if r["checkpoint"] or latest_checkpoint(ws.run_dir(r["id"]))]
     if run_id is None:
         if not runs:

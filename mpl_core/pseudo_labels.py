@@ -124,6 +124,7 @@ class ThresholdStats:
     coverage: float  # passed / total
     est_precision: float  # calibrated estimate of the accuracy of what passes (nan if none)
     true_precision: float | None  # from the true labels where known
+    mean_confidence: float  # the model's own (uncalibrated) claim about what passes
     per_class: list[dict] = field(default_factory=list)  # class, predicted, passed, coverage, precisions
 
 
@@ -148,6 +149,7 @@ class ThresholdIndex:
                 -confidence[order],  # ascending, for searchsorted
                 np.concatenate([[0.0], np.cumsum(expected[order])]),
                 np.concatenate([[0.0], np.cumsum(correct[order])]) if correct is not None else None,
+                np.concatenate([[0.0], np.cumsum(confidence[order])]),
             ))
 
     def _thresholds(self, threshold: float | Sequence[float]) -> list[float]:
@@ -160,21 +162,21 @@ class ThresholdIndex:
 
     def stats(self, threshold: float | Sequence[float]) -> ThresholdStats:
         thresholds = self._thresholds(threshold)
-        per_class, passed, est_sum, true_sum = [], 0, 0.0, 0.0
-        for c, (neg_conf, exp_cum, cor_cum) in enumerate(self._classes):
+        per_class, passed, est_sum, true_sum, conf_sum = [], 0, 0.0, 0.0, 0.0
+        for c, (neg_conf, exp_cum, cor_cum, conf_cum) in enumerate(self._classes):
             n = int(np.searchsorted(neg_conf, -thresholds[c], side="right"))  # confidence >= threshold
             row = {"class": c, "predicted": len(neg_conf), "passed": n,
                    "coverage": n / len(neg_conf) if len(neg_conf) else 0.0,
-                   "est_precision": exp_cum[n] / n if n else float("nan"),
-                   "true_precision": (cor_cum[n] / n if n else float("nan")) if cor_cum is not None else None}
+                   "est_precision": _ratio(exp_cum[n], n),
+                   "true_precision": _ratio(cor_cum[n], n) if cor_cum is not None else None}
             per_class.append(row)
             passed += n
             est_sum += exp_cum[n]
             true_sum += cor_cum[n] if cor_cum is not None else 0.0
-        return ThresholdStats(
-            thresholds, self.total, passed, passed / self.total if self.total else 0.0,
-            est_sum / passed if passed else float("nan"),
-            (true_sum / passed if passed else float("nan")) if self.has_truth else None, per_class)
+            conf_sum += conf_cum[n]
+        return ThresholdStats(thresholds, self.total, passed, _ratio(passed, self.total, empty=0.0),
+                              _ratio(est_sum, passed), _ratio(true_sum, passed) if self.has_truth else None,
+                              _ratio(conf_sum, passed), per_class)
 
     def sweep(self, thresholds: Sequence[float]) -> list[dict]:
         """Coverage and precision for a list of global thresholds (for a precision/coverage plot)."""
@@ -182,8 +184,13 @@ class ThresholdIndex:
         for t in thresholds:
             s = self.stats(float(t))
             out.append({"threshold": float(t), "passed": s.passed, "coverage": s.coverage,
-                        "est_precision": s.est_precision, "true_precision": s.true_precision})
+                        "est_precision": s.est_precision, "true_precision": s.true_precision,
+                        "mean_confidence": s.mean_confidence})
         return out
+
+
+def _ratio(num: float, den: int, empty: float = float("nan")) -> float:
+    return float(num) / den if den else empty
 
 
 def threshold_for_precision(index: ThresholdIndex, target: float, grid: int = 201) -> float | None:

@@ -133,6 +133,20 @@ def open_workspace(name_or_path: str | Path, data_root: str | Path = "data") -> 
     return Workspace(root, data_root, data)
 
 
+def open_or_create_workspace(name: str, data_root: str | Path = "data", **data_fields) -> Workspace:
+    """Open `name`, checking any data settings given against it; create it from them if new."""
+    given = {k: v for k, v in data_fields.items() if v is not None}
+    if not (workspaces_root(data_root) / name / WORKSPACE_FILE).exists():
+        return create_workspace(name, DataConfig(**given), data_root)
+    ws = open_workspace(name, data_root)
+    differ = {k: (getattr(ws.data, k), v) for k, v in given.items() if getattr(ws.data, k) != v}
+    if differ:
+        shown = ", ".join(f"{k}={old!r} (asked {new!r})" for k, (old, new) in differ.items())
+        raise MPLStudioError(f"workspace {name!r} was created with {shown}; leave those flags out "
+                             "or use another workspace")
+    return ws
+
+
 def list_workspaces(data_root: str | Path = "data") -> list[dict]:
     root = workspaces_root(data_root)
     if not root.is_dir():

@@ -79,3 +79,32 @@ def image_folder(tmp_path) -> Path:
     for i in range(10):
         Image.fromarray((rng.random((30, 20)) * 255).astype(np.uint8)).save(root / "unlabeled" / f"u{i}.jpg")
     return root
+
+
+def write_stripes_folder(root: Path, labeled: int = 8, unlabeled: int = 40, test: int = 10) -> Path:
+    """An own-images folder of the two stripe classes: labeled/<class>, unlabeled/, test/<class>."""
+    gen = torch.Generator().manual_seed(1)
+    for c, name in enumerate(["horizontal", "vertical"]):
+        for split, n in (("labeled", labeled), ("test", test)):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i, img in enumerate(stripes(n, c, gen)):
+                Image.fromarray(img[0].numpy()).save(d / f"{name}_{i}.png")
+    (root / "unlabeled").mkdir()
+    for i in range(unlabeled):
+        Image.fromarray(stripes(1, i % 2, gen)[0, 0].numpy()).save(root / "unlabeled" / f"u{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_workspace(tmp_path):
+    """A workspace over a 2-class stripes folder inside tmp_path (the data root)."""
+    from mpl_core.workspace import create_workspace
+    write_stripes_folder(tmp_path / "stripes")
+    return create_workspace("tiny", DataConfig(dataset="stripes", val_fraction=0.25), tmp_path)
+
+
+def tiny_run_config(algorithm: str = "mpl", **train) -> RunConfig:
+    cfg = tiny_config(algorithm, **train)
+    cfg.train.device = "cpu"
+    return cfg

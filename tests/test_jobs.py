@@ -1,0 +1,137 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mpl_core.checkpoint import latest_checkpoint, list_checkpoints
+from mpl_core.jobs import JobBusy, JobLock, TrainingJob, recover, start_pseudo_labeling, start_training
+from mpl_core.train import SINGLE_MODEL_STEPS, load_model
+from mpl_core.workspace import open_workspace
+
+from conftest import ROOT, tiny_run_config
+
+
+def wait_for(predicate, timeout=60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_start_pause_resume_stop_and_resume_the_run(tiny_workspace):
+    ws = tiny_workspace
+    job = start_training(ws, tiny_run_config("mpl", steps=100000, eval_every=50))
+    wait_for(lambda: job.status().step >= 20)
+    st = job.status()
+    assert st.state == "running" and st.total == 100000 and st.device.startswith("cpu") and "t_loss" in st.metrics
+    job.pause()
+    time.sleep(0.3)
+    paused_at = job.status().step
+    time.sleep(0.5)
+    assert job.status().state == "paused" and job.status().step == paused_at
+    assert ws.store.run(st.run_id)["status"] == "paused"
+    job.resume()
+    wait_for(lambda: job.status().step > paused_at)
+    job.stop()
+    final = job.join(60)
+    assert final.state == "stopped" and not final.active
+    assert ws.store.run(st.run_id)["status"] == "stopped"
+    assert ws.store.metric_rows(st.run_id)[0]["step"] == 10  # metrics reached the store
+    # stopping saved a checkpoint at the step it reached; resuming continues from there
+    assert latest_checkpoint(ws.run_dir(st.run_id)).name == f"ckpt-{final.step:07d}.safetensors"
+    steps = []
+    job2 = start_training(ws, run_id=st.run_id, on_progress=lambda p: (steps.append(p.step), job2_stop()))
+    def job2_stop():
+        if len(steps) >= 2:
+            job2.stop()
+    job2.join(60)
+    assert steps[0] == (final.step // 10 + 1) * 10  # the first log after the saved step
+
+
+def test_worker_exception_fails_the_job_and_frees_the_workspace(tiny_workspace):
+    def broken(job):
+        raise ZeroDivisionError("boom")
+
+    job = TrainingJob(tiny_workspace, "train", broken).start()
+    st = job.join(10)
+    assert st.state == "failed" and "ZeroDivisionError: boom" in st.error
+    assert "jobs.log" in os.listdir(tiny_workspace.root / "logs")
+    assert start_training(tiny_workspace, tiny_run_config("supervised")).join(60).state == "done"
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_workspace, monkeypatch):
+    honest = SINGLE_MODEL_STEPS["supervised"]
+
+    def diverging(learner, batch, cfg, step):
+        metrics = honest(learner, batch, cfg, step)
+        if step >= 24:
+            metrics["loss"] = torch.tensor(float("nan"))
+        return metrics
+
+    monkeypatch.setitem(SINGLE_MODEL_STEPS, "supervised", diverging)
+    job = start_training(tiny_workspace, tiny_run_config("supervised", steps=100, checkpoint_every=10))
+    st = job.join(60)
+    assert st.state == "failed" and "loss became nan" in st.error and "last good checkpoint" in st.error
+    run = tiny_workspace.store.run(st.run_id)
+    assert run["status"] == "failed" and "nan" in run["message"]
+    path = latest_checkpoint(tiny_workspace.run_dir(st.run_id))
+    assert path.name == "ckpt-0000020.safetensors"
+    model, info = load_model(path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_one_job_at_a_time_in_threads_and_processes(tiny_workspace):
+    ws = tiny_workspace
+    job = start_training(ws, tiny_run_config("mpl", steps=100000))
+    with pytest.raises(JobBusy, match="another job is running in this workspace .train run 1"):
+        start_training(ws, tiny_run_config("mpl"))
+    with pytest.raises(JobBusy):
+        start_pseudo_labeling(ws)
+    job.stop()
+    job.join(60)
+    assert len(ws.store.runs()) == 1  # the refused job left no run behind
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from mpl_core.jobs import JobLock; "
+        "JobLock(sys.argv[2]).acquire({'kind': 'train'}); print('held', flush=True); time.sleep(60)"),
+        str(ROOT), str(ws.lock_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(JobBusy):
+            start_training(ws, tiny_run_config("supervised"))
+    finally:
+        holder.kill()
+        holder.wait()
+    JobLock(ws.lock_path).acquire({})  # released by the kernel when the holder died
+
+
+def test_training_process_killed_mid_run_resumes_from_its_checkpoint(tiny_workspace, tmp_path):
+    cmd = [sys.executable, "-m", "mpl_core", "train", "--workspace", "tiny", "--data-root", str(tmp_path),
+           "--algorithm", "mpl", "--steps", "100000", "--checkpoint-every", "20", "--eval-every", "0",
+           "--width", "4", "--batch-size", "4", "--mu", "2", "--device", "cpu", "--quiet"]
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_dir = tiny_workspace.run_dir(1)
+    try:
+        wait_for(lambda: len(list_checkpoints(run_dir)) >= 2, timeout=120)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    # a fresh process's view: the run is marked interrupted and resumes from the newest checkpoint
+    ws = open_workspace("tiny", tmp_path)
+    assert ws.store.run(1)["status"] == "running"
+    assert recover(ws) == 1 and ws.store.run(1)["status"] == "interrupted"
+    saved_step = int(latest_checkpoint(run_dir).stem.split("-")[1])
+    steps = []
+
+    def hook(p):
+        steps.append(p.step)
+        job.stop()
+
+    job = start_training(ws, run_id=1, on_progress=hook)
+    assert job.join(60).state == "stopped"
+    assert steps[0] == saved_step + 10
