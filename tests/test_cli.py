@@ -41,3 +41,38 @@ def test_bad_values_are_one_line_errors(capsys):
     assert main(["train", "--threshold", "1.5", "--quiet"]) == 2
     assert "threshold must be between 0 and 1" in capsys.readouterr().err
     assert main(["inspect", "/nonexistent/folder"]) == 1
+
+
+def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsys):
+    from conftest import write_stripes_folder
+    write_stripes_folder(tmp_path / "stripes")
+    ws = ["--workspace", "w", "--data-root", str(tmp_path), "--quiet"]
+    small = ["--steps", "6", "--finetune-steps", "2", "--batch-size", "4", "--mu", "2", "--width", "4",
+             "--device", "cpu"]
+    assert main(["train", "--dataset", "stripes", *ws, *small]) == 0
+    assert "run 1: done" in capsys.readouterr().out
+    assert main(["pseudo-label", *ws]) == 0
+    out = capsys.readouterr().out
+    assert "round 1: 40 pseudo-labels from the teacher of run 1" in out and "| 0.90 |" in out
+    assert main(["review", *ws, "--accept-above", "0.0", "--class", "vertical", "--dry-run"]) == 0
+    assert "would accept" in capsys.readouterr().out
+    assert main(["review", *ws, "--accept-above", "0.0", "--who", "ana"]) == 0
+    assert "accepted 40 pseudo-label(s)" in capsys.readouterr().out
+    assert main(["review", *ws, "--undo", "--who", "ana"]) == 0 and "undid 40" in capsys.readouterr().out
+    assert main(["review", *ws, "--reject-below", "1.0"]) == 0
+    assert main(["retrain", *ws, *small]) == 0
+    assert "labels used 12 (given 12, accepted 0, human 0, rejected and left out 40)" in capsys.readouterr().out
+    assert main(["export", *ws, "--format", "csv", "--out", str(tmp_path / "l.csv")]) == 0
+    assert (tmp_path / "l.csv").read_text().count("reject") == 40
+    assert main(["status", *ws]) == 0
+    out = capsys.readouterr().out
+    assert "run 2 retrain" in out and "reject 40" in out
+
+
+def test_workspace_errors_are_one_line(tmp_path, capsys):
+    assert main(["pseudo-label", "--workspace", "nope", "--data-root", str(tmp_path)]) == 2
+    assert "no workspace" in capsys.readouterr().err
+    assert main(["train", "--workspace", "../../etc", "--data-root", str(tmp_path), "--quiet"]) == 2
+    assert "workspace name" in capsys.readouterr().err
+    assert main(["train", "--workspace", "x", "--dataset", "/etc", "--data-root", str(tmp_path), "--quiet"]) == 2
+    assert "outside the data folder" in capsys.readouterr().err

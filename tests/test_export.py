@@ -1,0 +1,89 @@
+import csv
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mpl_core.checkpoint import load_checkpoint
+from mpl_core.errors import MPLStudioError
+from mpl_core.export import class_folder_names, export, image_name
+from mpl_core.review import decide_rows
+
+from test_review import labeled_ws  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def reviewed_ws(labeled_ws):  # noqa: F811
+    rows = labeled_ws.store.pseudo_labels()
+    decide_rows(labeled_ws, rows, [0, 1], "accept", "ana")
+    decide_rows(labeled_ws, rows, [2], "reject", "ana")
+    decide_rows(labeled_ws, rows, [3], "relabel", "bo", label=1 - int(rows.label[3]))
+    return labeled_ws, rows
+
+
+def test_csv_export_reads_back(reviewed_ws, tmp_path):
+    ws, rows = reviewed_ws
+    path = export(ws, "csv", tmp_path / "out" / "labels.csv")
+    with open(path, newline="") as f:
+        table = list(csv.DictReader(f))
+    names = ws.dataset().class_names
+    given = len(ws.split().labeled) + len(ws.split().val)
+    assert len(table) == given + 40
+    by_id = {r["sample_id"]: r for r in table}
+    r0, r2, r3 = (by_id[rows.sample_ids[i]] for i in (0, 2, 3))
+    assert r0["status"] == "accept" and r0["final_label"] == names[rows.label[0]] and r0["reviewer"] == "ana"
+    assert r2["status"] == "reject" and r2["final_label"] == ""
+    assert r3["status"] == "relabel" and r3["final_label"] == names[1 - rows.label[3]]
+    assert r3["pseudo_label"] == names[rows.label[3]]
+    assert float(r0["confidence"]) == pytest.approx(float(rows.confidence[0]), abs=1e-4)
+    assert sum(r["status"] == "pending" for r in table) == 36
+
+
+def test_label_studio_export_reads_back(reviewed_ws, tmp_path):
+    ws, rows = reviewed_ws
+    path = export(ws, "label-studio", tmp_path / "ls")
+    tasks = json.loads(path.read_text())
+    assert len(tasks) == 40
+    by_id = {t["data"]["sample_id"]: t for t in tasks}
+    t3 = by_id[rows.sample_ids[3]]
+    names = ws.dataset().class_names
+    assert t3["predictions"][0]["result"][0]["value"]["choices"] == [names[rows.label[3]]]
+    assert t3["annotations"][0]["result"][0]["value"]["choices"] == [names[1 - rows.label[3]]]
+    assert "annotations" not in by_id[rows.sample_ids[2]]  # rejected: a prediction, no annotation
+    image = Image.open(tmp_path / "ls" / t3["data"]["image"])
+    assert image.size == (28, 28)  # own grayscale images are imported at 28 px
+    assert 'value="horizontal"' in (tmp_path / "ls" / "label_config.xml").read_text()
+
+
+def test_imagefolder_zip_and_tree_read_back(reviewed_ws, tmp_path):
+    ws, rows = reviewed_ws
+    labeled = len(ws.split().labeled) + len(ws.split().val)
+    zpath = export(ws, "imagefolder-zip", tmp_path / "labels.zip")
+    with zipfile.ZipFile(zpath) as zf:
+        pngs = [n for n in zf.namelist() if n.endswith(".png")]
+        assert len(pngs) == labeled + 3  # 2 accepted + 1 relabeled; the rejected one is left out
+        assert {n.split("/")[0] for n in pngs} == {"horizontal", "vertical"}
+        relabeled = [n for n in pngs if n.endswith(image_name(rows.sample_ids[3], rows.idx[3]))]
+        assert relabeled[0].split("/")[0] == ws.dataset().class_names[1 - rows.label[3]]
+    tree = export(ws, "imagefolder", tmp_path / "tree")
+    files = sorted(tree.rglob("*.png"))
+    assert len(files) == len(pngs)
+    pixels = np.asarray(Image.open(files[0]))
+    assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
+
+
+def test_checkpoint_export_and_bad_format(reviewed_ws, tmp_path):
+    ws, _ = reviewed_ws
+    path = export(ws, "checkpoint", tmp_path / "ck")
+    tensors, info = load_checkpoint(path)
+    assert info["class_names"] == ["horizontal", "vertical"] and any(k.startswith("teacher.model") for k in tensors)
+    with pytest.raises(MPLStudioError, match="format must be one of"):
+        export(ws, "xml", tmp_path / "x")
+
+
+def test_names_are_safe_and_unique():
+    assert image_name("unlabeled/cat 01.png", 7) == "000007_unlabeled_cat_01.png"
+    assert image_name("train/00012", 12) == "000012_train_00012.png"
+    assert class_folder_names(["T-shirt/top", "T-shirt top", "../x", ""]) == ["T-shirt_top", "T-shirt_top_1", "x", "class_3"]

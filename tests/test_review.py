@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from mpl_core.config import DataConfig
+from mpl_core.errors import MPLStudioError
+from mpl_core.jobs import start_pseudo_labeling, start_retrain, start_training
+from mpl_core.review import decide_rows, label_by_hand, reviewed_training_set, select_by_threshold, status_of
+from mpl_core.workspace import create_workspace, open_workspace
+
+from conftest import tiny_run_config
+
+
+@pytest.fixture
+def labeled_ws(tiny_workspace):
+    """The tiny workspace with a trained MPL run and one round of teacher pseudo-labels."""
+    assert start_training(tiny_workspace, tiny_run_config("mpl")).join(60).state == "done"
+    st = start_pseudo_labeling(tiny_workspace).join(60)
+    assert st.state == "done" and st.result["model"] == "teacher"
+    return tiny_workspace
+
+
+def test_bulk_decisions_skip_samples_a_person_decided(labeled_ws):
+    ws = labeled_ws
+    rows = ws.store.pseudo_labels()
+    assert len(rows) == 40
+    decide_rows(ws, rows, [0], "relabel", "ana", label=1 - int(rows.label[0]))
+    pos = select_by_threshold(rows, ws.store.current_decisions(), above=0.0)
+    assert 0 not in pos.tolist() and len(pos) == 39  # the relabel is left alone
+    decide_rows(ws, rows, pos, "accept", "bulk")
+    status = status_of(rows, ws.store.current_decisions())
+    assert status[0] == "relabel" and (status[1:] == "accept").all()
+    assert ws.store.undo_last() == 39
+    assert (status_of(rows, ws.store.current_decisions())[1:] == "pending").all()
+    with pytest.raises(MPLStudioError, match="needs a class"):
+        decide_rows(ws, rows, [1], "relabel", "ana", label=7)
+
+
+def test_reviewed_training_set_uses_reviewed_labels_and_hides_the_truth(tmp_path, fmnist):
+    ws = create_workspace("r", DataConfig(labels_per_class=2, val_per_class=2, max_unlabeled=50), tmp_path)
+    split = ws.split()
+    pool = split.unlabeled.tolist()
+    true = ws.dataset().train.labels
+    wrong = (int(true[pool[0]]) + 1) % 10
+    ws.store.decide([(f"id{pool[0]}", pool[0])], "accept", wrong, "ana")  # a wrong pseudo-label, accepted
+    ws.store.decide([(f"id{pool[1]}", pool[1])], "reject", int(true[pool[1]]), "ana")
+    label_by_hand(ws, [pool[2]], 4, "bo")
+    reviewed = reviewed_training_set(ws)
+    labels = reviewed.dataset.train.labels
+    assert labels[pool[0]] == wrong  # what the reviewer accepted, not the benchmark's answer
+    assert labels[pool[1]] == -1 and labels[pool[2]] == 4
+    assert (labels[torch.tensor(pool[3:])] == -1).all()  # undecided pool labels stay hidden
+    assert set(reviewed.split.labeled.tolist()) == set(split.labeled.tolist()) | {pool[0], pool[2]}
+    assert pool[1] in reviewed.split.unlabeled.tolist() and pool[0] not in reviewed.split.unlabeled.tolist()
+    assert reviewed.counts == {"given": 20, "accepted": 1, "human": 1, "rejected": 1}
+    with pytest.raises(MPLStudioError, match="only unlabeled pool samples"):
+        label_by_hand(ws, [split.labeled[0].item()], 1, "bo")
+
+
+def test_retrain_round_records_labels_used_and_test_accuracy(labeled_ws):
+    ws = labeled_ws
+    rows = ws.store.pseudo_labels()
+    decide_rows(ws, rows, np.arange(10), "accept", "ana")
+    decide_rows(ws, rows, np.arange(10, 15), "reject", "ana")
+    st = start_retrain(ws, tiny_run_config("supervised")).join(60)
+    assert st.state == "done"
+    run = ws.store.run(st.run_id)
+    given = len(ws.split().labeled)
+    assert run["kind"] == "retrain" and run["metrics"]["labels_used"] == given + 10
+    assert run["metrics"]["labels_rejected"] == 5 and 0.0 <= run["metrics"]["test_acc"] <= 1.0
+    # a fresh process sees the same runs, pseudo-labels and decisions
+    again = open_workspace("tiny", ws.data_root)
+    assert [r["kind"] for r in again.store.runs()] == ["train", "retrain"]
+    assert again.store.decision_counts()["accept"] == 10 and len(again.store.pseudo_labels()) == 40
