@@ -40,4 +40,4 @@ def threshold_index(ws, round_: int | None = None):
     ds = ws.dataset()
     truth = ds.train.labels.numpy()[rows.idx] if ds.fully_labeled else None
     return ThresholdIndex(rows.label, rows.confidence, ds.num_classes,
-                          calibration_from_validation(rows.validation), truth)
+                          calibration_from_validation(rows.validation), truth, rows.validation)

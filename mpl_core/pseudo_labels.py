@@ -125,6 +125,7 @@ class ThresholdStats:
     est_precision: float  # calibrated estimate of the accuracy of what passes (nan if none)
     true_precision: float | None  # from the true labels where known
     mean_confidence: float  # the model's own (uncalibrated) claim about what passes
+    val_support: int  # validation images that pass too: the evidence behind est_precision
     per_class: list[dict] = field(default_factory=list)  # class, predicted, passed, coverage, precisions
 
 
@@ -132,7 +133,7 @@ class ThresholdIndex:
     """Answers threshold questions about one round of pseudo-labels in O(K log N) each."""
 
     def __init__(self, label: np.ndarray, confidence: np.ndarray, num_classes: int, calibration: Calibration,
-                 truth: np.ndarray | None = None):
+                 truth: np.ndarray | None = None, validation: dict | None = None):
         label = np.asarray(label, dtype=np.int64)
         confidence = np.asarray(confidence, dtype=np.float64)
         if len(label) != len(confidence):
@@ -141,6 +142,9 @@ class ThresholdIndex:
         self.has_truth = truth is not None
         expected = calibration(confidence)
         correct = (np.asarray(truth) == label).astype(np.float64) if truth is not None else None
+        val_conf = np.asarray((validation or {}).get("confidence", []), dtype=np.float64)
+        val_label = np.asarray((validation or {}).get("label", []), dtype=np.int64)
+        self._val = [np.sort(val_conf[val_label == c]) for c in range(num_classes)]
         self._classes = []
         for c in range(num_classes):
             members = np.nonzero(label == c)[0]
@@ -163,6 +167,7 @@ class ThresholdIndex:
     def stats(self, threshold: float | Sequence[float]) -> ThresholdStats:
         thresholds = self._thresholds(threshold)
         per_class, passed, est_sum, true_sum, conf_sum = [], 0, 0.0, 0.0, 0.0
+        support = sum(len(v) - int(np.searchsorted(v, t, side="left")) for v, t in zip(self._val, thresholds))
         for c, (neg_conf, exp_cum, cor_cum, conf_cum) in enumerate(self._classes):
             n = int(np.searchsorted(neg_conf, -thresholds[c], side="right"))  # confidence >= threshold
             row = {"class": c, "predicted": len(neg_conf), "passed": n,
@@ -176,7 +181,7 @@ class ThresholdIndex:
             conf_sum += conf_cum[n]
         return ThresholdStats(thresholds, self.total, passed, _ratio(passed, self.total, empty=0.0),
                               _ratio(est_sum, passed), _ratio(true_sum, passed) if self.has_truth else None,
-                              _ratio(conf_sum, passed), per_class)
+                              _ratio(conf_sum, passed), support, per_class)
 
     def sweep(self, thresholds: Sequence[float]) -> list[dict]:
         """Coverage and precision for a list of global thresholds (for a precision/coverage plot)."""
@@ -185,7 +190,7 @@ class ThresholdIndex:
             s = self.stats(float(t))
             out.append({"threshold": float(t), "passed": s.passed, "coverage": s.coverage,
                         "est_precision": s.est_precision, "true_precision": s.true_precision,
-                        "mean_confidence": s.mean_confidence})
+                        "mean_confidence": s.mean_confidence, "val_support": s.val_support})
         return out
 
 

@@ -20,6 +20,15 @@ class Split:
     val: torch.Tensor  # (V,) held-out labeled indices: calibration and model selection
     unlabeled: torch.Tensor  # (U,) indices whose labels training never sees
 
+    def unlabeled_stream(self) -> torch.Tensor:
+        """Images the unlabeled losses train on: the pool and the validation images, labels unused.
+
+        Consistency training fits the model to the images it sees; if validation images were
+        left out, the model would be calibrated differently on them than on the pool, and the
+        precision estimated from them would be optimistic for the pool's pseudo-labels.
+        """
+        return torch.cat([self.unlabeled, self.val])
+
     def sizes(self) -> dict[str, int]:
         return {"labeled": len(self.labeled), "val": len(self.val), "unlabeled": len(self.unlabeled)}
 

@@ -162,7 +162,8 @@ def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, spl
     if not with_unlabeled:
         empty = x_l[:0]
         return Batch(_cl(x_l), y_l, empty, empty)
-    ui = split.unlabeled[torch.randint(len(split.unlabeled), (t.batch_size * t.mu,), generator=state.index_gen)]
+    stream = split.unlabeled_stream()
+    ui = stream[torch.randint(len(stream), (t.batch_size * t.mu,), generator=state.index_gen)]
     u = to_float(images[ui.to(images.device)])
     return Batch(_cl(x_l), y_l, _cl(weak_view(u, state.aug_gen, flip=flip)),
                  _cl(strong_view(u, state.aug_gen, flip=flip)))

@@ -18,7 +18,8 @@ def hand_example(calibration=IDENTITY):
     label = np.array([0, 0, 0, 1, 1])
     confidence = np.array([0.9, 0.8, 0.4, 0.95, 0.6])
     truth = np.array([0, 1, 0, 1, 0])
-    return ThresholdIndex(label, confidence, 2, calibration, truth)
+    validation = {"confidence": [0.85, 0.5, 0.97], "label": [0, 0, 1], "truth": [0, 1, 1]}
+    return ThresholdIndex(label, confidence, 2, calibration, truth, validation)
 
 
 def test_threshold_stats_match_a_hand_computed_example():
@@ -30,6 +31,8 @@ def test_threshold_stats_match_a_hand_computed_example():
     assert (c0["predicted"], c0["passed"], c0["true_precision"]) == (3, 2, 0.5)
     assert (c1["predicted"], c1["passed"], c1["true_precision"]) == (2, 1, 1.0)
     assert c0["est_precision"] == pytest.approx(0.85)
+    assert s.val_support == 2  # validation images at 0.85 and 0.97 also pass
+    assert hand_example().stats([0.9, 0.99]).val_support == 0
 
 
 def test_per_class_thresholds_and_empty_results():
