@@ -15,7 +15,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image
@@ -175,24 +175,35 @@ def imagefolder_items(ws: Workspace) -> list[tuple[str, int]]:
 def export_imagefolder(ws: Workspace, out: str | Path, *, as_zip: bool = False,
                        on_progress: Callable[[int, int], None] | None = None) -> Path:
     """An ImageFolder tree (class/file.png) of every labeled image, or the same as a zip file."""
+    if as_zip:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as f:
+            write_imagefolder_zip(ws, f, on_progress)
+        return out
     out = Path(out)
     items = imagefolder_items(ws)
     ds = ws.dataset()
     meta = json.dumps({"classes": ds.class_names, "folders": class_folder_names(ds.class_names)}, indent=1)
-    if as_zip:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are already compressed
-            zf.writestr("classes.json", meta)
-            for k, (rel, idx) in enumerate(items):
-                zf.writestr(rel, _png_bytes(ds.train.images[idx]))
-                _tick(on_progress, k, len(items))
-        return out
     out.mkdir(parents=True, exist_ok=True)
     (out / "classes.json").write_text(meta)
     for k, (rel, idx) in enumerate(items):
         _save_png(ds.train.images[idx], out / rel)
         _tick(on_progress, k, len(items))
     return out
+
+
+def write_imagefolder_zip(ws: Workspace, target: BinaryIO,
+                          on_progress: Callable[[int, int], None] | None = None) -> None:
+    """The ImageFolder tree as a zip written to a binary file object (a file or a BytesIO)."""
+    items = imagefolder_items(ws)
+    ds = ws.dataset()
+    meta = json.dumps({"classes": ds.class_names, "folders": class_folder_names(ds.class_names)}, indent=1)
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are already compressed
+        zf.writestr("classes.json", meta)
+        for k, (rel, idx) in enumerate(items):
+            zf.writestr(rel, png_bytes(ds.train.images[idx]))
+            _tick(on_progress, k, len(items))
 
 
 def _tick(on_progress, k: int, total: int) -> None:
@@ -205,7 +216,7 @@ def _to_pil(image) -> Image.Image:
     return Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(np.transpose(arr, (1, 2, 0)))
 
 
-def _png_bytes(image) -> bytes:
+def png_bytes(image) -> bytes:
     buf = io.BytesIO()
     _to_pil(image).save(buf, format="PNG")
     return buf.getvalue()

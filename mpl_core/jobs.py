@@ -279,10 +279,8 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
         if not runs:
             raise MPLStudioError("no trained model in this workspace yet: train one first")
         run_id = runs[-1]["id"]
-    run = ws.store.run(run_id)
-    if model == "auto":
-        model = "teacher" if run["config"]["algorithm"]["name"] == "mpl" else "student"
-    if model not in ("teacher", "student"):
+    ws.store.run(run_id)  # an unknown run is a clear error here, not in the worker
+    if model not in ("auto", "teacher", "student"):
         raise MPLStudioError(f"model must be teacher or student, not {model!r}")
     job = TrainingJob(ws, "pseudo_label", _pseudo_label_work(run_id, model), on_progress=on_progress)
     return job.start()
@@ -291,7 +289,6 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
 def _train_work(cfg: RunConfig):
     def work(job: TrainingJob) -> dict:
         ws, run_id = job.ws, job._status.run_id
-        job._set(message="loading data")
         dataset, split = ws.dataset(), ws.split()
         return _run_training(job, cfg, dataset, split, run_id, extra={})
     return work
@@ -309,6 +306,7 @@ def _retrain_work(cfg: RunConfig):
 
 def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int, extra: dict) -> dict:
     store = job.ws.store
+    store.update_run(run_id, status="running", message="")
     result = train(cfg, dataset, split, out_dir=job.ws.run_dir(run_id), on_progress=job.report,
                    control=job.control, resume=True)
     metrics = {**result.metrics, **extra, "labels_used": len(split.labeled), "step": result.step}
@@ -322,6 +320,9 @@ def _pseudo_label_work(run_id: int, which: str):
     def work(job: TrainingJob) -> dict:
         from .pseudo_labels import predict_pool
         ws = job.ws
+        nonlocal which
+        if which == "auto":
+            which = "teacher" if ws.store.run(run_id)["config"]["algorithm"]["name"] == "mpl" else "student"
         path = latest_checkpoint(ws.run_dir(run_id))
         if path is None:
             raise MPLStudioError(f"run {run_id} has no checkpoint yet; train it first")
@@ -346,4 +347,47 @@ def _pseudo_label_work(run_id: int, which: str):
         ids = [dataset.train.ids[i] for i in split.unlabeled.tolist()]
         round_ = ws.store.add_pseudo_labels(run_id, which, ids, split.unlabeled.numpy(), probs, validation)
         return {"round": round_, "count": len(ids), "run_id": run_id, "model": which, "completed": True}
+    return work
+
+
+def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *, target_precision: float = 0.95,
+               who: str = "demo", on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+    """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
+    precision reaches target_precision -> retrain. The result tells the story in numbers."""
+    cfgs = []
+    for cfg in (train_cfg, retrain_cfg):
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data))
+        cfgs.append(cfg.validate())
+    return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who),
+                       on_progress=on_progress).start()
+
+
+def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str):
+    def work(job: TrainingJob) -> dict:
+        from .api import threshold_index
+        from .pseudo_labels import threshold_for_precision
+        from .review import decide_rows, select_by_threshold
+        ws, story = job.ws, {}
+        job._set(message="1/4 training the teacher and student (MPL)")
+        job._status.run_id = ws.store.create_run("train", train_cfg.to_dict())
+        trained = _train_work(train_cfg)(job)
+        if not trained["completed"]:
+            return trained
+        story.update(before_test_acc=trained.get("test_acc"), train_run=job._status.run_id,
+                     labels_given=trained["labels_used"])
+        job._set(message="2/4 pseudo-labeling the unlabeled pool")
+        labeled = _pseudo_label_work(job._status.run_id, "auto")(job)
+        story.update(round=labeled["round"], pseudo_labels=labeled["count"])
+        job._set(message="3/4 accepting confident pseudo-labels")
+        threshold = threshold_for_precision(threshold_index(ws), target) or 0.99
+        rows = ws.store.pseudo_labels()
+        positions = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
+        decide_rows(ws, rows, positions, "accept", who)
+        story.update(threshold=threshold, accepted=len(positions))
+        job._set(message="4/4 retraining on the reviewed labels")
+        job._status.run_id = ws.store.create_run("retrain", retrain_cfg.to_dict())
+        retrained = _retrain_work(retrain_cfg)(job)
+        story.update(after_test_acc=retrained.get("test_acc"), retrain_run=job._status.run_id,
+                     labels_used=retrained.get("labels_used"), completed=retrained["completed"])
+        return story
     return work

@@ -122,6 +122,7 @@ class Store:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
             con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('decisions_version', '0')")
             version = int(con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
         if version != SCHEMA_VERSION:
             raise MPLStudioError(f"{self.path} was written by another version of MPL Studio "
@@ -292,6 +293,7 @@ class Store:
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             con.executemany("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [(sid, ix, action, lab, did, who, now) for did, _, sid, ix, _, lab, _, _ in rows])
+            _bump_version(con)
         return batch
 
     def undo_last(self, who: str | None = None) -> int:
@@ -312,6 +314,7 @@ class Store:
                     did, ix, action, label, by, at = prev
                     con.execute("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 (sid, ix, action, label, did, by, at))
+            _bump_version(con)
             return len(samples)
 
     def current_decisions(self) -> dict[str, np.ndarray]:
@@ -332,8 +335,16 @@ class Store:
         keys = ("id", "batch", "sample_id", "action", "label", "who", "at", "undone")
         return [dict(zip(keys, r)) for r in rows]
 
+    def decisions_version(self) -> int:
+        """Goes up with every decision or undo: readers cache the decision state by it."""
+        return int(self._read("SELECT value FROM meta WHERE key = 'decisions_version'")[0][0])
+
     def decision_total(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM decisions")[0][0])
+
+
+def _bump_version(con) -> None:
+    con.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'decisions_version'")
 
 
 def summarize_probs(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

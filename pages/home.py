@@ -1,18 +1,75 @@
-"""Home: what MPL Studio does and the data it will use."""
+"""Home: what MPL Studio does, the workspace in use, and a one-click demo of the whole loop."""
 import streamlit as st
 
+import ui
 from mpl_core.api import builtin_dataset_status
+from mpl_core.config import DataConfig
+from mpl_core.studio import default_run_config
 
 st.title("MPL Studio")
 st.markdown(
-    "Label a few images, let **Meta Pseudo Labels** train a teacher and a student on the rest, "
-    "then review the teacher's pseudo-labels and retrain on what you approved."
+    "1. **Label a few images** — or start from Fashion-MNIST with 10 labels per class.\n"
+    "2. **Meta Pseudo Labels** trains a teacher and a student on everything else, live in this browser.\n"
+    "3. **Review the teacher's pseudo-labels** — threshold, accept, reject, relabel — and retrain on what you approved."
 )
-status = builtin_dataset_status()
-if status["found"]:
-    st.success(f"Built-in dataset Fashion-MNIST found in `{status['where']}`.")
-else:
-    st.warning("Fashion-MNIST is not installed yet: `apt-get install dataset-fashion-mnist`, "
-               "or it will be downloaded on first use.")
-st.page_link("pages/runs.py", label="See training runs", icon=":material/monitoring:")
-st.markdown("Train from the command line for now: `python -m mpl_core train --preset quick-demo --out runs/demo`.")
+studio = ui.get_studio()
+name = st.session_state.get("workspace")
+if not name:
+    status = builtin_dataset_status()
+    if status["found"]:
+        st.info("No workspace yet. Start with the built-in Fashion-MNIST (10 labels per class), or pick "
+                "other data on the Data page.", icon=":material/info:")
+    else:
+        st.warning("Fashion-MNIST is not installed (`apt-get install dataset-fashion-mnist`); it will be "
+                   "downloaded on first use if this machine has network.")
+    if st.button("Create the Fashion-MNIST demo workspace", type="primary", icon=":material/add:"):
+        with ui.user_errors(), st.spinner("Loading Fashion-MNIST..."):
+            studio.create("fashion-demo", DataConfig(dataset="fashion-mnist", labels_per_class=10))
+            st.session_state["workspace"] = "fashion-demo"
+            st.rerun()
+    st.stop()
+
+with ui.user_errors():
+    summary = studio.summary(name)
+    sizes = summary["sizes"]
+    st.subheader(f"Workspace: {name}")
+    c = st.columns(4)
+    c[0].metric("Dataset", summary["dataset"])
+    c[1].metric("Labeled", f"{sizes['labeled']:,}", help="labels training may use")
+    c[2].metric("Validation", f"{sizes['val']:,}", help="held-out labels for calibration")
+    c[3].metric("Unlabeled pool", f"{sizes['unlabeled']:,}")
+
+st.subheader("Demo: the whole loop in one click")
+st.markdown("Trains MPL (quick-demo preset, a few minutes on a CPU), pseudo-labels the pool, accepts what "
+            "the teacher labels with an estimated precision of 95% or more, and retrains a student on "
+            "those labels.")
+job = studio.job(name)
+busy = job is not None and job.status().active
+if st.button("Run the demo", type="primary", icon=":material/play_arrow:", disabled=busy):
+    with ui.user_errors():
+        studio.start(name, "demo", cfg=default_run_config("quick-demo", "mpl"),
+                     retrain_cfg=default_run_config("quick-demo", "supervised"))
+        st.rerun()
+
+
+@st.fragment(run_every=ui.POLL_S)
+def demo_panel() -> None:
+    job = studio.job(name)
+    if job is None or job.kind != "demo":
+        return
+    ui.job_status_block(name)
+    s = job.status()
+    r = s.result
+    if s.state == "done" and "after_test_acc" in r:
+        c = st.columns(4)
+        c[0].metric("Test accuracy before", ui.pct(r.get("before_test_acc")), help="MPL student, given labels only")
+        c[1].metric("After the retrain", ui.pct(r.get("after_test_acc")),
+                    delta=f"{(r['after_test_acc'] - r['before_test_acc']) * 100:+.1f} points")
+        c[2].metric("Labels given", f"{r['labels_given']:,}")
+        c[3].metric("Pseudo-labels accepted", f"{r['accepted']:,}", help=f"confidence ≥ {r['threshold']:.2f}")
+        st.success(f"With {r['labels_given']} hand labels, the teacher labeled {r['pseudo_labels']:,} images; "
+                   f"{r['accepted']:,} above {r['threshold']:.2f} were accepted and the retrained model "
+                   f"reaches {ui.pct(r['after_test_acc'])} on the test set.")
+
+
+demo_panel()

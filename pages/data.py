@@ -1,0 +1,78 @@
+"""Data: create a workspace from the built-in, a torchvision or your own dataset; preview it."""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from mpl_core.config import DataConfig
+from mpl_core.errors import MPLStudioError
+
+st.title("Data")
+studio = ui.get_studio()
+SOURCES = {"Fashion-MNIST (built in, offline)": "fashion-mnist", "MNIST (download)": "mnist",
+           "CIFAR-10 (download)": "cifar10", "SVHN (download)": "svhn",
+           "My images: a folder under the data folder": "folder", "My images: upload a zip": "zip"}
+
+with st.expander("New workspace", expanded=not st.session_state.get("workspace"), icon=":material/add:"):
+    with st.form("new-workspace"):
+        name = st.text_input("Workspace name", value="my-project", max_chars=64,
+                             help="letters, digits, '-', '_' or '.'")
+        source = st.radio("Data", list(SOURCES), horizontal=False)
+        folder = st.text_input("Folder (for 'a folder under the data folder')", placeholder="my-images",
+                               help=f"relative to {studio.data_root}: labeled/<class>/*.png, unlabeled/*.png, "
+                                    "optional test/<class>/")
+        upload = st.file_uploader("Zip (for 'upload a zip')", type=["zip"])
+        c = st.columns(4)
+        labels = c[0].number_input("Labels per class", 1, 5000, 10, help="built-in datasets: labels kept")
+        val = c[1].number_input("Validation per class", 0, 5000, 50, help="held out for calibration")
+        pool = c[2].number_input("Max unlabeled (0 = all)", 0, 10_000_000, 0)
+        seed = c[3].number_input("Seed", 0, 2**31 - 1, 0)
+        submitted = st.form_submit_button("Create workspace", type="primary")
+    if submitted:
+        with ui.user_errors():
+            kind = SOURCES[source]
+            dataset = kind
+            if kind == "folder":
+                dataset = folder.strip()
+                if not dataset:
+                    raise MPLStudioError("type the folder's path under the data folder")
+            elif kind == "zip":
+                if upload is None:
+                    raise MPLStudioError("choose a zip file to upload")
+                target = Path(studio.data_root) / "uploads" / f"{name}.zip"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(upload.getvalue())
+                dataset = str(target.relative_to(studio.data_root))
+            with st.spinner("Reading the data..."):
+                studio.create(name, DataConfig(dataset=dataset, labels_per_class=int(labels),
+                                               val_per_class=int(val), max_unlabeled=int(pool), seed=int(seed)))
+            st.session_state["workspace"] = name
+            st.rerun()
+
+name = ui.workspace_or_stop()
+with ui.user_errors():
+    summary = studio.summary(name)
+    st.subheader(f"{name}: {summary['dataset']}")
+    sizes = summary["sizes"]
+    c = st.columns(5)
+    c[0].metric("Classes", len(summary["classes"]))
+    c[1].metric("Labeled", f"{sizes['labeled']:,}")
+    c[2].metric("Validation", f"{sizes['val']:,}")
+    c[3].metric("Unlabeled", f"{sizes['unlabeled']:,}")
+    c[4].metric("Test", f"{summary['test']:,}", help="only ever measured on")
+    st.caption(f"Images are {summary['image_size']}×{summary['image_size']}, "
+               f"{'grayscale' if summary['channels'] == 1 else 'colour'}. Split seed {summary['data']['seed']}.")
+
+    st.subheader("Labeled examples per class")
+    preview = studio.preview(name, per_class=8)
+    for cls, indices in preview.items():
+        st.text(f"{cls} · {len(indices)} shown")  # plain text: class names may contain markdown or HTML
+        st.image(studio.thumbnails(name, indices, scale=2), width=56)
+
+    if summary["report"]:
+        st.subheader("Import report")
+        st.code("\n".join(summary["report"][:6]), language=None)
+        if summary["skipped"]:
+            st.warning(f"{len(summary['skipped'])} file(s) were skipped.")
+            st.dataframe(pd.DataFrame(summary["skipped"], columns=["file", "reason"]), hide_index=True)

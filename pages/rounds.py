@@ -1,0 +1,69 @@
+"""Rounds: retrain on the reviewed labels and compare rounds; pseudo-labels against the truth."""
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import ui
+from mpl_core.config import ALGORITHMS
+from mpl_core.presets import PRESETS
+from mpl_core.studio import default_run_config
+
+st.title("Rounds")
+studio = ui.get_studio()
+name = ui.workspace_or_stop()
+job = studio.job(name)
+busy = job is not None and job.status().active
+
+with st.form("retrain"):
+    st.markdown("A retrain round trains on the given labels, the accepted pseudo-labels and your "
+                "relabels and hand labels. Rejected samples are left out.")
+    c = st.columns(2)
+    algorithm = c[0].selectbox("Algorithm", ALGORITHMS, index=ALGORITHMS.index("supervised"),
+                               help="supervised trains on the reviewed labels only; mpl/uda also use the rest")
+    preset = c[1].selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick-demo"))
+    go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
+if go:
+    with ui.user_errors():
+        studio.start(name, "retrain", cfg=default_run_config(preset, algorithm))
+        st.rerun()
+
+
+@st.fragment(run_every=ui.POLL_S)
+def live() -> None:
+    job = studio.job(name)
+    if job is not None and job.kind == "retrain":
+        ui.job_status_block(name)
+
+
+live()
+
+runs = studio.runs(name)
+if not runs:
+    st.info("No runs yet: train on the Train page.")
+    st.stop()
+table = pd.DataFrame([{
+    "run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"], "status": r["status"],
+    "labels used": r["metrics"].get("labels_used"), "accepted": r["metrics"].get("labels_accepted", 0),
+    "by hand": r["metrics"].get("labels_human", 0), "rejected": r["metrics"].get("labels_rejected", 0),
+    "test accuracy": r["metrics"].get("test_acc")} for r in runs])
+st.dataframe(table, hide_index=True, column_config={
+    "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
+done = table.dropna(subset=["test accuracy"])
+if len(done):
+    fig = px.bar(done, x=done["run"].astype(str), y="test accuracy", color="kind", text_auto=".1%",
+                 hover_data=["labels used", "algorithm"], title="Test accuracy by run", height=320)
+    fig.update_layout(xaxis_title="run", yaxis_tickformat=".0%", margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, key="rounds")
+
+view = studio.review(name)
+if view is not None and view.truth is not None:
+    st.subheader("Pseudo-labels against the truth")
+    which = st.radio("Samples", ["all pseudo-labels", "accepted"], horizontal=True)
+    matrix = view.confusion(None if which == "all pseudo-labels" else ["accept"])
+    fig = px.imshow(matrix, x=view.class_names, y=view.class_names, text_auto=True, aspect="auto",
+                    color_continuous_scale="Blues", labels=dict(x="pseudo-label", y="true class", color="count"),
+                    height=480)
+    fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, key="confusion")
+    total = matrix.sum()
+    st.caption(f"{total:,} samples; {matrix.trace() / total * 100:.1f}% correct" if total else "no samples")

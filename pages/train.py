@@ -1,0 +1,78 @@
+"""Train: pick the algorithm and a preset, start / pause / resume / stop, watch it learn live."""
+import pandas as pd
+import streamlit as st
+
+import ui
+from mpl_core.config import ALGORITHMS, FEEDBACK_SIGNS
+from mpl_core.presets import PRESETS
+from mpl_core.studio import default_run_config
+
+st.title("Train")
+studio = ui.get_studio()
+name = ui.workspace_or_stop()
+job = studio.job(name)
+busy = job is not None and job.status().active
+
+with st.form("train-settings"):
+    c = st.columns(3)
+    algorithm = c[0].selectbox("Algorithm", ALGORITHMS, index=ALGORITHMS.index("mpl"),
+                               help="mpl = Meta Pseudo Labels; the others are baselines")
+    preset = c[1].selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick-demo"),
+                            help="smoke: seconds · quick-demo: a few CPU minutes · cpu-10min · gpu")
+    steps = c[2].number_input("Steps (0 = the preset's)", 0, 1_000_000, 0)
+    with st.expander("Advanced"):
+        a = st.columns(4)
+        threshold = a[0].number_input("Confidence threshold (0 = the algorithm's default)", 0.0, 1.0, 0.0, 0.05,
+                                      help="defaults: 0.6 for UDA/MPL consistency, 0.95 for pseudo-labeling")
+        sign = a[1].selectbox("MPL feedback sign", FEEDBACK_SIGNS, help="derivation (default) or the official code's")
+        lr = a[2].number_input("Learning rate", 0.0001, 1.0, 0.05, format="%.4f")
+        seed = a[3].number_input("Seed", 0, 2**31 - 1, 0)
+        device = st.selectbox("Device", ["auto", "cpu", "cuda"], help="auto = the GPU when there is one")
+    start = st.form_submit_button("Start training", type="primary", disabled=busy, icon=":material/play_arrow:")
+if start:
+    with ui.user_errors():
+        cfg = default_run_config(preset, algorithm)
+        if steps:
+            cfg.train.steps = int(steps)
+        cfg.algorithm.threshold = float(threshold) if threshold > 0 else None
+        cfg.algorithm.feedback_sign = sign
+        cfg.train.lr, cfg.train.seed, cfg.train.device = float(lr), int(seed), device
+        studio.start(name, "train", cfg=cfg)
+        st.rerun()
+
+resumable = [r for r in studio.runs(name) if r["status"] in ("stopped", "interrupted", "failed")]
+if resumable and not busy:
+    with st.expander(f"Resume a run ({len(resumable)} can continue from a checkpoint)"):
+        pick = st.selectbox("Run", [r["id"] for r in resumable],
+                            format_func=lambda i: next(f"run {r['id']} · {r['kind']} · {r['status']} · {r['message']}"
+                                                       for r in resumable if r["id"] == i))
+        if st.button("Resume", icon=":material/replay:"):
+            with ui.user_errors():
+                studio.start(name, "resume", run_id=int(pick))
+                st.rerun()
+
+
+@st.fragment(run_every=ui.POLL_S)
+def live() -> None:
+    ui.job_status_block(name)
+    runs = [r for r in studio.runs(name) if r["kind"] in ("train", "retrain")]
+    if not runs:
+        return
+    job = studio.job(name)
+    current = job.status().run_id if job is not None and job.status().run_id else runs[-1]["id"]
+    st.caption(f"Curves of run {current}")
+    ui.curves(studio.metric_rows(name, current))
+
+
+live()
+
+runs = studio.runs(name)
+if runs:
+    st.subheader("Runs in this workspace")
+    st.dataframe(pd.DataFrame([{"run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"],
+                                "status": r["status"], "test accuracy": r["metrics"].get("test_acc"),
+                                "teacher test accuracy": r["metrics"].get("teacher_test_acc"),
+                                "message": r["message"]} for r in runs]),
+                 hide_index=True, column_config={
+                     "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+                     "teacher test accuracy": st.column_config.NumberColumn(format="percent")})
