@@ -307,6 +307,9 @@ def _retrain_work(cfg: RunConfig):
 def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int, extra: dict) -> dict:
     store = job.ws.store
     store.update_run(run_id, status="running", message="")
+    if cfg.train.threads:
+        import torch
+        torch.set_num_threads(cfg.train.threads)
     result = train(cfg, dataset, split, out_dir=job.ws.run_dir(run_id), on_progress=job.report,
                    control=job.control, resume=True)
     metrics = {**result.metrics, **extra, "labels_used": len(split.labeled), "step": result.step}

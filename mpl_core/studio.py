@@ -137,6 +137,9 @@ class Studio:
         """Start a job: kind = train, resume, pseudo_label, retrain or demo."""
         from . import jobs
         ws = self.open(name)
+        for key in ("cfg", "retrain_cfg"):
+            if key in kwargs and not kwargs[key].train.threads:
+                kwargs[key].train.threads = app_threads()
         starters = {"train": lambda: jobs.start_training(ws, kwargs["cfg"]),
                     "resume": lambda: jobs.start_training(ws, run_id=kwargs["run_id"]),
                     "pseudo_label": lambda: jobs.start_pseudo_labeling(ws, kwargs.get("run_id"),
@@ -231,6 +234,17 @@ class Studio:
             out.append(np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1))
         return out
 
+    def thumbnail_uris(self, name: str, pool_indices, scale: int = 3) -> list[str]:
+        """Thumbnails as PNG data URIs: the browser gets them inline with the page, no extra requests."""
+        import base64
+        from PIL import Image
+        out = []
+        for arr in self.thumbnails(name, pool_indices, scale):
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+            out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+        return out
+
     def preview(self, name: str, per_class: int = 8) -> dict[str, list[int]]:
         """Pool indices of a few labeled images per class (for the data page's grid)."""
         ws = self.open(name)
@@ -268,6 +282,12 @@ class Studio:
                 path = ex.export_checkpoint(ws, run_id, tmp)
                 return path.read_bytes(), path.name
         raise MPLStudioError(f"unknown export format {fmt!r}")
+
+
+def app_threads() -> int:
+    """CPU threads for a job started from the app: all cores but one, which serves the pages."""
+    import os
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def _label_studio_zip(ws: Workspace) -> bytes:

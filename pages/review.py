@@ -2,7 +2,6 @@
 of pseudo-labels to accept / reject / relabel, bulk actions, undo, and a labeling queue."""
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -61,83 +60,94 @@ if view is None:
 for key, show in (("review_error", st.error), ("review_flash", st.toast)):
     if st.session_state.get(key):
         show(st.session_state.pop(key))
-
 names = view.class_names
 K = len(names)
-counts = view.counts()
+who = ui.reviewer()
 st.caption(f"Round {view.rows.round}: {len(view.rows):,} pseudo-labels from the {view.rows.model} of run {view.rows.run_id}")
-c = st.columns(5)
-for col, key in zip(c, ("pending", "accept", "reject", "relabel", "manual")):
-    col.metric(key.capitalize() if key != "manual" else "Labeled by hand", f"{counts[key]:,}")
 
-# --- thresholds ------------------------------------------------------------------------------------
-left, right = st.columns([1, 2])
-with left:
-    global_t = st.slider("Threshold", 0.0, 1.0, 0.9, 0.01, key="threshold",
-                         help="pseudo-labels at or above this confidence pass")
-    per_class = st.toggle("Per-class thresholds", key="per_class")
-    thresholds = [global_t] * K
-    if per_class:
-        for k in range(K):
-            thresholds[k] = st.slider(names[k], 0.0, 1.0, global_t, 0.01, key=f"t-{k}")
-    stats = view.index.stats(thresholds)
-    m = st.columns(2)
-    m[0].metric("Pass", f"{stats.passed:,}", help="pseudo-labels at or above their class threshold")
-    m[1].metric("Coverage", ui.pct(stats.coverage), help="share of the pool that passes")
-    m = st.columns(2)
-    m[0].metric("Estimated precision", ui.pct(stats.est_precision),
-                help=f"calibrated on the validation split; {stats.val_support} validation images pass too")
-    if stats.true_precision is not None:
-        m[1].metric("True precision", ui.pct(stats.true_precision), help="from the dataset's hidden labels")
-    st.caption(f"{stats.val_support} validation image(s) behind the estimate")
 
-with right:
+# Moving the threshold reruns only this fragment: statistics, histogram and bulk counts.
+@st.fragment
+def threshold_panel() -> None:
+    view = studio.review(name)
+    left, right = st.columns([1, 2])
+    with left:
+        global_t = st.slider("Threshold", 0.0, 1.0, 0.9, 0.01, key="threshold",
+                             help="pseudo-labels at or above this confidence pass")
+        thresholds = [global_t] * K
+        if st.toggle("Per-class thresholds", key="per_class"):
+            for k in range(K):
+                thresholds[k] = st.slider(names[k], 0.0, 1.0, global_t, 0.01, key=f"t-{k}")
+        stats = view.index.stats(thresholds)
+        m = st.columns(2)
+        m[0].metric("Pass", f"{stats.passed:,}", help="pseudo-labels at or above their class threshold")
+        m[1].metric("Coverage", ui.pct(stats.coverage), help="share of the pool that passes")
+        m = st.columns(2)
+        m[0].metric("Estimated precision", ui.pct(stats.est_precision),
+                    help="calibrated on the validation split")
+        if stats.true_precision is not None:
+            m[1].metric("True precision", ui.pct(stats.true_precision), help="from the dataset's hidden labels")
+        st.caption(f"{stats.val_support} validation image(s) behind the estimate")
+    with right:
+        select_range(histogram_figure(view, global_t))
+    with st.expander("Per class"):
+        st.dataframe(pd.DataFrame([{"class": names[r["class"]], "threshold": thresholds[r["class"]],
+                                    "predicted": r["predicted"], "pass": r["passed"], "coverage": r["coverage"],
+                                    "est. precision": r["est_precision"], "true precision": r["true_precision"]}
+                                   for r in stats.per_class]), hide_index=True, column_config={
+            "coverage": st.column_config.NumberColumn(format="percent"),
+            "est. precision": st.column_config.NumberColumn(format="percent"),
+            "true precision": st.column_config.NumberColumn(format="percent")})
+    # No counts on these labels: decisions in the grid (a separate fragment) would leave them stale.
+    b = st.columns(2)
+    if b[0].button("Accept all pending at or above the threshold", icon=":material/done_all:", key="bulk-accept"):
+        act(studio.decide_by_threshold, name, "accept", thresholds, who)
+        st.rerun()  # the grid and the counts change too
+    if b[1].button("Reject all pending below it", icon=":material/remove_done:", key="bulk-reject"):
+        act(studio.decide_by_threshold, name, "reject", thresholds, who)
+        st.rerun()
+
+
+def histogram_figure(view, threshold: float) -> go.Figure:
     hist = view.histogram(BINS)
     centers = (np.arange(BINS) + 0.5) / BINS
-    df = pd.DataFrame([{"confidence": centers[b], "count": int(hist[k, b]), "class": names[k]}
-                       for k in range(K) for b in range(BINS) if hist[k, b]])
-    fig = px.bar(df, x="confidence", y="count", color="class", height=330,
-                 title="Confidence per predicted class (drag a box to filter the grid)")
-    fig.update_traces(width=1 / BINS * 0.95)
-    fig.add_vline(x=global_t, line_dash="dash", line_color="black")
-    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), bargap=0, xaxis_range=[0, 1], dragmode="select")
+    fig = go.Figure([go.Bar(x=centers, y=hist[k], name=names[k], width=0.95 / BINS) for k in range(K)])
+    fig.add_vline(x=threshold, line_dash="dash", line_color="black")
+    fig.update_layout(barmode="stack", height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_range=[0, 1],
+                      dragmode="select", xaxis_title="confidence", yaxis_title="count",
+                      title="Confidence per predicted class (drag a box to filter the grid)")
+    return fig
+
+
+def select_range(fig: go.Figure) -> None:
+    """A box drawn on the histogram sets the grid's confidence range (a full rerun: the grid changes)."""
     event = st.plotly_chart(fig, key="histogram", on_select="rerun", selection_mode="box")
     xs = [p["x"] for p in (event.selection.points if event and event.selection else [])]
-    conf_range = (max(0.0, min(xs) - 0.5 / BINS), min(1.0, max(xs) + 0.5 / BINS)) if xs else None
+    new = (max(0.0, min(xs) - 0.5 / BINS), min(1.0, max(xs) + 0.5 / BINS)) if xs else None
+    if new != st.session_state.get("conf_range"):
+        st.session_state["conf_range"] = new
+        st.rerun()
 
-per_class_table = pd.DataFrame([{"class": names[r["class"]], "threshold": thresholds[r["class"]],
-                                 "predicted": r["predicted"], "pass": r["passed"], "coverage": r["coverage"],
-                                 "est. precision": r["est_precision"], "true precision": r["true_precision"]}
-                                for r in stats.per_class])
-with st.expander("Per class"):
-    st.dataframe(per_class_table, hide_index=True, column_config={
-        "coverage": st.column_config.NumberColumn(format="percent"),
-        "est. precision": st.column_config.NumberColumn(format="percent"),
-        "true precision": st.column_config.NumberColumn(format="percent")})
 
-# --- bulk actions ----------------------------------------------------------------------------------
-who = ui.reviewer()
-pending_pass = int(((view.status == "pending") & (view.rows.confidence >= np.asarray(thresholds)[view.rows.label])).sum())
-pending_fail = int((view.status == "pending").sum()) - pending_pass
-b = st.columns(3)
-b[0].button(f"Accept all {pending_pass:,} pending at or above the threshold", icon=":material/done_all:",
-            on_click=act, args=(studio.decide_by_threshold, name, "accept", thresholds, who), key="bulk-accept",
-            disabled=pending_pass == 0)
-b[1].button(f"Reject all {pending_fail:,} pending below it", icon=":material/remove_done:",
-            on_click=act, args=(studio.decide_by_threshold, name, "reject", thresholds, who), key="bulk-reject",
-            disabled=pending_fail == 0)
-b[2].button("Undo last", icon=":material/undo:", on_click=act, args=(studio.undo, name), key="undo")
-
-# --- grid, queue, calibration ----------------------------------------------------------------------
-grid_tab, queue_tab, cal_tab = st.tabs(["Pseudo-labels", "Labeling queue", "Calibration"])
-
-with grid_tab:
+# Decisions and page turns rerun only this fragment: the counts, filters and tiles.
+@st.fragment
+def grid() -> None:
+    view = studio.review(name)
+    for key, show in (("review_error", st.error), ("review_flash", st.toast)):
+        if st.session_state.get(key):
+            show(st.session_state.pop(key))
+    counts = view.counts()
+    c = st.columns(6)
+    for col, key in zip(c, ("pending", "accept", "reject", "relabel", "manual")):
+        col.metric(key.capitalize() if key != "manual" else "Labeled by hand", f"{counts[key]:,}")
+    c[5].button("Undo last", icon=":material/undo:", on_click=act, args=(studio.undo, name), key="undo")
     f = st.columns([2, 2, 2, 1, 1])
     classes = f[0].multiselect("Predicted class", range(K), format_func=lambda k: names[k], key="f-class")
     statuses = f[1].multiselect("Status", ["pending", "accept", "reject", "relabel", "manual"],
                                 default=["pending"], key="f-status")
     sort = f[2].selectbox("Order", SORTS, key="f-sort")
     size = f[3].selectbox("Per page", [24, 48, 100], key="f-size")
+    conf_range = st.session_state.get("conf_range")
     positions = view.select(classes=classes or None, statuses=statuses or None, conf_range=conf_range, sort=sort)
     pages = max(1, -(-len(positions) // size))
     page = f[4].number_input("Page", 1, pages, 1, key="f-page")
@@ -150,26 +160,60 @@ with grid_tab:
                 disabled=len(shown) == 0, key="page-accept", icon=":material/done_all:")
     p[1].button("Reject this page", on_click=act, args=(studio.decide, name, shown, "reject", who),
                 disabled=len(shown) == 0, key="page-reject", icon=":material/remove_done:")
-    tiles = view.tiles(shown)
-    images = studio.thumbnails(name, [t["pool_index"] for t in tiles], scale=3)
-    per_row = 8
-    for start in range(0, len(tiles), per_row):
+    tiles(view, shown)
+
+
+MARKS = {"✓": "accept", "✗": "reject", "✎": "relabel"}  # ✎ selects the tile for the relabel bar
+
+
+def on_mark(pos: int, key: str) -> None:
+    mark = st.session_state.get(key)
+    chosen = st.session_state.setdefault("relabel_selection", set())
+    chosen.discard(pos)
+    if mark == "✎":
+        chosen.add(pos)
+    elif mark in ("✓", "✗"):
+        act(studio.decide, name, [pos], MARKS[mark], who)
+
+
+def relabel_bar(view) -> None:
+    chosen = sorted(st.session_state.get("relabel_selection", set()))
+    if not chosen:
+        return
+    c = st.columns([2, 2, 1, 1])
+    c[0].markdown(f"**{len(chosen)}** tile(s) marked ✎")
+    c[1].selectbox("Relabel as", range(K), format_func=lambda k: names[k], key="relabel-target",
+                            label_visibility="collapsed")
+    c[2].button("Relabel", type="primary", key="relabel-apply", icon=":material/edit:",
+                on_click=lambda: (act(studio.decide, name, chosen, "relabel", who, st.session_state["relabel-target"]),
+                                  st.session_state.update(relabel_selection=set())))
+    c[3].button("Clear", key="relabel-clear", on_click=lambda: st.session_state.update(relabel_selection=set()))
+
+
+def tiles(view, shown) -> None:
+    """Two elements per tile (image with caption, one ✓/✗/✎ control): a 100-tile page stays light."""
+    relabel_bar(view)
+    items = view.tiles(shown)
+    uris = studio.thumbnail_uris(name, [t["pool_index"] for t in items], scale=3)
+    chosen = st.session_state.get("relabel_selection", set())
+    per_row = 6  # fits the ✓/✗/✎ control under each thumbnail at 1280 px
+    for start in range(0, len(items), per_row):
         cols = st.columns(per_row)
-        for col, tile, img in zip(cols, tiles[start: start + per_row], images[start: start + per_row]):
-            with col.container(border=True, key=f"tile-{tile['position']}"):
-                st.image(img, width="stretch")
-                status = tile["status"] if tile["status"] == "pending" else f"{tile['status']} → {tile['final_name']}" \
-                    if tile["final_name"] else tile["status"]
-                st.text(f"{tile['label_name']} · {tile['confidence']:.2f}\n{status}")
-                a, r = st.columns(2)
-                a.button("✓", key=f"a-{tile['position']}", help="accept", on_click=act,
-                         args=(studio.decide, name, [tile["position"]], "accept", who))
-                r.button("✗", key=f"r-{tile['position']}", help="reject", on_click=act,
-                         args=(studio.decide, name, [tile["position"]], "reject", who))
-                st.selectbox("Relabel", range(K), index=None, format_func=lambda k: names[k], placeholder="relabel…",
-                             key=f"rl-{tile['position']}", label_visibility="collapsed",
-                             on_change=lambda pos=tile["position"]: act(
-                                 studio.decide, name, [pos], "relabel", who, st.session_state[f"rl-{pos}"]))
+        for col, tile, uri in zip(cols, items[start: start + per_row], uris[start: start + per_row]):
+            pos, status = tile["position"], tile["status"]
+            after = f" → {tile['final_name']}" if status in ("relabel", "manual") else ""
+            note = "" if status == "pending" else f" · {status}{after}"
+            col.image(uri, caption=f"{tile['label_name']} {tile['confidence']:.2f}{note}", width="stretch")
+            key = f"d-{pos}-{status}"  # a new widget when the status changes elsewhere (bulk, undo)
+            current = "✎" if pos in chosen else {"accept": "✓", "reject": "✗"}.get(status)
+            col.segmented_control("Decision", list(MARKS), default=current, key=key, label_visibility="collapsed",
+                                  on_change=on_mark, args=(pos, key))
+
+
+threshold_panel()
+grid_tab, queue_tab, cal_tab = st.tabs(["Pseudo-labels", "Labeling queue", "Calibration"])
+with grid_tab:
+    grid()
 
 with queue_tab:
     queue = view.queue(12)
@@ -204,7 +248,7 @@ with cal_tab:
                       yaxis_title="accuracy", height=330, margin=dict(l=10, r=10, t=40, b=10))
     c[0].plotly_chart(fig, key="reliability")
     cols = [k for k in ("est_precision", "true_precision", "coverage") if sweep[k].notna().any()]
-    fig = px.line(sweep.melt(id_vars="threshold", value_vars=cols), x="threshold", y="value", color="variable",
-                  title="Precision and coverage by threshold", height=330)
-    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text="")
+    fig = go.Figure([go.Scatter(x=sweep["threshold"], y=sweep[c], mode="lines", name=c) for c in cols])
+    fig.update_layout(title="Precision and coverage by threshold", height=330, xaxis_title="threshold",
+                      margin=dict(l=10, r=10, t=40, b=10))
     c[1].plotly_chart(fig, key="sweep")

@@ -62,15 +62,22 @@ def streamlit_app(data_root: Path, log: Path | None = None):
 
 
 @contextmanager
-def browser_page(width: int = 1280, height: int = 800):
+def browser_pages(count: int = 1, width: int = 1280, height: int = 800):
+    """`count` pages (tabs, each its own app session) of one headless Chromium."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
                                     args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": width, "height": height})
+            yield [browser.new_page(viewport={"width": width, "height": height}) for _ in range(count)]
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(width: int = 1280, height: int = 800):
+    with browser_pages(1, width, height) as pages:
+        yield pages[0]
 
 
 def metric(page, label: str) -> str:
@@ -82,5 +89,15 @@ def metric(page, label: str) -> str:
 
 def choose(page, label: str, option: str) -> None:
     """Pick an option of the st.selectbox labelled `label`."""
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
-    page.get_by_role("option", name=option, exact=True).click()
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    for _ in range(5):  # a rerun that lands mid-click closes the list: try again
+        box.click()
+        item = page.get_by_role("option", name=option, exact=True)
+        try:
+            item.click(timeout=5000)
+        except Exception:
+            page.keyboard.press("Escape")
+            continue
+        if box.locator("input").input_value() == option:
+            return
+    raise AssertionError(f"could not choose {option!r} in {label!r}")

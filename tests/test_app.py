@@ -1,25 +1,94 @@
-"""The app's pages run without errors (Streamlit AppTest, no browser)."""
-import json
+"""Each page's logic under Streamlit's AppTest (no browser): rendering, thresholds, decisions, forms."""
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import tiny_run_config, write_stripes_folder
+from mpl_core.config import DataConfig
+from mpl_core.jobs import start_pseudo_labeling, start_training
+from mpl_core.workspace import create_workspace
+
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["pages/home.py", "pages/data.py", "pages/train.py", "pages/review.py", "pages/rounds.py", "pages/export.py"]
 
 
-def test_home_page_renders():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+def app(page: str, data_root: Path, workspace: str | None = "tiny") -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    if workspace:
+        at.session_state["workspace"] = workspace
+    return at.switch_page(page)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.fixture
+def reviewed_root(tmp_path, monkeypatch):
+    """A data root with a trained tiny workspace and one round of pseudo-labels; the app points at it."""
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+    write_stripes_folder(tmp_path / "stripes")
+    ws = create_workspace("tiny", DataConfig(dataset="stripes", val_fraction=0.25), tmp_path)
+    assert start_training(ws, tiny_run_config("mpl")).join(60).state == "done"
+    assert start_pseudo_labeling(ws).join(60).state == "done"
+    from ui import get_studio
+    get_studio.clear()  # a fresh Studio for this data root
+    return tmp_path
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_a_workspace(reviewed_root, page):
+    at = app(page, reviewed_root).run()
+    assert not at.exception and not at.error
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_guides_a_new_user_without_a_workspace(tmp_path, monkeypatch, page):
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+    from ui import get_studio
+    get_studio.clear()
+    at = app(page, tmp_path, workspace=None).run()
     assert not at.exception
-    assert at.title[0].value == "MPL Studio"
+    assert at.info or at.warning or at.title[0].value == "Data"
 
 
-def test_runs_page_lists_finished_runs(tmp_path, monkeypatch):
-    run = tmp_path / "runs" / "demo"
-    run.mkdir(parents=True)
-    history = [{"phase": "train", "step": 10, "val_acc": 0.5}, {"phase": "train", "step": 20, "val_acc": 0.7}]
-    run.joinpath("result.json").write_text(json.dumps({"config": {"algorithm": {"name": "mpl"}},
-                                                       "metrics": {"test_acc": 0.71}, "history": history}))
-    monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).switch_page("pages/runs.py").run()
-    assert not at.exception
-    assert at.dataframe[0].value["run"].tolist() == ["demo"]
+def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
+    at = app("pages/review.py", reviewed_root).run()
+    assert metric(at, "Pending") == "40"
+    at.slider(key="threshold").set_value(0.0).run()
+    assert metric(at, "Pass") == "40"
+    at.slider(key="threshold").set_value(1.0).run()
+    assert metric(at, "Pass") != "40"
+    at.slider(key="threshold").set_value(0.0).run()
+    first_tile = next(b for b in at.button_group if b.key and b.key.startswith("d-"))
+    first_tile.set_value("✓").run()
+    assert metric(at, "Accept") == "1" and metric(at, "Pending") == "39"
+    second = [b for b in at.button_group if b.key and b.key.startswith("d-")][1]
+    second.set_value("✎").run()
+    at.button(key="relabel-apply").click().run()
+    assert metric(at, "Relabel") == "1"
+    at.button(key="undo").click().run()
+    at.button(key="undo").click().run()
+    assert metric(at, "Accept") == "0"
+    at.button(key="bulk-accept").click().run()
+    assert metric(at, "Accept") == "40"
+    again = app("pages/review.py", reviewed_root).run()  # a new session reads the same store
+    assert metric(again, "Accept") == "40"
+
+
+def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+    from ui import get_studio
+    get_studio.clear()
+    write_stripes_folder(tmp_path / "mine")
+    at = app("pages/data.py", tmp_path, workspace=None).run()
+    at.text_input[0].set_value("proj")
+    at.radio[0].set_value("My images: a folder under the data folder")
+    at.text_input[1].set_value("/etc")
+    at.button[0].click().run()
+    assert any("outside the data folder" in e.value for e in at.error) and not at.exception
+    at.text_input[1].set_value("mine")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert metric(at, "Classes") == "2" and metric(at, "Unlabeled") == "40"
