@@ -135,3 +135,16 @@ def test_training_process_killed_mid_run_resumes_from_its_checkpoint(tiny_worksp
     job = start_training(ws, run_id=1, on_progress=hook)
     assert job.join(60).state == "stopped"
     assert steps[0] == saved_step + 10
+
+
+def test_demo_job_trains_pseudo_labels_accepts_and_retrains(tiny_workspace):
+    from mpl_core.jobs import start_demo
+    job = start_demo(tiny_workspace, tiny_run_config("mpl"), tiny_run_config("supervised"), target_precision=0.5)
+    st = job.join(120)
+    assert st.state == "done", st.error
+    r = st.result
+    runs = tiny_workspace.store.runs()
+    assert [x["kind"] for x in runs] == ["train", "retrain"] and all(x["status"] == "done" for x in runs)
+    assert r["pseudo_labels"] == 40 and r["accepted"] == tiny_workspace.store.decision_counts()["accept"]
+    assert r["labels_used"] == r["labels_given"] + r["accepted"]
+    assert 0.0 <= r["before_test_acc"] <= 1.0 and 0.0 <= r["after_test_acc"] <= 1.0
