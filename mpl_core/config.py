@@ -66,6 +66,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # CPU threads for torch (0 = leave torch's default)
     seed: int = 0  # model init, sampling and augmentation
+    balance_classes: bool = False  # labeled batches draw each class equally often (retrain rounds turn it
+    # on: accepted pseudo-labels crowd into the easy classes)
 
 
 @dataclass

@@ -263,9 +263,8 @@ def start_training(ws: Workspace, cfg: RunConfig | None = None, *, run_id: int |
 
 
 def start_retrain(ws: Workspace, cfg: RunConfig, *, on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
-    """A retrain round on given + accepted + human labels (rejected excluded)."""
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data))
-    cfg.validate()
+    """A retrain round on given + accepted + human labels (rejected excluded), class-balanced."""
+    cfg = _retrain_config(ws, cfg)
     return TrainingJob(ws, "retrain", _retrain_work(cfg), on_progress=on_progress).start(new_run=("retrain", cfg))
 
 
@@ -357,12 +356,18 @@ def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *, t
                who: str = "demo", on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
     """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
     precision reaches target_precision -> retrain. The result tells the story in numbers."""
-    cfgs = []
-    for cfg in (train_cfg, retrain_cfg):
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data))
-        cfgs.append(cfg.validate())
+    cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
+            _retrain_config(ws, retrain_cfg)]
     return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who),
                        on_progress=on_progress).start()
+
+
+def _retrain_config(ws: Workspace, cfg: RunConfig) -> RunConfig:
+    """Retrain rounds sample labeled batches class-balanced: accepted pseudo-labels crowd into the
+    classes the teacher finds easy, and the hard classes would be drowned out."""
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data),
+                              train=dataclasses.replace(cfg.train, balance_classes=True))
+    return cfg.validate()
 
 
 def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str):

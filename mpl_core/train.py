@@ -156,7 +156,10 @@ def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, spl
                   flip: bool, with_unlabeled: bool = True) -> Batch:
     """Draw a labeled and an unlabeled batch (with replacement) and make their views."""
     t = cfg.train
-    li = split.labeled[torch.randint(len(split.labeled), (t.batch_size,), generator=state.index_gen)]
+    if t.balance_classes:
+        li = _balanced_draw(split.labeled, labels, t.batch_size, state.index_gen)
+    else:
+        li = split.labeled[torch.randint(len(split.labeled), (t.batch_size,), generator=state.index_gen)]
     x_l = weak_view(to_float(images[li.to(images.device)]), state.aug_gen, flip=flip)
     y_l = labels[li.to(labels.device)]
     if not with_unlabeled:
@@ -167,6 +170,18 @@ def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, spl
     u = to_float(images[ui.to(images.device)])
     return Batch(_cl(x_l), y_l, _cl(weak_view(u, state.aug_gen, flip=flip)),
                  _cl(strong_view(u, state.aug_gen, flip=flip)))
+
+
+def _balanced_draw(labeled: torch.Tensor, labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n labeled indices: a class uniformly among those present, then a member of it uniformly."""
+    y = labels[labeled.to(labels.device)].cpu()
+    order = torch.argsort(y, stable=True)
+    by_class = labeled[order]  # labeled indices grouped by class
+    classes, counts = torch.unique_consecutive(y[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    pick = torch.randint(len(classes), (n,), generator=gen)
+    offset = (torch.rand(n, generator=gen) * counts[pick]).long().clamp_max(counts[pick] - 1)
+    return by_class[starts[pick] + offset]
 
 
 def _cl(x: torch.Tensor) -> torch.Tensor:
