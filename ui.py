@@ -58,6 +58,12 @@ def workspace_or_stop() -> str:
     return name
 
 
+def job_active(name: str) -> bool:
+    """Whether this app's job for the workspace is still running (start buttons are disabled then)."""
+    job = get_studio().job(name)
+    return job is not None and job.status().active
+
+
 def reviewer() -> str:
     return (st.session_state.get("reviewer") or "reviewer").strip() or "reviewer"
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -169,8 +168,8 @@ def _train_in_workspace(args, cfg: RunConfig) -> int:
     return 0 if status.state == "done" else 3
 
 
-def _run_job(args, start) -> "JobStatus":  # noqa: F821 (imported lazily)
-    """Start a job with a progress bar, wait for it; Ctrl-C stops it cleanly (resumable)."""
+def _run_job(args, start):
+    """Start a job with a progress bar and wait for it (returns its JobStatus); Ctrl-C stops it cleanly."""
     from .progress import TqdmProgress
     with TqdmProgress(disable=args.quiet) as bar:
         job = start(bar)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import RunConfig, TrainConfig, ModelConfig
+from .config import RunConfig
 from .errors import MPLStudioError
 
 # Each preset overrides TrainConfig/ModelConfig fields; everything else keeps its default.

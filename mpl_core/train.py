@@ -358,7 +358,7 @@ class _Run:
 
     def _start_finetune(self) -> None:
         """Fine-tune the (EMA) student on labeled data with a small constant learning rate."""
-        s, t = self.state, self.cfg.train
+        s = self.state
         if s.ema is not None:
             s.student.model.load_state_dict(s.ema.model.state_dict())
             s.ema = None

@@ -43,8 +43,7 @@ st.subheader("Demo: the whole loop in one click")
 st.markdown("Trains MPL (quick-demo preset, a few minutes on a CPU), pseudo-labels the pool, accepts what "
             "the teacher labels with an estimated precision of 95% or more, and retrains a student on "
             "those labels.")
-job = studio.job(name)
-busy = job is not None and job.status().active
+busy = ui.job_active(name)
 if st.button("Run the demo", type="primary", icon=":material/play_arrow:", disabled=busy):
     with ui.user_errors():
         studio.start(name, "demo", cfg=default_run_config("quick-demo", "mpl"),

@@ -11,8 +11,7 @@ from mpl_core.studio import default_run_config
 st.title("Rounds")
 studio = ui.get_studio()
 name = ui.workspace_or_stop()
-job = studio.job(name)
-busy = job is not None and job.status().active
+busy = ui.job_active(name)
 
 with st.form("retrain"):
     st.markdown("A retrain round trains on the given labels, the accepted pseudo-labels and your "

@@ -10,8 +10,7 @@ from mpl_core.studio import default_run_config
 st.title("Train")
 studio = ui.get_studio()
 name = ui.workspace_or_stop()
-job = studio.job(name)
-busy = job is not None and job.status().active
+busy = ui.job_active(name)
 
 with st.form("train-settings"):
     c = st.columns(3)

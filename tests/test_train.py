@@ -3,7 +3,7 @@ import threading
 import pytest
 import torch
 
-from mpl_core.checkpoint import latest_checkpoint, list_checkpoints
+from mpl_core.checkpoint import latest_checkpoint
 from mpl_core.config import DataConfig
 from mpl_core.data import select_classes
 from mpl_core.errors import MPLStudioError
