@@ -112,8 +112,9 @@ def histogram_figure(view, threshold: float) -> go.Figure:
     hist = view.histogram(BINS)
     centers = (np.arange(BINS) + 0.5) / BINS
     fig = go.Figure([go.Bar(x=centers, y=hist[k], name=names[k], width=0.95 / BINS) for k in range(K)])
-    fig.add_vline(x=threshold, line_dash="dash", line_color="black")
-    fig.update_layout(barmode="stack", height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_range=[0, 1],
+    fig.update_layout(shapes=[dict(type="line", x0=threshold, x1=threshold, y0=0, y1=1, yref="paper",
+                                   line=dict(dash="dash", color="black"))],  # add_vline costs 3x the figure
+                      barmode="stack", height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_range=[0, 1],
                       dragmode="select", xaxis_title="confidence", yaxis_title="count",
                       title="Confidence per predicted class (drag a box to filter the grid)")
     return fig
