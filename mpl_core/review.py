@@ -22,31 +22,46 @@ PENDING = "pending"
 STATUSES = (PENDING,) + ACTIONS
 
 
-def status_of(rows: PseudoLabelRows, decisions: dict) -> np.ndarray:
-    """Per pseudo-label row: 'pending' or the action in force for its sample."""
+def decision_state(rows: PseudoLabelRows, decisions: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per pseudo-label row: the status ('pending' or the action in force) and the label that
+    decision set (-1 for pending and rejected rows)."""
     status = np.full(len(rows), PENDING, dtype=object)
+    final = np.full(len(rows), -1, dtype=np.int64)
     if len(decisions["idx"]) and len(rows):
-        pos = np.searchsorted(rows.idx, decisions["idx"])
-        pos = np.clip(pos, 0, len(rows) - 1)
+        pos = np.clip(np.searchsorted(rows.idx, decisions["idx"]), 0, len(rows) - 1)
         hit = rows.idx[pos] == decisions["idx"]
         status[pos[hit]] = decisions["action"][hit]
-    return status
+        keep = hit & (decisions["action"] != "reject")
+        final[pos[keep]] = decisions["label"][keep]
+    return status, final
 
 
-def select_by_threshold(rows: PseudoLabelRows, decisions: dict, *, above: float | None = None,
-                        below: float | None = None, classes: list[int] | None = None,
-                        include_decided: bool = False) -> np.ndarray:
-    """Row positions with confidence >= above (or < below), in the given predicted classes."""
+def status_of(rows: PseudoLabelRows, decisions: dict) -> np.ndarray:
+    """Per pseudo-label row: 'pending' or the action in force for its sample."""
+    return decision_state(rows, decisions)[0]
+
+
+def select_by_threshold(rows: PseudoLabelRows, decisions: dict | None, *, above=None, below=None,
+                        classes: list[int] | None = None, include_decided: bool = False,
+                        status: np.ndarray | None = None) -> np.ndarray:
+    """Row positions with confidence >= above (or < below), in the given predicted classes.
+
+    above / below is one threshold or one per class; `status` (from decision_state) saves
+    re-reading the decisions when the caller already has it.
+    """
     if (above is None) == (below is None):
         raise MPLStudioError("give exactly one of a lower bound (accept above) or an upper bound (reject below)")
-    bound = above if above is not None else below
-    if not 0.0 <= bound <= 1.0:
-        raise MPLStudioError(f"the threshold must be between 0 and 1, got {bound}")
-    mask = rows.confidence >= above if above is not None else rows.confidence < below
+    bound = np.asarray(above if above is not None else below, dtype=np.float64)
+    if bound.ndim and len(bound) <= int(rows.label.max(initial=-1)):
+        raise MPLStudioError("give one threshold or one per class")
+    if ((bound < 0.0) | (bound > 1.0)).any():
+        raise MPLStudioError(f"the threshold must be between 0 and 1, got {bound.tolist()}")
+    per_row = bound[rows.label] if bound.ndim else bound
+    mask = rows.confidence >= per_row if above is not None else rows.confidence < per_row
     if classes is not None:
         mask &= np.isin(rows.label, classes)
     if not include_decided:
-        mask &= status_of(rows, decisions) == PENDING
+        mask &= (status if status is not None else status_of(rows, decisions)) == PENDING
     return np.nonzero(mask)[0]
 
 

@@ -165,7 +165,7 @@ class Studio:
     def review(self, name: str) -> ReviewView | None:
         """The newest round's review state, rebuilt only when the round or the decisions changed."""
         from .api import threshold_index
-        from .review import status_of
+        from .review import decision_state
         ws = self.open(name)
         latest, version = ws.store.latest_round(), ws.store.decisions_version()
         if latest is None:
@@ -178,12 +178,9 @@ class Studio:
             index = view.index if view is not None and view.rows.round == latest else threshold_index(ws, latest)
             decisions = ws.store.current_decisions()
             ds = ws.dataset()
-            final = np.full(len(rows), -1, dtype=np.int64)
-            pos = np.searchsorted(rows.idx, decisions["idx"]).clip(0, max(len(rows) - 1, 0))
-            hit = (rows.idx[pos] == decisions["idx"]) & (decisions["action"] != "reject") if len(rows) else pos[:0]
-            final[pos[hit]] = decisions["label"][hit]
+            status, final = decision_state(rows, decisions)
             truth = ds.train.labels.numpy()[rows.idx] if ds.fully_labeled else None
-            view = ReviewView(rows, index, status_of(rows, decisions), final, ds.class_names, version, truth)
+            view = ReviewView(rows, index, status, final, ds.class_names, version, truth)
             self._views[name] = view
             return view
 
@@ -205,16 +202,13 @@ class Studio:
     def decide_by_threshold(self, name: str, action: str, thresholds, who: str,
                             classes: list[int] | None = None) -> int:
         """Accept pending rows at or above their class threshold, or reject those below it."""
+        from .review import select_by_threshold
         view = self.review(name)
         if view is None:
             raise MPLStudioError("no pseudo-labels to review yet")
-        per_row = np.asarray(thresholds, dtype=np.float64)[view.rows.label] if not np.isscalar(thresholds) \
-            else np.full(len(view.rows), float(thresholds))
-        mask = view.status == "pending"
-        mask &= view.rows.confidence >= per_row if action == "accept" else view.rows.confidence < per_row
-        if classes is not None:
-            mask &= np.isin(view.rows.label, classes)
-        return self.decide(name, np.nonzero(mask)[0], action, who)
+        bound = {"above": thresholds} if action == "accept" else {"below": thresholds}
+        positions = select_by_threshold(view.rows, None, classes=classes, status=view.status, **bound)
+        return self.decide(name, positions, action, who)
 
     def label_by_hand(self, name: str, positions, label: int, who: str) -> int:
         return self.decide(name, positions, "manual", who, label)
