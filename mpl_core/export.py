@@ -15,7 +15,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -72,22 +72,19 @@ def _pool_row(ds, i, names, label, conf, margin, status, dec, k) -> dict:
     return _row(ds.train.ids[i], i, "unlabeled", pseudo, status, final, conf, margin, who, at)
 
 
-def export_csv(ws: Workspace, out: str | Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(export_rows(ws))
-    return out
-
-
 def csv_bytes(ws: Workspace) -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(export_rows(ws))
     return buf.getvalue().encode("utf-8")
+
+
+def export_csv(ws: Workspace, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(csv_bytes(ws))
+    return out
 
 
 # --- Label Studio ----------------------------------------------------------------------------------
@@ -123,23 +120,21 @@ def _choice(label: str) -> dict:
     return {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
 
 
-def export_label_studio(ws: Workspace, out_dir: str | Path, *, images: bool = True,
-                        on_progress: Callable[[int, int], None] | None = None) -> Path:
-    """out_dir/tasks.json, label_config.xml and images/ (PNG files the tasks point at)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def label_studio_files(ws: Workspace, images: bool = True) -> Iterator[tuple[str, bytes]]:
+    """(relative path, contents): tasks.json, label_config.xml and the PNGs the tasks point at."""
     tasks = label_studio_tasks(ws)
-    (out / "tasks.json").write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
-    (out / "label_config.xml").write_text(label_studio_config(ws.dataset().class_names), encoding="utf-8")
+    ds = ws.dataset()
+    yield "tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False).encode("utf-8")
+    yield "label_config.xml", label_studio_config(ds.class_names).encode("utf-8")
     if images:
-        ds = ws.dataset()
-        pool = [(t["data"]["image"], t["data"]["pool_index"]) for t in tasks]
-        (out / "images").mkdir(exist_ok=True)
-        for k, (rel, idx) in enumerate(pool):
-            _save_png(ds.train.images[idx], out / rel)
-            if on_progress and (k % 500 == 0 or k == len(pool) - 1):
-                on_progress(k + 1, len(pool))
-    return out / "tasks.json"
+        for t in tasks:
+            yield t["data"]["image"], png_bytes(ds.train.images[t["data"]["pool_index"]])
+
+
+def export_label_studio(ws: Workspace, out_dir: str | Path, *, images: bool = True) -> Path:
+    """out_dir/tasks.json, label_config.xml and images/ (PNG files the tasks point at)."""
+    write_tree(label_studio_files(ws, images), out_dir)
+    return Path(out_dir) / "tasks.json"
 
 
 # --- ImageFolder -------------------------------------------------------------------------------------
@@ -172,43 +167,40 @@ def imagefolder_items(ws: Workspace) -> list[tuple[str, int]]:
             for r in export_rows(ws) if r["final_label"]]
 
 
-def export_imagefolder(ws: Workspace, out: str | Path, *, as_zip: bool = False,
-                       on_progress: Callable[[int, int], None] | None = None) -> Path:
+def imagefolder_files(ws: Workspace) -> Iterator[tuple[str, bytes]]:
+    """(relative path, contents): classes.json and class/file.png for every usable label."""
+    ds = ws.dataset()
+    yield "classes.json", json.dumps({"classes": ds.class_names, "folders": class_folder_names(ds.class_names)},
+                                     indent=1).encode("utf-8")
+    for rel, idx in imagefolder_items(ws):
+        yield rel, png_bytes(ds.train.images[idx])
+
+
+def export_imagefolder(ws: Workspace, out: str | Path, *, as_zip: bool = False) -> Path:
     """An ImageFolder tree (class/file.png) of every labeled image, or the same as a zip file."""
+    out = Path(out)
     if as_zip:
-        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "wb") as f:
-            write_imagefolder_zip(ws, f, on_progress)
-        return out
-    out = Path(out)
-    items = imagefolder_items(ws)
-    ds = ws.dataset()
-    meta = json.dumps({"classes": ds.class_names, "folders": class_folder_names(ds.class_names)}, indent=1)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.json").write_text(meta)
-    for k, (rel, idx) in enumerate(items):
-        _save_png(ds.train.images[idx], out / rel)
-        _tick(on_progress, k, len(items))
+            write_zip(imagefolder_files(ws), f)
+    else:
+        write_tree(imagefolder_files(ws), out)
     return out
 
 
-def write_imagefolder_zip(ws: Workspace, target: BinaryIO,
-                          on_progress: Callable[[int, int], None] | None = None) -> None:
-    """The ImageFolder tree as a zip written to a binary file object (a file or a BytesIO)."""
-    items = imagefolder_items(ws)
-    ds = ws.dataset()
-    meta = json.dumps({"classes": ds.class_names, "folders": class_folder_names(ds.class_names)}, indent=1)
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are already compressed
-        zf.writestr("classes.json", meta)
-        for k, (rel, idx) in enumerate(items):
-            zf.writestr(rel, png_bytes(ds.train.images[idx]))
-            _tick(on_progress, k, len(items))
+def write_tree(files: Iterable[tuple[str, bytes]], root: str | Path) -> None:
+    root = Path(root)
+    for rel, data in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
-def _tick(on_progress, k: int, total: int) -> None:
-    if on_progress and (k % 500 == 0 or k == total - 1):
-        on_progress(k + 1, total)
+def write_zip(files: Iterable[tuple[str, bytes]], target: BinaryIO) -> None:
+    """Files into a zip on a binary file object (a file or a BytesIO); stored, PNGs are compressed."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
+        for rel, data in files:
+            zf.writestr(rel, data)
 
 
 def _to_pil(image) -> Image.Image:
@@ -220,11 +212,6 @@ def png_bytes(image) -> bytes:
     buf = io.BytesIO()
     _to_pil(image).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _save_png(image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _to_pil(image).save(path, format="PNG")
 
 
 # --- checkpoint --------------------------------------------------------------------------------------
@@ -251,14 +238,13 @@ def export_checkpoint(ws: Workspace, run_id: int | None, out: str | Path) -> Pat
     return out
 
 
-def export(ws: Workspace, fmt: str, out: str | Path, *, run_id: int | None = None,
-           on_progress: Callable[[int, int], None] | None = None) -> Path:
+def export(ws: Workspace, fmt: str, out: str | Path, *, run_id: int | None = None) -> Path:
     if fmt == "csv":
         return export_csv(ws, out)
     if fmt == "label-studio":
-        return export_label_studio(ws, out, on_progress=on_progress)
+        return export_label_studio(ws, out)
     if fmt in ("imagefolder", "imagefolder-zip"):
-        return export_imagefolder(ws, out, as_zip=fmt.endswith("zip"), on_progress=on_progress)
+        return export_imagefolder(ws, out, as_zip=fmt.endswith("zip"))
     if fmt == "checkpoint":
         return export_checkpoint(ws, run_id, out)
     raise MPLStudioError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")

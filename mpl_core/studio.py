@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import threading
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -266,10 +265,12 @@ class Studio:
             return ex.csv_bytes(ws), f"{name}-labels.csv"
         if fmt == "imagefolder-zip":
             buf = io.BytesIO()
-            ex.write_imagefolder_zip(ws, buf)
+            ex.write_zip(ex.imagefolder_files(ws), buf)
             return buf.getvalue(), f"{name}-imagefolder.zip"
         if fmt == "label-studio":
-            return _label_studio_zip(ws), f"{name}-label-studio.zip"
+            buf = io.BytesIO()
+            ex.write_zip(ex.label_studio_files(ws), buf)
+            return buf.getvalue(), f"{name}-label-studio.zip"
         if fmt == "checkpoint":
             import tempfile
             with tempfile.TemporaryDirectory() as tmp:
@@ -282,20 +283,6 @@ def app_threads() -> int:
     """CPU threads for a job started from the app: all cores but one, which serves the pages."""
     import os
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def _label_studio_zip(ws: Workspace) -> bytes:
-    import json
-    from .export import label_studio_config, label_studio_tasks, png_bytes
-    tasks = label_studio_tasks(ws)
-    ds = ws.dataset()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False))
-        zf.writestr("label_config.xml", label_studio_config(ds.class_names))
-        for t in tasks:
-            zf.writestr(t["data"]["image"], png_bytes(ds.train.images[t["data"]["pool_index"]]))
-    return buf.getvalue()
 
 
 def default_run_config(preset: str = "quick-demo", algorithm: str = "mpl") -> RunConfig:
