@@ -273,8 +273,8 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
     """Label the unlabeled pool with a run's teacher (MPL, default) or student into a new round."""
     if lock_is_held(ws.lock_path):  # say "busy" before anything about the run
         raise busy_error(ws.lock_path)
-    runs = [r for r in ws.store.runs() if r["checkpoint"] or latest_checkpoint(ws.run_dir(r["id"]))]
     if run_id is None:
+        runs = [r for r in ws.store.runs() if r["checkpoint"] or latest_checkpoint(ws.run_dir(r["id"]))]
         if not runs:
             raise MPLStudioError("no trained model in this workspace yet: train one first")
         run_id = runs[-1]["id"]

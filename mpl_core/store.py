@@ -187,22 +187,25 @@ class Store:
         with self._write() as con:
             con.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
 
-    def runs(self) -> list[dict]:
-        rows = self._read("SELECT id, kind, config, status, message, created, updated, checkpoint, metrics "
-                          "FROM runs ORDER BY id")
-        keys = ("id", "kind", "config", "status", "message", "created", "updated", "checkpoint", "metrics")
+    _RUN_COLUMNS = ("id", "kind", "config", "status", "message", "created", "updated", "checkpoint", "metrics")
+
+    def runs(self, run_id: int | None = None) -> list[dict]:
+        """Every run (or the one with run_id), oldest first, config and metrics parsed."""
+        sql = f"SELECT {', '.join(self._RUN_COLUMNS)} FROM runs"
+        rows = self._read(sql + " ORDER BY id" if run_id is None else sql + " WHERE id = ?",
+                          () if run_id is None else (run_id,))
         out = []
         for row in rows:
-            d = dict(zip(keys, row))
+            d = dict(zip(self._RUN_COLUMNS, row))
             d["config"], d["metrics"] = json.loads(d["config"]), json.loads(d["metrics"])
             out.append(d)
         return out
 
     def run(self, run_id: int) -> dict:
-        for r in self.runs():
-            if r["id"] == run_id:
-                return r
-        raise MPLStudioError(f"no run {run_id} in this workspace")
+        found = self.runs(run_id)
+        if not found:
+            raise MPLStudioError(f"no run {run_id} in this workspace")
+        return found[0]
 
     def mark_interrupted(self) -> int:
         """Runs left 'running' or 'paused' by a process that died: mark them resumable."""
