@@ -116,6 +116,14 @@ class Studio:
             self._workspaces[name] = ws
         return ws
 
+    def save_upload(self, name: str, data: bytes) -> str:
+        """Store an uploaded dataset zip as uploads/<name>.zip; returns its path in the data root."""
+        from .workspace import check_name
+        target = self.data_root / "uploads" / f"{check_name(name)}.zip"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return str(target.relative_to(self.data_root))
+
     def open(self, name: str) -> Workspace:
         from .jobs import recover
         with self._lock:

@@ -83,12 +83,18 @@ def workspaces_root(data_root: str | Path) -> Path:
     return Path(data_root).resolve() / WORKSPACES
 
 
-def create_workspace(name: str, data: DataConfig, data_root: str | Path = "data", *,
-                     exist_ok: bool = False) -> Workspace:
-    """A new workspace (or the existing one with the same data choice, if exist_ok)."""
+def check_name(name: str) -> str:
+    """A workspace name that is safe as a file and folder name, or an error saying what to type."""
     if not _NAME.match(name):
         raise MPLStudioError(f"workspace name {name!r}: use 1-64 letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
+    return name
+
+
+def create_workspace(name: str, data: DataConfig, data_root: str | Path = "data", *,
+                     exist_ok: bool = False) -> Workspace:
+    """A new workspace (or the existing one with the same data choice, if exist_ok)."""
+    check_name(name)
     data_root = Path(data_root).resolve()
     if not is_builtin(data.dataset):
         inside(data.dataset, data_root)  # own images must live under the data root

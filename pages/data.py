@@ -1,6 +1,4 @@
 """Data: create a workspace from the built-in, a torchvision or your own dataset; preview it."""
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -40,10 +38,7 @@ with st.expander("New workspace", expanded=not st.session_state.get("workspace")
             elif kind == "zip":
                 if upload is None:
                     raise MPLStudioError("choose a zip file to upload")
-                target = Path(studio.data_root) / "uploads" / f"{name}.zip"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(upload.getvalue())
-                dataset = str(target.relative_to(studio.data_root))
+                dataset = studio.save_upload(name, upload.getvalue())
             with st.spinner("Reading the data..."):
                 studio.create(name, DataConfig(dataset=dataset, labels_per_class=int(labels),
                                                val_per_class=int(val), max_unlabeled=int(pool), seed=int(seed)))
