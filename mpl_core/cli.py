@@ -64,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root", default="data")
     e.add_argument("--device", default="auto")
 
-    i = sub.add_parser("inspect", help="check a dataset folder or zip and print a report")
-    i.add_argument("path")
+    i = sub.add_parser("inspect", help="check dataset folders or zips and print a report for each")
+    i.add_argument("paths", nargs="+", metavar="path")
     i.add_argument("--image-size", type=int, default=0)
+    i.add_argument("--max-files", type=int, default=None, help="refuse a folder or zip with more entries")
+    i.add_argument("--max-total-mb", type=int, default=None, help="refuse one that reads more bytes in all")
     return parser
 
 
@@ -324,15 +326,26 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .imagefolder import inspect_image_folder
-    report, _ = inspect_image_folder(args.path, image_size=args.image_size)
-    for line in report.summary_lines():
-        print(line)
-    if not report.usable:
-        print(f"error: not usable: {report.problems[0]}", file=sys.stderr)
-        return 1
-    print("usable: yes")
-    return 0
+    """One report per path; exit 1 if any is not usable."""
+    import dataclasses
+    from .imagefolder import DEFAULT_LIMITS, inspect_image_folder
+    caps = {"max_files": args.max_files,
+            "max_total_bytes": args.max_total_mb * 2**20 if args.max_total_mb else None}
+    limits = dataclasses.replace(DEFAULT_LIMITS, **{k: v for k, v in caps.items() if v})
+    unusable = 0
+    for i, path in enumerate(args.paths):
+        if i:
+            print()
+        report, _ = inspect_image_folder(path, image_size=args.image_size, limits=limits)
+        for line in report.summary_lines():
+            print(line)
+        if report.usable:
+            print("usable: yes")
+        else:
+            unusable += 1
+            print(f"usable: no: {report.problems[0]}")
+            print(f"error: {path}: not usable: {report.problems[0]}", file=sys.stderr)
+    return 1 if unusable else 0
 
 
 def main(argv: list[str] | None = None) -> int:

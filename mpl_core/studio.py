@@ -13,6 +13,7 @@ been committed.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,11 +118,19 @@ class Studio:
         return ws
 
     def save_upload(self, name: str, data: bytes) -> str:
-        """Store an uploaded dataset zip as uploads/<name>.zip; returns its path in the data root."""
-        from .workspace import check_name
-        target = self.data_root / "uploads" / f"{check_name(name)}.zip"
+        """Store an uploaded dataset zip as uploads/<name>.zip; returns its path in the data root.
+
+        Refused when the workspace exists: its zip is its data, and overwriting it would change
+        a workspace that already has runs and decisions.
+        """
+        from .workspace import WORKSPACE_FILE, check_name, workspaces_root
+        if (workspaces_root(self.data_root) / check_name(name) / WORKSPACE_FILE).exists():
+            raise MPLStudioError(f"workspace {name!r} already exists; pick another name for the new data")
+        target = self.data_root / "uploads" / f"{name}.zip"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)  # a failed write (full disk) leaves no half zip under the real name
         return str(target.relative_to(self.data_root))
 
     def open(self, name: str) -> Workspace:

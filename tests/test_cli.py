@@ -34,7 +34,7 @@ def test_inspect_broken_folder_says_why_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: not usable:")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}: not usable:")
 
 
 def test_bad_values_are_one_line_errors(capsys):

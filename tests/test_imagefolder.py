@@ -39,9 +39,9 @@ def test_bad_files_are_skipped_and_listed(image_folder):
 def test_zip_with_a_wrapping_folder_and_unsafe_entries(tmp_path):
     path = tmp_path / "set.zip"
     with zipfile.ZipFile(path, "w") as zf:
-        for c in ("a", "b"):
-            zf.writestr(f"myset/labeled/{c}/1.png", png_bytes("L"))
-        zf.writestr("myset/unlabeled/u.png", png_bytes("L"))
+        for i, c in enumerate(("a", "b")):
+            zf.writestr(f"myset/labeled/{c}/1.png", png_bytes("L", color=i))
+        zf.writestr("myset/unlabeled/u.png", png_bytes("L", color=9))
         zf.writestr("../evil.png", png_bytes("L"))
         zf.writestr("/abs/evil.png", png_bytes("L"))
     report, ds = inspect_image_folder(path)
@@ -64,11 +64,11 @@ def test_pixel_bomb_is_refused_before_decoding(tmp_path):
     img = Image.new("1", (10000, 10000))  # 100 Mpixel, a few KB as PNG
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    for c in ("a", "b"):
+    for i, c in enumerate(("a", "b")):
         (tmp_path / "labeled" / c).mkdir(parents=True)
-        (tmp_path / "labeled" / c / "1.png").write_bytes(png_bytes())
+        (tmp_path / "labeled" / c / "1.png").write_bytes(png_bytes(color=i))
     (tmp_path / "unlabeled").mkdir()
-    (tmp_path / "unlabeled" / "ok.png").write_bytes(png_bytes())
+    (tmp_path / "unlabeled" / "ok.png").write_bytes(png_bytes(color=9))
     (tmp_path / "unlabeled" / "bomb.png").write_bytes(buf.getvalue())
     report, ds = inspect_image_folder(tmp_path)
     assert "decompression-bomb" in dict(report.skipped)["unlabeled/bomb.png"]  # an error, not a warning
@@ -96,14 +96,14 @@ def test_every_common_mode_converts_to_one_mode_and_size(tmp_path):
         "tiny.png": _save(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"),
     }
     for c in ("a", "b"):
-        d = tmp_path / "labeled" / c
-        d.mkdir(parents=True)
-        for name, data in files.items():
-            (d / name).write_bytes(data)
+        (tmp_path / "labeled" / c).mkdir(parents=True)
+    for name, data in files.items():
+        (tmp_path / "labeled" / "a" / name).write_bytes(data)
+    (tmp_path / "labeled" / "b" / "b.png").write_bytes(png_bytes(color=7))
     (tmp_path / "unlabeled").mkdir()
-    (tmp_path / "unlabeled" / "u.png").write_bytes(files["rgba.png"])
+    (tmp_path / "unlabeled" / "u.png").write_bytes(png_bytes(color=9))
     report, ds = inspect_image_folder(tmp_path)
-    assert report.skipped == [] and report.labeled_counts == {"a": 8, "b": 8}
+    assert report.skipped == [] and report.labeled_counts == {"a": 8, "b": 1}
     assert report.mode == "RGB" and tuple(ds.train.images.shape[1:]) == (3, 32, 32)
     gray16 = ds.train.images[ds.train.ids.index("labeled/a/gray16.png")]
     assert gray16.float().mean() > 200  # 16-bit values scaled down to 8 bits, not clipped to black
