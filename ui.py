@@ -4,6 +4,8 @@ Streamlit code only; everything it shows comes from mpl_core.studio.Studio.
 """
 from __future__ import annotations
 
+import html
+import re
 from contextlib import contextmanager
 
 import pandas as pd
@@ -23,13 +25,27 @@ def get_studio() -> Studio:
     return Studio(default_data_root())
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(text: str) -> str:
+    """User text (class names, paths) for places Streamlit renders as markdown: labels, captions,
+    messages. Every markdown character is escaped, so a class called `**x** [y](z)` shows as typed."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
+def chart_text(text: str) -> str:
+    """User text for plotly, which renders a subset of HTML (links, tags) in names and ticks."""
+    return html.escape(str(text))
+
+
 @contextmanager
 def user_errors():
     """Show an error a user can fix as a message on the page, not a traceback."""
     try:
         yield
     except MPLStudioError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(str(exc)), icon=":material/error:")
 
 
 def sidebar() -> None:
@@ -37,6 +53,8 @@ def sidebar() -> None:
     studio = get_studio()
     names = [w["name"] for w in studio.workspaces()]
     wanted = st.session_state.get("workspace") or st.query_params.get("ws")
+    if (chosen := st.session_state.pop("workspace_next", None)) in names:
+        st.session_state["workspace_picker"] = chosen  # set before the widget is made: allowed
     if names:
         index = names.index(wanted) if wanted in names else 0
         choice = st.sidebar.selectbox("Workspace", names, index=index, key="workspace_picker")
@@ -47,6 +65,13 @@ def sidebar() -> None:
         st.sidebar.caption("No workspace yet: create one on the Data page.")
     st.session_state["reviewer"] = st.sidebar.text_input(
         "Your name (recorded with decisions)", value=st.session_state.get("reviewer", "reviewer"), max_chars=64)
+
+
+def open_workspace(name: str) -> None:
+    """Make `name` the open workspace from the next run on. The sidebar's picker already exists in
+    this run and cannot be changed now, so the choice waits for the sidebar of the next run."""
+    st.session_state["workspace"] = name
+    st.session_state["workspace_next"] = name
 
 
 def workspace_or_stop() -> str:

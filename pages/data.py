@@ -42,7 +42,7 @@ with st.expander("New workspace", expanded=not st.session_state.get("workspace")
             with st.spinner("Reading the data..."):
                 studio.create(name, DataConfig(dataset=dataset, labels_per_class=int(labels),
                                                val_per_class=int(val), max_unlabeled=int(pool), seed=int(seed)))
-            st.session_state["workspace"] = name
+            ui.open_workspace(name)
             st.rerun()
 
 name = ui.workspace_or_stop()
@@ -67,7 +67,10 @@ with ui.user_errors():
 
     if summary["report"]:
         st.subheader("Import report")
-        st.code("\n".join(summary["report"][:6]), language=None)
         if summary["skipped"]:
-            st.warning(f"{len(summary['skipped'])} file(s) were skipped.")
-            st.dataframe(pd.DataFrame(summary["skipped"], columns=["file", "reason"]), hide_index=True)
+            st.warning(f"{len(summary['skipped'])} file(s) were skipped; the reasons are listed below.")
+        st.code("\n".join(summary["report"]), language=None)  # up to 50 skipped files, then a count
+        if len(summary["skipped"]) > 50:
+            table = pd.DataFrame(summary["skipped"], columns=["file", "reason"])
+            st.download_button("Download the full list of skipped files (CSV)", table.to_csv(index=False),
+                               file_name=f"{name}-skipped.csv", mime="text/csv")

@@ -25,7 +25,7 @@ if not name:
     if st.button("Create the Fashion-MNIST demo workspace", type="primary", icon=":material/add:"):
         with ui.user_errors(), st.spinner("Loading Fashion-MNIST..."):
             studio.create("fashion-demo", DataConfig(dataset="fashion-mnist", labels_per_class=10))
-            st.session_state["workspace"] = "fashion-demo"
+            ui.open_workspace("fashion-demo")
             st.rerun()
     st.stop()
 

@@ -77,7 +77,7 @@ def threshold_panel() -> None:
         thresholds = [global_t] * K
         if st.toggle("Per-class thresholds", key="per_class"):
             for k in range(K):
-                thresholds[k] = st.slider(names[k], 0.0, 1.0, global_t, 0.01, key=f"t-{k}")
+                thresholds[k] = st.slider(ui.plain(names[k]), 0.0, 1.0, global_t, 0.01, key=f"t-{k}")
         stats = view.index.stats(thresholds)
         m = st.columns(2)
         m[0].metric("Pass", f"{stats.passed:,}", help="pseudo-labels at or above their class threshold")
@@ -111,7 +111,7 @@ def threshold_panel() -> None:
 def histogram_figure(view, threshold: float) -> go.Figure:
     hist = view.histogram(BINS)
     centers = (np.arange(BINS) + 0.5) / BINS
-    fig = go.Figure([go.Bar(x=centers, y=hist[k], name=names[k], width=0.95 / BINS) for k in range(K)])
+    fig = go.Figure([go.Bar(x=centers, y=hist[k], name=ui.chart_text(names[k]), width=0.95 / BINS) for k in range(K)])
     fig.update_layout(shapes=[dict(type="line", x0=threshold, x1=threshold, y0=0, y1=1, yref="paper",
                                    line=dict(dash="dash", color="black"))],  # add_vline costs 3x the figure
                       barmode="stack", height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_range=[0, 1],
@@ -204,7 +204,7 @@ def tiles(view, shown) -> None:
             pos, status = tile["position"], tile["status"]
             after = f" → {tile['final_name']}" if status in ("relabel", "manual") else ""
             note = "" if status == "pending" else f" · {status}{after}"
-            col.image(uri, caption=f"{tile['label_name']} {tile['confidence']:.2f}{note}", width="stretch")
+            col.image(uri, caption=f"{ui.plain(tile['label_name'])} {tile['confidence']:.2f}{note}", width="stretch")
             key = f"d-{pos}-{status}"  # a new widget when the status changes elsewhere (bulk, undo)
             current = "✎" if pos in chosen else {"accept": "✓", "reject": "✗"}.get(status)
             col.segmented_control("Decision", list(MARKS), default=current, key=key, label_visibility="collapsed",

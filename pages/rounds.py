@@ -59,7 +59,8 @@ if view is not None and view.truth is not None:
     st.subheader("Pseudo-labels against the truth")
     which = st.radio("Samples", ["all pseudo-labels", "accepted"], horizontal=True)
     matrix = view.confusion(None if which == "all pseudo-labels" else ["accept"])
-    fig = px.imshow(matrix, x=view.class_names, y=view.class_names, text_auto=True, aspect="auto",
+    fig = px.imshow(matrix, x=[ui.chart_text(n) for n in view.class_names],
+                    y=[ui.chart_text(n) for n in view.class_names], text_auto=True, aspect="auto",
                     color_continuous_scale="Blues", labels=dict(x="pseudo-label", y="true class", color="count"),
                     height=480)
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
