@@ -118,8 +118,10 @@ def job_status_block(name: str, controls: bool = True) -> None:
     if s.active:
         st.progress(s.fraction, text=f"{s.step}/{s.total} · {s.images_per_s:,.0f} images/s · "
                                      f"ETA {fmt_eta(s.eta_s)} · {s.device or 'starting'}")
+    for note in s.notes:  # e.g. the batch was halved after running out of GPU memory
+        st.warning(plain(note), icon=":material/memory:")
     if s.state == "failed":
-        st.error(s.error or s.message, icon=":material/error:")
+        st.error(plain(s.error or s.message), icon=":material/error:")
     elif s.message:
         st.caption(s.message)
     if controls and s.active:

@@ -28,7 +28,13 @@ from .errors import MPLStudioError
 from .train import Progress, TrainControl, load_model, pick_device, device_label, train
 from .workspace import Workspace
 
+try:  # torch.cuda.OutOfMemoryError exists on every build (CPU ones too); its home moved over versions
+    from torch import OutOfMemoryError as OutOfMemory
+except ImportError:  # pragma: no cover
+    from torch.cuda import OutOfMemoryError as OutOfMemory
+
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+MIN_OOM_BATCH = 2  # below this, out of memory is an error: the model does not fit
 
 
 class JobBusy(MPLStudioError):
@@ -56,6 +62,7 @@ class JobStatus:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     result: dict = field(default_factory=dict)  # e.g. {"round": 3} or the final metrics
+    notes: list[str] = field(default_factory=list)  # things the user should know (a smaller batch after OOM)
 
     @property
     def active(self) -> bool:
@@ -182,7 +189,7 @@ class TrainingJob:
     def status(self) -> JobStatus:
         with self._lock:
             return dataclasses.replace(self._status, metrics=dict(self._status.metrics),
-                                       result=dict(self._status.result))
+                                       result=dict(self._status.result), notes=list(self._status.notes))
 
     def join(self, timeout: float | None = None) -> JobStatus:
         self._thread.join(timeout)
@@ -194,6 +201,12 @@ class TrainingJob:
         with self._lock:
             for key, value in fields.items():
                 setattr(self._status, key, value)
+
+    def note(self, text: str) -> None:
+        """Tell the user something that changed how the job runs; kept in the status and the run."""
+        with self._lock:
+            self._status.notes.append(text)
+            self._status.message = text
 
     def _store_status(self, status: str, **kwargs) -> None:
         if self._status.run_id is not None:
@@ -309,13 +322,44 @@ def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int,
     if cfg.train.threads:
         import torch
         torch.set_num_threads(cfg.train.threads)
-    result = train(cfg, dataset, split, out_dir=job.ws.run_dir(run_id), on_progress=job.report,
-                   control=job.control, resume=True)
+    while True:
+        try:
+            result = train(cfg, dataset, split, out_dir=job.ws.run_dir(run_id), on_progress=job.report,
+                           control=job.control, resume=True)
+            break
+        except OutOfMemory as exc:
+            cfg = _halve_batch(job, cfg, run_id, exc)  # resumes from the newest checkpoint
     metrics = {**result.metrics, **extra, "labels_used": len(split.labeled), "step": result.step}
     status = "stopped" if result.stopped else "done"
     store.update_run(run_id, status=status, checkpoint=str(result.checkpoint) if result.checkpoint else None,
                      metrics=metrics, message="stopped; resume to continue" if result.stopped else "")
     return {**metrics, "completed": not result.stopped}
+
+
+def _halve_batch(job: TrainingJob, cfg: RunConfig, run_id: int, exc: BaseException) -> RunConfig:
+    """Out of GPU memory: the same run again from its newest checkpoint with half the batch.
+
+    The step's work is redone from the checkpoint rather than patched in place: an MPL step
+    updates the student before the teacher, so a step cut short can leave them out of step.
+    """
+    old = cfg.train.batch_size
+    if old // 2 < MIN_OOM_BATCH:
+        raise MPLStudioError(f"out of GPU memory even with batch size {old}; pick a smaller model, fewer "
+                             "unlabeled images per step (mu) or the CPU") from exc
+    _free_accelerator_memory()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=old // 2))
+    job.ws.store.update_run(run_id, config=cfg.to_dict())  # a later resume keeps the smaller batch
+    job.note(f"out of GPU memory at batch size {old}; retrying with batch size {old // 2} from the "
+             "last checkpoint")
+    return cfg
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+    import torch
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _pseudo_label_work(run_id: int, which: str):
@@ -344,7 +388,18 @@ def _pseudo_label_work(run_id: int, which: str):
             job.report(Progress("pseudo_label", done, total, {}, rate, (total - done) / max(rate, 1e-9),
                                 device_label(device)))
 
-        probs, validation = predict_pool(model, dataset, split, device, on_batch=on_batch)
+        batch = 1024
+        while True:
+            try:
+                probs, validation = predict_pool(model, dataset, split, device, batch_size=batch, on_batch=on_batch)
+                break
+            except OutOfMemory as exc:
+                if batch // 2 < MIN_OOM_BATCH:
+                    raise MPLStudioError("out of GPU memory while pseudo-labeling even one image at a time; "
+                                         "use the CPU") from exc
+                _free_accelerator_memory()
+                job.note(f"out of GPU memory at inference batch {batch}; retrying with {batch // 2}")
+                batch //= 2
         job._set(message="saving pseudo-labels")
         ids = [dataset.train.ids[i] for i in split.unlabeled.tolist()]
         round_ = ws.store.add_pseudo_labels(run_id, which, ids, split.unlabeled.numpy(), probs, validation)

@@ -154,8 +154,15 @@ class Store:
             try:
                 yield con
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (it does on a full disk or an I/O error)
+                if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, read-only file
+                    raise MPLStudioError(f"could not save to the workspace database ({exc}); nothing of this "
+                                         "change was saved and earlier changes are intact. Free disk space "
+                                         "and try again") from exc
                 raise
 
     def _read(self, sql: str, args=()) -> list[tuple]:
@@ -175,9 +182,10 @@ class Store:
             return int(cur.lastrowid)
 
     def update_run(self, run_id: int, *, status: str | None = None, message: str | None = None,
-                   checkpoint: str | None = None, metrics: dict | None = None) -> None:
+                   checkpoint: str | None = None, metrics: dict | None = None, config: dict | None = None) -> None:
         sets, args = ["updated = ?"], [time.time()]
-        for column, value in (("status", status), ("message", message), ("checkpoint", checkpoint)):
+        for column, value in (("status", status), ("message", message), ("checkpoint", checkpoint),
+                              ("config", json.dumps(config) if config is not None else None)):
             if value is not None:
                 sets.append(f"{column} = ?")
                 args.append(value)

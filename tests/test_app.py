@@ -92,3 +92,51 @@ def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeyp
     at.button[0].click().run()
     assert not at.exception and not at.error
     assert metric(at, "Classes") == "2" and metric(at, "Unlabeled") == "40"
+
+
+def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, monkeypatch):
+    """A full disk during a decision, a failed job and an OOM note: messages on the page, no traceback."""
+    import sqlite3
+    from mpl_core import store as store_mod
+    from mpl_core.jobs import TrainingJob
+    from ui import get_studio
+
+    at = app("pages/review.py", reviewed_root).run()
+    real_connect = sqlite3.connect
+
+    class FullDisk:
+        def __init__(self, con):
+            self._con = con
+
+        def execute(self, sql, *args):
+            if sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self._con.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    tile = next(b for b in at.button_group if b.key and b.key.startswith("d-"))
+    tile.set_value("✓").run()
+    assert not at.exception
+    assert any("disk is full" in e.value and "Free disk space" in e.value for e in at.error)
+    monkeypatch.setattr(store_mod.sqlite3, "connect", real_connect)
+    at = app("pages/review.py", reviewed_root).run()
+    assert metric(at, "Accept") == "0" and metric(at, "Pending") == "40"  # nothing half-saved
+
+    def failing(job):
+        job.note("out of GPU memory at batch size 64; retrying with batch size 32 from the last checkpoint")
+        raise ZeroDivisionError("boom")
+
+    studio = get_studio()
+    ws = studio.open("tiny")
+    job = TrainingJob(ws, "train", failing).start()
+    job.join(10)
+    studio._jobs["tiny"] = job  # as if started from the Train page
+    at = app("pages/train.py", reviewed_root).run()
+    assert not at.exception
+    assert any("ZeroDivisionError" in e.value and "boom" in e.value for e in at.error)
+    assert any("retrying with batch size 32" in w.value for w in at.warning)
+    for page in PAGES:  # every page still renders
+        assert not app(page, reviewed_root).run().exception

@@ -148,3 +148,85 @@ def test_demo_job_trains_pseudo_labels_accepts_and_retrains(tiny_workspace):
     assert r["pseudo_labels"] == 40 and r["accepted"] == tiny_workspace.store.decision_counts()["accept"]
     assert r["labels_used"] == r["labels_given"] + r["accepted"]
     assert 0.0 <= r["before_test_acc"] <= 1.0 and 0.0 <= r["after_test_acc"] <= 1.0
+
+
+def test_out_of_gpu_memory_retries_with_a_smaller_batch_and_says_so(tiny_workspace, monkeypatch):
+    """CUDA OOM, simulated on the CPU: any step with more than 8 labeled images runs out of memory."""
+    honest = SINGLE_MODEL_STEPS["supervised"]
+    seen = []
+
+    def hungry(learner, batch, cfg, step):
+        seen.append(len(batch.y_l))
+        if len(batch.y_l) > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return honest(learner, batch, cfg, step)
+
+    monkeypatch.setitem(SINGLE_MODEL_STEPS, "supervised", hungry)
+    job = start_training(tiny_workspace, tiny_run_config("supervised", steps=30, batch_size=32, checkpoint_every=10))
+    st = job.join(120)
+    assert st.state == "done", st.error
+    assert st.notes == ["out of GPU memory at batch size 32; retrying with batch size 16 from the last checkpoint",
+                        "out of GPU memory at batch size 16; retrying with batch size 8 from the last checkpoint"]
+    assert seen[:3] == [32, 16, 8] and set(seen[3:]) == {8}
+    run = tiny_workspace.store.run(st.run_id)
+    assert run["status"] == "done" and run["config"]["train"]["batch_size"] == 8  # a resume keeps it
+
+
+def test_out_of_memory_at_the_smallest_batch_is_a_clear_failure(tiny_workspace, monkeypatch):
+    def always(learner, batch, cfg, step):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setitem(SINGLE_MODEL_STEPS, "supervised", always)
+    st = start_training(tiny_workspace, tiny_run_config("supervised", steps=30, batch_size=4)).join(60)
+    assert st.state == "failed" and "out of GPU memory even with batch size 2" in st.error
+
+
+def test_full_disk_while_checkpointing_fails_clearly_and_keeps_the_last_checkpoint(tiny_workspace, monkeypatch):
+    import errno
+    from mpl_core import checkpoint
+    honest = checkpoint.save_file
+    calls = []
+
+    def filling(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) > 1:  # the disk fills after the first checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return honest(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", filling)
+    ws = tiny_workspace
+    st = start_training(ws, tiny_run_config("supervised", steps=100, checkpoint_every=10)).join(60)
+    assert st.state == "failed" and "No space left on device" in st.error and "free some disk space" in st.error
+    assert ws.store.run(st.run_id)["status"] == "failed"
+    assert [p.name for p in list_checkpoints(ws.run_dir(st.run_id))] == ["ckpt-0000010.safetensors"]
+    assert not list(ws.run_dir(st.run_id).glob("*.tmp"))  # no half-written file left
+    monkeypatch.setattr(checkpoint, "save_file", honest)  # space freed: the run resumes and finishes
+    assert start_training(ws, run_id=st.run_id).join(60).state == "done"
+
+
+def test_full_disk_in_the_store_loses_nothing_already_saved(tiny_workspace, monkeypatch):
+    import sqlite3
+    from mpl_core import store as store_mod
+    from mpl_core.errors import MPLStudioError
+    store = tiny_workspace.store
+    run = store.create_run("train", {})
+    store.update_run(run, status="done")
+    real_connect = sqlite3.connect
+
+    class FullDisk:
+        def __init__(self, con):
+            self._con = con
+
+        def execute(self, sql, *args):
+            if sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self._con.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    with pytest.raises(MPLStudioError, match="disk is full.*nothing of this change was saved"):
+        store.update_run(run, status="failed")
+    monkeypatch.setattr(store_mod.sqlite3, "connect", real_connect)
+    assert store.run(run)["status"] == "done" and store.integrity_check() == "ok"

@@ -104,3 +104,34 @@ def test_balanced_draw_gives_each_class_its_share():
     share = (labels[drawn] == 1).float().mean().item()
     assert 0.45 < share < 0.55  # 1% of the labels, half of the draws
     assert set(drawn[labels[drawn] == 1].tolist()) == set(range(990, 1000))
+
+
+def _weights(path):
+    from mpl_core.checkpoint import load_checkpoint
+    tensors, info = load_checkpoint(path)
+    return {k: v for k, v in tensors.items() if k.split(".")[0] in ("student", "teacher", "ema")}, info
+
+
+def test_a_run_cut_short_resumes_to_the_same_weights_even_after_a_torn_write(tiny_dataset, tmp_path):
+    """Step, models, optimizers, EMA and RNG states all come back: the resumed run ends bit-identical
+    to one that was never interrupted, even when the newest checkpoint was cut off mid-write."""
+    from mpl_core.checkpoint import list_checkpoints
+    cfg = tiny_config("mpl", steps=40, checkpoint_every=10, eval_every=0, finetune_steps=0, ema_decay=0.9)
+    split = make_split(tiny_dataset, cfg.data)
+    straight = train(cfg, tiny_dataset, split, out_dir=tmp_path / "straight")
+
+    cut = tmp_path / "cut"
+    control = TrainControl()
+    train(cfg, tiny_dataset, split, out_dir=cut, control=control,
+          on_progress=lambda p: control.stop.set() if p.step >= 30 else None)
+    newest = list_checkpoints(cut)[-1]  # ckpt-30, saved when it stopped; ckpt-20 before it
+    assert [p.name for p in list_checkpoints(cut)] == ["ckpt-0000020.safetensors", "ckpt-0000030.safetensors"]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # the kill hit this write
+    (cut / "ckpt-0000040.safetensors.tmp").write_bytes(b"partial")  # and left a temp file behind
+    resumed_steps = []
+    resumed = train(cfg, tiny_dataset, split, out_dir=cut, on_progress=lambda p: resumed_steps.append(p.step))
+    assert resumed_steps[0] == 30  # picked up from ckpt-20, the last whole one
+    a, info_a = _weights(straight.checkpoint)
+    b, info_b = _weights(resumed.checkpoint)
+    assert info_a["step"] == info_b["step"] == 40 and a.keys() == b.keys() and any(k.startswith("ema.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
