@@ -66,8 +66,9 @@ def select_by_threshold(rows: PseudoLabelRows, decisions: dict | None, *, above=
 
 
 def decide_rows(ws: Workspace, rows: PseudoLabelRows, positions, action: str, who: str,
-                label: int | None = None) -> int:
-    """Record `action` for the given row positions; accept/reject record the predicted label."""
+                label: int | None = None, expect: str | None = None) -> int:
+    """Record `action` for the given row positions; accept/reject record the predicted label.
+    With `expect`, only rows still in that state are decided (see Store.decide); returns how many."""
     positions = np.asarray(positions, dtype=np.int64)
     if action in HUMAN_LABEL_ACTIONS:
         k = ws.dataset().num_classes
@@ -77,8 +78,7 @@ def decide_rows(ws: Workspace, rows: PseudoLabelRows, positions, action: str, wh
     else:
         labels = rows.label[positions].tolist()
     samples = [(rows.sample_ids[p], int(rows.idx[p])) for p in positions.tolist()]
-    ws.store.decide(samples, action, labels, who)
-    return len(samples)
+    return ws.store.decide(samples, action, labels, who, expect=expect)
 
 
 def label_by_hand(ws: Workspace, pool_indices, label: int, who: str) -> int:

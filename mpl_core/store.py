@@ -1,7 +1,7 @@
 """The workspace database: runs, metrics, pseudo-labels and review decisions in SQLite (WAL).
 
     store = Store("data/workspaces/demo/store.sqlite")
-    batch = store.decide([("train/00017", 17)], "accept", labels=[3], who="ana")
+    store.decide([("train/00017", 17)], "accept", labels=[3], who="ana")
     store.undo_last(who="ana")
 
 Every write is one `BEGIN IMMEDIATE` transaction committed with `synchronous=FULL` before the
@@ -283,8 +283,16 @@ class Store:
 
     # --- review decisions ------------------------------------------------------------------------
 
-    def decide(self, samples: list[tuple[str, int]], action: str, labels: list[int] | int, who: str) -> int:
-        """Record one decision per (sample_id, pool index); committed before this returns the batch id."""
+    def decide(self, samples: list[tuple[str, int]], action: str, labels: list[int] | int, who: str,
+               expect: str | None = None) -> int:
+        """Record one decision per (sample_id, pool index), committed before this returns; returns
+        how many were recorded (all of them, one batch).
+
+        `expect` makes it conditional, checked in the same transaction: only samples whose
+        current state is still `expect` ("pending" = no decision yet, or an action) are decided.
+        A click made on a tile shown as pending then never overwrites what another reviewer
+        decided in the meantime, and a click the browser replays is recorded once.
+        """
         if action not in ACTIONS:
             raise MPLStudioError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
         if not who or len(who) > 64:
@@ -292,20 +300,27 @@ class Store:
         labels = [labels] * len(samples) if isinstance(labels, int) else list(labels)
         if len(labels) != len(samples):
             raise MPLStudioError("one label per sample is needed")
+        if expect is not None and expect not in ("pending", *ACTIONS):
+            raise MPLStudioError(f"expect must be pending or one of {', '.join(ACTIONS)}, not {expect!r}")
         if not samples:
             return 0
         now = time.time()
         with self._write() as con:
+            pairs = list(zip(samples, labels))
+            if expect is not None:
+                pairs = [(s, lab) for s, lab in pairs if _current_action(con, s[0]) == expect]
+                if not pairs:
+                    return 0
             batch = (con.execute("SELECT COALESCE(MAX(batch), 0) FROM decisions").fetchone()[0] or 0) + 1
             first = (con.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()[0] or 0) + 1
             rows = [(first + i, batch, sid, int(ix), action, int(lab), who, now)
-                    for i, ((sid, ix), lab) in enumerate(zip(samples, labels))]
+                    for i, ((sid, ix), lab) in enumerate(pairs)]
             con.executemany("INSERT INTO decisions(id, batch, sample_id, idx, action, label, who, at) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             con.executemany("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [(sid, ix, action, lab, did, who, now) for did, _, sid, ix, _, lab, _, _ in rows])
             _bump_version(con)
-        return batch
+        return len(rows)
 
     def undo_last(self, who: str | None = None) -> int:
         """Undo the newest batch of decisions not yet undone (by `who` if given); returns rows undone."""
@@ -352,6 +367,11 @@ class Store:
 
     def decision_total(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM decisions")[0][0])
+
+
+def _current_action(con, sample_id: str) -> str:
+    row = con.execute("SELECT action FROM current_decisions WHERE sample_id = ?", (sample_id,)).fetchone()
+    return row[0] if row else "pending"
 
 
 def _bump_version(con) -> None:

@@ -200,14 +200,20 @@ class Studio:
             self._views[name] = view
             return view
 
-    def decide(self, name: str, positions, action: str, who: str, label: int | None = None) -> int:
-        """Record a decision for rows of the newest round (committed before this returns)."""
+    def decide(self, name: str, positions, action: str, who: str, label: int | None = None,
+               expect: str | None = None) -> int:
+        """Record a decision for rows of the newest round (committed before this returns); with
+        `expect`, only rows still in that state (what the reviewer saw). Returns how many."""
         from .review import decide_rows
         view = self.review(name)
         if view is None:
             raise MPLStudioError("no pseudo-labels to review yet")
         positions = np.asarray(positions, dtype=np.int64)
-        n = decide_rows(self.open(name), view.rows, positions, action, who, label)
+        n = decide_rows(self.open(name), view.rows, positions, action, who, label, expect=expect)
+        if n != len(positions):  # some were decided elsewhere first: read the state again next time
+            with self._lock:
+                view.version = -1
+            return n
         with self._lock:  # keep the cached view in step without re-reading the store
             view.status[positions] = action
             view.final_label[positions] = -1 if action == "reject" else (

@@ -167,14 +167,21 @@ def grid() -> None:
 MARKS = {"✓": "accept", "✗": "reject", "✎": "relabel"}  # ✎ selects the tile for the relabel bar
 
 
-def on_mark(pos: int, key: str) -> None:
+def on_mark(pos: int, key: str, shown_status: str) -> None:
+    """A tile's ✓/✗ applies only if the tile is still as the reviewer saw it: another reviewer's
+    decision in the meantime wins, and a change event the browser sends twice is recorded once."""
     mark = st.session_state.get(key)
     chosen = st.session_state.setdefault("relabel_selection", set())
     chosen.discard(pos)
     if mark == "✎":
         chosen.add(pos)
     elif mark in ("✓", "✗"):
-        act(studio.decide, name, [pos], MARKS[mark], who)
+        try:
+            if (studio.decide(name, [pos], MARKS[mark], who, expect=shown_status) == 0
+                    and studio.review(name).status[pos] != MARKS[mark]):  # a replayed click needs no word
+                st.session_state["review_flash"] = "Another reviewer decided that tile first; the grid shows their decision"
+        except MPLStudioError as exc:
+            st.session_state["review_error"] = str(exc)
 
 
 def relabel_bar(view) -> None:
@@ -208,7 +215,7 @@ def tiles(view, shown) -> None:
             key = f"d-{pos}-{status}"  # a new widget when the status changes elsewhere (bulk, undo)
             current = "✎" if pos in chosen else {"accept": "✓", "reject": "✗"}.get(status)
             col.segmented_control("Decision", list(MARKS), default=current, key=key, label_visibility="collapsed",
-                                  on_change=on_mark, args=(pos, key))
+                                  on_change=on_mark, args=(pos, key, status))
 
 
 threshold_panel()

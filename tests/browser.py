@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +31,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+
+
 @contextmanager
-def streamlit_app(data_root: Path, log: Path | None = None):
-    """`streamlit run app.py` on a free port with data_root as the data folder; yields the URL."""
+def streamlit_server(data_root: Path, log: Path | None = None):
+    """`streamlit run app.py` on a free port with data_root as the data folder; yields a Server."""
     port = free_port()
     env = {**os.environ, "MPL_DATA_ROOT": str(data_root)}
     out = open(log, "w") if log else subprocess.DEVNULL
@@ -50,15 +57,23 @@ def streamlit_app(data_root: Path, log: Path | None = None):
                 time.sleep(0.3)
         else:
             raise RuntimeError("the app did not start within 90 s")
-        yield url
+        yield Server(url, proc)
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
         if log:
             out.close()
+
+
+@contextmanager
+def streamlit_app(data_root: Path, log: Path | None = None):
+    """`streamlit run app.py` on a free port with data_root as the data folder; yields the URL."""
+    with streamlit_server(data_root, log) as server:
+        yield server.url
 
 
 @contextmanager

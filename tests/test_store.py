@@ -121,3 +121,17 @@ def test_runs_metrics_and_interrupted_runs(tmp_path):
     assert store.metric_rows(run) == [{"phase": "train", "step": 10, "t_loss": 1.5, "val_acc": 0.4},
                                       {"phase": "train", "step": 20, "t_loss": 1.0}]
     assert store.mark_interrupted() == 1 and store.run(run)["status"] == "interrupted"
+
+
+def test_a_conditional_decision_applies_once_and_never_overwrites_another_reviewer(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    assert store.decide([("a", 0), ("b", 1)], "accept", 3, who="ana", expect="pending") == 2
+    assert store.decide([("a", 0)], "accept", 3, who="ana", expect="pending") == 0  # a replayed click
+    assert store.decide([("b", 1)], "reject", 3, who="bo", expect="pending") == 0  # ana was first
+    assert store.decide([("b", 1), ("c", 2)], "reject", 3, who="bo", expect="pending") == 1  # only c
+    assert store.decide([("b", 1)], "reject", 3, who="bo", expect="accept") == 1  # bo saw ana's accept
+    assert store.decision_total() == 4
+    current = store.current_decisions()
+    assert dict(zip(current["idx"].tolist(), current["action"])) == {0: "accept", 1: "reject", 2: "reject"}
+    with pytest.raises(MPLStudioError, match="expect must be"):
+        store.decide([("a", 0)], "accept", 3, who="ana", expect="maybe")
