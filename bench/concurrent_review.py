@@ -83,8 +83,14 @@ def start_training_everywhere(pages, url) -> None:
 
 def open_review(pages, url) -> None:
     for i, page in enumerate(pages):
+        t0 = time.perf_counter()
         page.goto(url + "/review?ws=bench")
-        page.get_by_text("Round 1:").wait_for(timeout=120000)
+        try:
+            page.get_by_text("Round 1:").wait_for(timeout=120000)
+        except Exception:
+            print(page.locator('[data-testid="stMain"]').first.inner_text()[:2000], file=sys.stderr)
+            raise
+        print(f"session {i}: review page in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         number = page.get_by_label("Page", exact=True)
         number.fill(str(i + 1))  # each reviewer on its own grid page
         number.press("Enter")
@@ -110,6 +116,8 @@ def main() -> None:
             time.sleep(5)
             new_runs = store.runs()[runs_before:]
             running = [r for r in new_runs if r["status"] == "running"]
+            for page in pages:  # leave the Train page: eight live Train pages alone load two cores
+                page.goto("about:blank")
             open_review(pages, server.url)
             for _ in range(args.clicks):
                 before = [accept_count(p) for p in pages]

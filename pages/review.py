@@ -53,7 +53,10 @@ def job_panel() -> None:
 
 view = studio.review(name)
 generate_panel(expanded=view is None)
-job_panel()
+_job = studio.job(name)
+if _job is not None and _job.kind == "pseudo_label" and (_job.status().active or st.session_state.get("seen_round")
+                                                         != studio.open(name).store.latest_round()):
+    job_panel()  # polls only while pseudo-labels are being made: eight idle reviewers cost nothing
 if view is None:
     st.stop()
 

@@ -60,7 +60,7 @@ def live() -> None:
     job = studio.job(name)
     current = job.status().run_id if job is not None and job.status().run_id else runs[-1]["id"]
     st.caption(f"Curves of run {current}")
-    ui.curves(studio.metric_rows(name, current))
+    ui.curves(studio.metric_rows(name, current), key=(name, current))
 
 
 live()
