@@ -91,6 +91,9 @@ def open_review(pages, url) -> None:
             print(page.locator('[data-testid="stMain"]').first.inner_text()[:2000], file=sys.stderr)
             raise
         print(f"session {i}: review page in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        name = page.get_by_label("Your name (recorded with decisions)")
+        name.fill(f"reviewer-{i}")  # decisions are counted per session in the store
+        name.press("Enter")
         number = page.get_by_label("Page", exact=True)
         number.fill(str(i + 1))  # each reviewer on its own grid page
         number.press("Enter")
@@ -145,8 +148,14 @@ def main() -> None:
             os.kill(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
             acknowledged += len(burst_acks)
-        stored = open_workspace("bench", root).store.decision_total()
+        after = open_workspace("bench", root).store
+        stored = after.decision_total()
+        per_session = {}
+        for row in after.decision_log(limit=100_000):
+            per_session[row["who"]] = per_session.get(row["who"], 0) + 1
         log = (root / "app.log").read_text()
+        for block in log.split("Traceback (most recent call last):")[1:]:
+            print("server traceback ends with:", block.strip().splitlines()[-1], file=sys.stderr)
 
     lat = sorted(latencies)
     p95 = lat[max(0, int(round(0.95 * len(lat))) - 1)] if lat else float("nan")
@@ -159,6 +168,8 @@ def main() -> None:
     print(f"| decisions sent under load / stored | {sent - len(pages)} / {stored_under_load} | equal |")
     print(f"| decisions acknowledged before SIGKILL / stored after restart | {acknowledged} / {stored} "
           f"(sent {sent}) | none lost |")
+    print(f"| decisions stored per session (sent {args.clicks + 1} each) | "
+          f"{', '.join(str(per_session.get(f'reviewer-{i}', 0)) for i in range(args.sessions))} | |")
     print(f"| accept click -> new count, p50 | {statistics.median(lat):.2f} s | |")
     print(f"| accept click -> new count, p95 | {p95:.2f} s | <= 0.5 s |")
     print(f"| accept click -> new count, max | {lat[-1]:.2f} s | |")

@@ -1,0 +1,40 @@
+"""MPL written the straightforward way, as the public ports write it: one forward pass per view
+and per model, fp32. The same mathematics as `algorithms.mpl_step` (same losses, same sign
+option, same argmax pseudo-labels on the strong view); it exists to check the fast step
+against (tests) and as the baseline of `bench/throughput.py`.
+
+With BatchNorm in training mode the two differ by design: separate passes normalise each view
+with its own batch statistics, one concatenated pass with the statistics of all views (what
+the official code and the port do for each model). With BatchNorm in eval mode (or without
+it) they compute the same numbers.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from .algorithms import Batch, FeedbackState, Learner, consistency_loss, feedback_coefficient, ramp
+from .config import AlgorithmConfig
+
+
+def reference_mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,
+                       state: FeedbackState) -> dict:
+    t_logits_l = teacher.model(batch.x_l)
+    t_logits_uw = teacher.model(batch.u_weak)
+    t_logits_us = teacher.model(batch.u_strong)
+    t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
+    t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
+    t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
+    pseudo = t_logits_us.detach().argmax(-1)
+
+    s_loss_before = F.cross_entropy(student.model(batch.x_l).detach(), batch.y_l)
+    s_loss = F.cross_entropy(student.model(batch.u_strong), pseudo)
+    student.update(s_loss)
+    s_loss_after = F.cross_entropy(student.model(batch.x_l).detach(), batch.y_l)
+
+    h, h_used = feedback_coefficient(s_loss_before, s_loss_after, cfg, state)
+    t_loss_mpl = h_used * F.cross_entropy(t_logits_us, pseudo)
+    t_loss = t_loss_uda + t_loss_mpl
+    teacher.update(t_loss)
+    return {"t_loss": t_loss.detach(), "t_loss_labeled": t_loss_l.detach(), "t_loss_uda": t_loss_u.detach(),
+            "t_loss_mpl": t_loss_mpl.detach(), "s_loss": s_loss.detach(), "s_loss_labeled": s_loss_after,
+            "h": h, "mask_rate": mask.mean()}
