@@ -1,0 +1,174 @@
+"""MPL steps/s: MPL Studio's step against a reference loop written the way the public ports are.
+
+    python bench/throughput.py                       # CPU-sized shape (B=8, mu=2), WRN-28-2, 32x32
+    python bench/throughput.py --shape paper --device cuda    # B=128, mu=7 (896 unlabeled, two views)
+
+Reference: per-sample PIL augmentation (random crop + flip; RandAugment(2, 10) + cutout for the
+strong view) in DataLoader workers, fp32, contiguous (NCHW) tensors, one forward per view
+(`mpl_core.reference`). MPL Studio: uint8 images on the device, both views made on the device
+in whole batches (`mpl_core.augment`), one concatenated forward per model, channels_last, and
+optionally bf16 autocast. Both run the same MPL update on the same WRN-28-2.
+Prints steps/s, images/s, the ratio, and the achieved FLOP rate (and MFU when --peak-tflops is
+given, e.g. 989 for an H100's dense bf16).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mpl_core.algorithms import Batch, FeedbackState, mpl_step  # noqa: E402
+from mpl_core.augment import strong_view, to_float, weak_view  # noqa: E402
+from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from mpl_core.inference import autocast_for  # noqa: E402
+from mpl_core.models import build_model  # noqa: E402
+from mpl_core.reference import reference_mpl_step  # noqa: E402
+from mpl_core.train import make_learner  # noqa: E402
+
+SHAPES = {"cpu": (8, 2), "paper": (128, 7)}
+
+
+class PILViews(Dataset):
+    """The ports' data path: a PIL image per sample, torchvision transforms, ToTensor."""
+
+    def __init__(self, images, labels, strong: bool):
+        from torchvision import transforms as T
+        self.images, self.labels = images, labels
+        weak = [T.RandomCrop(32, padding=2, padding_mode="reflect"), T.RandomHorizontalFlip()]
+        self.weak = T.Compose(weak + [T.ToTensor()])
+        self.strong = T.Compose(weak + [T.RandAugment(2, 10), T.ToTensor(), T.RandomErasing(p=1.0, scale=(0.25, 0.25),
+                                                                                         ratio=(1, 1))]) if strong else None
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        img = Image.fromarray(self.images[i].permute(1, 2, 0).numpy())
+        if self.strong is None:
+            return self.weak(img), self.labels[i]
+        return self.weak(img), self.strong(img)
+
+
+def learners(device, channels_last: bool):
+    cfg = RunConfig(train=TrainConfig(steps=1000, lr=0.05, warmup_steps=0))
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for _ in range(2):
+            m = build_model(ModelConfig(name="wrn-28-2", num_classes=10, in_channels=3, image_size=32)).to(device)
+            if channels_last:
+                m = m.to(memory_format=torch.channels_last)
+            out.append(make_learner(m, 0.05, cfg, 1000, 0))
+    return out
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_reference(images, labels, b, mu, steps, device, workers):
+    teacher, student = learners(device, channels_last=False)
+    algo = AlgorithmConfig(name="mpl", threshold=0.6)
+    lab = DataLoader(PILViews(images[:4000], labels[:4000], strong=False), batch_size=b, shuffle=True,
+                     num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    unl = DataLoader(PILViews(images, labels, strong=True), batch_size=b * mu, shuffle=True,
+                     num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    li, ui, state = iter(lab), iter(unl), FeedbackState()
+
+    def one(step):
+        nonlocal li, ui
+        x_l, y_l = next(li)
+        u_w, u_s = next(ui)
+        batch = Batch(x_l.to(device), y_l.to(device), u_w.to(device), u_s.to(device))
+        m = reference_mpl_step(teacher, student, batch, algo, step, state)
+        float(m["t_loss"])  # the ports log (and so sync) every step
+    return timed(one, steps, device)
+
+
+def run_fast(images, labels, b, mu, steps, device, amp):
+    teacher, student = learners(device, channels_last=True)
+    algo = AlgorithmConfig(name="mpl", threshold=0.6)
+    imgs, labs = images.to(device), labels.to(device)
+    gen, aug = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
+    state = FeedbackState()
+
+    def one(step):
+        li = torch.randint(4000, (b,), generator=gen).to(device, non_blocking=True)
+        ui = torch.randint(len(imgs), (b * mu,), generator=gen).to(device, non_blocking=True)
+        u = to_float(imgs[ui])
+        cl = torch.channels_last
+        batch = Batch(weak_view(to_float(imgs[li]), aug).contiguous(memory_format=cl), labs[li],
+                      weak_view(u, aug).contiguous(memory_format=cl), strong_view(u, aug).contiguous(memory_format=cl))
+        with autocast_for(device, amp):
+            m = mpl_step(teacher, student, batch, algo, step, state)
+        if step % 10 == 0:
+            float(m["t_loss"])  # one host sync per log, as the training loop does
+    return timed(one, steps, device)
+
+
+def timed(one, steps, device, warmup=3) -> float:
+    for s in range(warmup):
+        one(s)
+    sync(device)
+    t0 = time.perf_counter()
+    for s in range(steps):
+        one(warmup + s)
+    sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+def step_flops(b, mu, device) -> float:
+    """FLOPs of one MPL step on WRN-28-2, counted by torch (forward + backward of both models)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    teacher, student = learners(device, channels_last=False)
+    x = torch.rand(b + 2 * b * mu, 3, 32, 32, device=device)
+    with FlopCounterMode(display=False) as counter:
+        teacher.model(x).sum().backward()  # teacher: forward + backward over all views
+        student.model(x[: b + b * mu]).sum().backward()  # student: labeled + strong, forward + backward
+        with torch.no_grad():
+            student.model(x[:b])  # the student's labeled loss after its update
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shape", choices=sorted(SHAPES), default="cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak, for MFU")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    b, mu = SHAPES[args.shape]
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6000, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (6000,), generator=gen)
+    per_step = b * (1 + mu)
+    flops = step_flops(b, mu, device)
+    rows = [("reference (PIL in DataLoader workers, fp32, a forward per view)",
+             run_reference(images, labels, b, mu, args.steps, device, args.workers))]
+    rows.append(("MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
+                 run_fast(images, labels, b, mu, args.steps, device, amp=False)))
+    rows.append(("MPL Studio, bf16 autocast", run_fast(images, labels, b, mu, args.steps, device, amp=True)))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"WRN-28-2, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}; "
+          f"{flops / 1e9:.1f} GFLOP per step")
+    print("| loop | steps/s | images/s | vs reference | TFLOP/s" + (" | MFU |" if args.peak_tflops else " |"))
+    print("|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
+    base = rows[0][1]
+    for label, rate in rows:
+        tflops = rate * flops / 1e12
+        mfu = f" | {100 * tflops / args.peak_tflops:.1f}% |" if args.peak_tflops else " |"
+        print(f"| {label} | {rate:.2f} | {rate * per_step:,.0f} | {rate / base:.2f}x | {tflops:.3f}{mfu}")
+
+
+if __name__ == "__main__":
+    main()
