@@ -56,13 +56,13 @@ class PILViews(Dataset):
         return self.weak(img), self.strong(img)
 
 
-def learners(device, channels_last: bool):
+def learners(device, channels_last: bool, model: str = "wrn-28-2"):
     cfg = RunConfig(train=TrainConfig(steps=1000, lr=0.05, warmup_steps=0))
     out = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         for _ in range(2):
-            m = build_model(ModelConfig(name="wrn-28-2", num_classes=10, in_channels=3, image_size=32)).to(device)
+            m = build_model(ModelConfig(name=model, num_classes=10, in_channels=3, image_size=32)).to(device)
             if channels_last:
                 m = m.to(memory_format=torch.channels_last)
             out.append(make_learner(m, 0.05, cfg, 1000, 0))
@@ -74,8 +74,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_reference(images, labels, b, mu, steps, device, workers):
-    teacher, student = learners(device, channels_last=False)
+def run_reference(images, labels, b, mu, steps, device, workers, model):
+    teacher, student = learners(device, channels_last=False, model=model)
     algo = AlgorithmConfig(name="mpl", threshold=0.6)
     lab = DataLoader(PILViews(images[:4000], labels[:4000], strong=False), batch_size=b, shuffle=True,
                      num_workers=workers, drop_last=True, persistent_workers=workers > 0)
@@ -93,8 +93,8 @@ def run_reference(images, labels, b, mu, steps, device, workers):
     return timed(one, steps, device)
 
 
-def run_fast(images, labels, b, mu, steps, device, amp):
-    teacher, student = learners(device, channels_last=True)
+def run_fast(images, labels, b, mu, steps, device, amp, model):
+    teacher, student = learners(device, channels_last=True, model=model)
     algo = AlgorithmConfig(name="mpl", threshold=0.6)
     imgs, labs = images.to(device), labels.to(device)
     gen, aug = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
@@ -125,10 +125,10 @@ def timed(one, steps, device, warmup=3) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def step_flops(b, mu, device) -> float:
+def step_flops(b, mu, device, model) -> float:
     """FLOPs of one MPL step on WRN-28-2, counted by torch (forward + backward of both models)."""
     from torch.utils.flop_counter import FlopCounterMode
-    teacher, student = learners(device, channels_last=False)
+    teacher, student = learners(device, channels_last=False, model=model)
     x = torch.rand(b + 2 * b * mu, 3, 32, 32, device=device)
     with FlopCounterMode(display=False) as counter:
         teacher.model(x).sum().backward()  # teacher: forward + backward over all views
@@ -144,22 +144,26 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    p.add_argument("--model", default="wrn-28-2", help="wrn-28-2 (the paper's) or cnn (the app's default)")
+    p.add_argument("--shape-b", type=int, default=0, help="override B")
+    p.add_argument("--shape-mu", type=int, default=0, help="override mu")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak, for MFU")
     args = p.parse_args()
     device = torch.device(args.device)
     b, mu = SHAPES[args.shape]
+    b, mu = args.shape_b or b, args.shape_mu or mu
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (6000, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (6000,), generator=gen)
     per_step = b * (1 + mu)
-    flops = step_flops(b, mu, device)
+    flops = step_flops(b, mu, device, args.model)
     rows = [("reference (PIL in DataLoader workers, fp32, a forward per view)",
-             run_reference(images, labels, b, mu, args.steps, device, args.workers))]
+             run_reference(images, labels, b, mu, args.steps, device, args.workers, args.model))]
     rows.append(("MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
-                 run_fast(images, labels, b, mu, args.steps, device, amp=False)))
-    rows.append(("MPL Studio, bf16 autocast", run_fast(images, labels, b, mu, args.steps, device, amp=True)))
+                 run_fast(images, labels, b, mu, args.steps, device, amp=False, model=args.model)))
+    rows.append(("MPL Studio, bf16 autocast", run_fast(images, labels, b, mu, args.steps, device, amp=True, model=args.model)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"WRN-28-2, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}; "
+    print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}; "
           f"{flops / 1e9:.1f} GFLOP per step")
     print("| loop | steps/s | images/s | vs reference | TFLOP/s" + (" | MFU |" if args.peak_tflops else " |"))
     print("|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
