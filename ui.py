@@ -9,7 +9,6 @@ import re
 import threading
 from contextlib import contextmanager
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 

@@ -67,6 +67,15 @@ def wait_all(pages, before, t0, timeout) -> dict[int, float]:
     return done
 
 
+def click_accept(pages) -> tuple[list[int], list[float]]:
+    """Press ✓ on the first tile of every session without waiting; (Accept counts before, click times)."""
+    before, t0 = [accept_count(p) for p in pages], []
+    for page in pages:
+        t0.append(time.perf_counter())
+        page.get_by_role("radio", name="✓").first.click(no_wait_after=True)
+    return before, t0
+
+
 def start_training_everywhere(pages, url) -> None:
     for page in pages:
         page.goto(url + "/train?ws=bench")
@@ -123,11 +132,7 @@ def main() -> None:
                 page.goto("about:blank")
             open_review(pages, server.url)
             for _ in range(args.clicks):
-                before = [accept_count(p) for p in pages]
-                t0 = []
-                for page in pages:
-                    t0.append(time.perf_counter())
-                    page.get_by_role("radio", name="✓").first.click(no_wait_after=True)
+                before, t0 = click_accept(pages)
                 sent += len(pages)
                 done = wait_all(pages, before, t0, timeout=60)
                 latencies += list(done.values())
@@ -138,11 +143,7 @@ def main() -> None:
                 "images/s").count() else "(no progress line on the review page)"
 
             # The crash: one more click per session, then SIGKILL while decisions are in flight.
-            before = [accept_count(p) for p in pages]
-            t0 = []
-            for page in pages:
-                t0.append(time.perf_counter())
-                page.get_by_role("radio", name="✓").first.click(no_wait_after=True)
+            before, t0 = click_accept(pages)
             sent += len(pages)
             burst_acks = wait_all(pages, before, t0, timeout=0.4)
             os.kill(server.proc.pid, signal.SIGKILL)

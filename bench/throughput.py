@@ -84,7 +84,6 @@ def run_reference(images, labels, b, mu, steps, device, workers, model):
     li, ui, state = iter(lab), iter(unl), FeedbackState()
 
     def one(step):
-        nonlocal li, ui
         x_l, y_l = next(li)
         u_w, u_s = next(ui)
         batch = Batch(x_l.to(device), y_l.to(device), u_w.to(device), u_s.to(device))

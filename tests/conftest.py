@@ -108,3 +108,32 @@ def tiny_run_config(algorithm: str = "mpl", **train) -> RunConfig:
     cfg = tiny_config(algorithm, **train)
     cfg.train.device = "cpu"
     return cfg
+
+
+class _FullDisk:
+    """A sqlite3 connection whose writes fail as on a full disk."""
+
+    def __init__(self, con):
+        self._con = con
+
+    def execute(self, sql, *args):
+        if sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            import sqlite3
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Call full_disk(True) to make the workspace store's writes fail as on a full disk, False to free it."""
+    import sqlite3
+    from mpl_core import store as store_mod
+    real = sqlite3.connect
+
+    def set_full(full: bool) -> None:
+        monkeypatch.setattr(store_mod.sqlite3, "connect",
+                            (lambda *a, **k: _FullDisk(real(*a, **k))) if full else real)
+    return set_full

@@ -94,34 +94,18 @@ def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeyp
     assert metric(at, "Classes") == "2" and metric(at, "Unlabeled") == "40"
 
 
-def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, monkeypatch):
+def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_disk):
     """A full disk during a decision, a failed job and an OOM note: messages on the page, no traceback."""
-    import sqlite3
-    from mpl_core import store as store_mod
     from mpl_core.jobs import TrainingJob
     from ui import get_studio
 
     at = app("pages/review.py", reviewed_root).run()
-    real_connect = sqlite3.connect
-
-    class FullDisk:
-        def __init__(self, con):
-            self._con = con
-
-        def execute(self, sql, *args):
-            if sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
-                raise sqlite3.OperationalError("database or disk is full")
-            return self._con.execute(sql, *args)
-
-        def __getattr__(self, name):
-            return getattr(self._con, name)
-
-    monkeypatch.setattr(store_mod.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    full_disk(True)
     tile = next(b for b in at.button_group if b.key and b.key.startswith("d-"))
     tile.set_value("✓").run()
     assert not at.exception
     assert any("disk is full" in e.value and "Free disk space" in e.value for e in at.error)
-    monkeypatch.setattr(store_mod.sqlite3, "connect", real_connect)
+    full_disk(False)
     at = app("pages/review.py", reviewed_root).run()
     assert metric(at, "Accept") == "0" and metric(at, "Pending") == "40"  # nothing half-saved
 

@@ -1,7 +1,6 @@
 """Bad input in the real app (Chromium): malformed zips uploaded on the Data page, and class names
 with HTML and markdown shown as typed on every page that shows them."""
 import time
-import zipfile
 
 import pytest
 

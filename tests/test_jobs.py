@@ -204,29 +204,13 @@ def test_full_disk_while_checkpointing_fails_clearly_and_keeps_the_last_checkpoi
     assert start_training(ws, run_id=st.run_id).join(60).state == "done"
 
 
-def test_full_disk_in_the_store_loses_nothing_already_saved(tiny_workspace, monkeypatch):
-    import sqlite3
-    from mpl_core import store as store_mod
+def test_full_disk_in_the_store_loses_nothing_already_saved(tiny_workspace, full_disk):
     from mpl_core.errors import MPLStudioError
     store = tiny_workspace.store
     run = store.create_run("train", {})
     store.update_run(run, status="done")
-    real_connect = sqlite3.connect
-
-    class FullDisk:
-        def __init__(self, con):
-            self._con = con
-
-        def execute(self, sql, *args):
-            if sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
-                raise sqlite3.OperationalError("database or disk is full")
-            return self._con.execute(sql, *args)
-
-        def __getattr__(self, name):
-            return getattr(self._con, name)
-
-    monkeypatch.setattr(store_mod.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    full_disk(True)
     with pytest.raises(MPLStudioError, match="disk is full.*nothing of this change was saved"):
         store.update_run(run, status="failed")
-    monkeypatch.setattr(store_mod.sqlite3, "connect", real_connect)
+    full_disk(False)
     assert store.run(run)["status"] == "done" and store.integrity_check() == "ok"

@@ -1,6 +1,5 @@
 """The fast MPL step (one concatenated forward per model, channels_last) against the reference
 formulation (a forward per view, fp32): the same losses and the same updated weights."""
-import copy
 
 import pytest
 import torch
