@@ -20,6 +20,7 @@ Where MPL here differs from the paper (Pham et al., CVPR 2021) and the official 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -131,9 +132,13 @@ def feedback_coefficient(loss_before: torch.Tensor, loss_after: torch.Tensor, cf
 
 
 def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,
-             state: FeedbackState) -> dict:
+             state: FeedbackState, mean_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
     """One Meta Pseudo Labels step: student learns from the teacher, teacher learns from both
-    its own UDA loss and the student's feedback."""
+    its own UDA loss and the student's feedback.
+
+    mean_across (several processes): averages a tensor over ranks, so that h is the student's
+    change of loss on the whole labeled batch, as one process with the global batch computes it,
+    and every rank keeps the same feedback baseline."""
     b, n_u = len(batch.x_l), len(batch.u_weak)
     # Teacher: one forward over labeled, weak and strong views.  (B + 2muB, K)
     t_logits = teacher.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong]))
@@ -151,6 +156,8 @@ def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmCon
     student.update(s_loss)
     with torch.no_grad():
         s_loss_after = F.cross_entropy(student.model(batch.x_l).float(), batch.y_l)
+    if mean_across is not None:
+        s_loss_before, s_loss_after = mean_across(torch.stack([s_loss_before, s_loss_after])).unbind()
 
     # Teacher: UDA loss plus h * CE(T(x_strong), y_hat) (REINFORCE-style, first order).
     h, h_used = feedback_coefficient(s_loss_before, s_loss_after, cfg, state)

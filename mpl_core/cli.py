@@ -140,17 +140,58 @@ def cmd_train(args) -> int:
     cfg = config_from_args(args)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    ctx = _join_process_group(args)
     if args.workspace:
-        return _train_in_workspace(args, cfg)
-    dataset = load_dataset(cfg.data.dataset, args.data_root, image_size=cfg.data.image_size)
+        return _train_in_workspace(args, cfg) if ctx is None or ctx.is_main else _follow(args)
+    main = ctx is None or ctx.is_main
+    dataset = _load_in_turn(lambda: load_dataset(cfg.data.dataset, args.data_root, image_size=cfg.data.image_size), ctx)
     split = make_split(dataset, cfg.data)
-    print(f"{dataset.name}: {split.sizes()} | {cfg.algorithm.name} | {cfg.train.steps} steps", file=sys.stderr)
-    with TqdmProgress(disable=args.quiet) as bar:
-        result = train(cfg, dataset, split, out_dir=args.out, on_progress=bar, resume=not args.no_resume)
+    _check_same_data(split, ctx)
+    if main:
+        procs = f" | {ctx.world_size} processes ({ctx.backend}), batch {cfg.train.batch_size} each" if ctx else ""
+        print(f"{dataset.name}: {split.sizes()} | {cfg.algorithm.name} | {cfg.train.steps} steps{procs}",
+              file=sys.stderr)
+    with TqdmProgress(disable=args.quiet or not main) as bar:
+        result = train(cfg, dataset, split, out_dir=args.out if main else None, on_progress=bar if main else None,
+                       resume=not args.no_resume)
+    if not main:
+        return 0
     out = Path(args.out)
     (out / "result.json").write_text(json.dumps({"config": cfg.to_dict(), "metrics": result.metrics,
                                                  "stopped": result.stopped, "history": result.history}, indent=1))
     _print_metrics(result.metrics)
+    return 0
+
+
+def _join_process_group(args):
+    """Under torchrun: join the other processes (None when this process trains alone)."""
+    from . import distributed
+    return distributed.init(getattr(args, "device", "auto"))
+
+
+def _load_in_turn(load, ctx):
+    """Rank 0 loads (and downloads, if need be) first; the others then read what it left."""
+    from . import distributed
+    if ctx is None or ctx.is_main:
+        value = load()
+        distributed.broadcast_object(True, ctx)
+        return value
+    distributed.broadcast_object(None, ctx)
+    return load()
+
+
+def _check_same_data(split, ctx) -> None:
+    """Every rank must split the same data; a machine with another copy of it would train on nonsense."""
+    from . import distributed
+    sizes = distributed.all_gather_objects(split.sizes(), ctx)
+    if any(s != sizes[0] for s in sizes):
+        raise MPLStudioError(f"the processes see different data ({sizes}); give every machine the same dataset")
+
+
+def _follow(args) -> int:
+    """Ranks other than 0 in a workspace: do this rank's part of rank 0's job, write nothing."""
+    from .jobs import follow
+    follow(args.workspace, args.data_root)
     return 0
 
 
@@ -198,6 +239,9 @@ def _workspace(args):
 
 def cmd_pseudo_label(args) -> int:
     from .jobs import start_pseudo_labeling
+    ctx = _join_process_group(args)
+    if ctx is not None and not ctx.is_main:
+        return _follow(args)
     ws = _workspace(args)
     status = _run_job(args, lambda hook: start_pseudo_labeling(ws, args.run, args.model, on_progress=hook))
     if status.state != "done":
@@ -260,6 +304,9 @@ def _class_ids(values: list[str], names: list[str]) -> list[int]:
 
 def cmd_retrain(args) -> int:
     from .jobs import start_retrain
+    ctx = _join_process_group(args)
+    if ctx is not None and not ctx.is_main:
+        return _follow(args)
     ws = _workspace(args)
     cfg = config_from_args(args)
     status = _run_job(args, lambda hook: start_retrain(ws, cfg, on_progress=hook))
@@ -356,8 +403,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except MPLStudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_rank_prefix()}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:
+            from . import distributed
+            distributed.shutdown()
+
+
+def _rank_prefix() -> str:
+    """'rank 3: ' under torchrun, so that an error names the process it came from."""
+    import os
+    return f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""

@@ -22,6 +22,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
+from . import distributed as dist_
 from .checkpoint import latest_checkpoint
 from .config import RunConfig
 from .errors import MPLStudioError
@@ -302,6 +305,8 @@ def _train_work(cfg: RunConfig):
     def work(job: TrainingJob) -> dict:
         ws, run_id = job.ws, job._status.run_id
         dataset, split = ws.dataset(), ws.split()
+        _announce({"kind": "train", "cfg": cfg.to_dict(), "labels": dataset.train.labels,
+                   "fully_labeled": dataset.fully_labeled, "split": split})
         return _run_training(job, cfg, dataset, split, run_id, extra={})
     return work
 
@@ -311,6 +316,8 @@ def _retrain_work(cfg: RunConfig):
         from .review import reviewed_training_set
         job._set(message="collecting reviewed labels")
         reviewed = reviewed_training_set(job.ws)
+        _announce({"kind": "retrain", "cfg": cfg.to_dict(), "labels": reviewed.dataset.train.labels,
+                   "fully_labeled": reviewed.dataset.fully_labeled, "split": reviewed.split})
         counts = {f"labels_{k}": v for k, v in reviewed.counts.items()}
         return _run_training(job, cfg, reviewed.dataset, reviewed.split, job._status.run_id, extra=counts)
     return work
@@ -328,6 +335,9 @@ def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int,
                            control=job.control, resume=True)
             break
         except OutOfMemory as exc:
+            if dist_.current() is not None:  # the other ranks cannot follow a retry; say what to change
+                raise MPLStudioError(f"out of GPU memory at batch size {cfg.train.batch_size} per process; run "
+                                     "again with a smaller --batch-size (it resumes from the last checkpoint)") from exc
             cfg = _halve_batch(job, cfg, run_id, exc)  # resumes from the newest checkpoint
     metrics = {**result.metrics, **extra, "labels_used": len(split.labeled), "step": result.step}
     status = "stopped" if result.stopped else "done"
@@ -372,7 +382,9 @@ def _pseudo_label_work(run_id: int, which: str):
         path = latest_checkpoint(ws.run_dir(run_id))
         if path is None:
             raise MPLStudioError(f"run {run_id} has no checkpoint yet; train it first")
-        device = pick_device(ws.store.run(run_id)["config"]["train"]["device"])
+        ctx = dist_.current()
+        _announce({"kind": "pseudo_label", "checkpoint": str(path), "which": which})
+        device = ctx.device() if ctx else pick_device(ws.store.run(run_id)["config"]["train"]["device"])
         job._set(message=f"loading the {which} of run {run_id}", device=device_label(device))
         model, info = load_model(path, which, device)
         dataset, split = ws.dataset(), ws.split()
@@ -391,7 +403,8 @@ def _pseudo_label_work(run_id: int, which: str):
         batch = 1024
         while True:
             try:
-                probs, validation = predict_pool(model, dataset, split, device, batch_size=batch, on_batch=on_batch)
+                probs, validation = predict_pool(model, dataset, _my_shard(split, ctx), device, batch_size=batch,
+                                                 on_batch=on_batch)
                 break
             except OutOfMemory as exc:
                 if batch // 2 < MIN_OOM_BATCH:
@@ -400,11 +413,54 @@ def _pseudo_label_work(run_id: int, which: str):
                 _free_accelerator_memory()
                 job.note(f"out of GPU memory at inference batch {batch}; retrying with {batch // 2}")
                 batch //= 2
+        if ctx is not None:
+            job._set(message=f"collecting pseudo-labels from {ctx.world_size} processes")
+            probs = np.concatenate(dist_.gather_objects(probs, ctx))
         job._set(message="saving pseudo-labels")
         ids = [dataset.train.ids[i] for i in split.unlabeled.tolist()]
         round_ = ws.store.add_pseudo_labels(run_id, which, ids, split.unlabeled.numpy(), probs, validation)
         return {"round": round_, "count": len(ids), "run_id": run_id, "model": which, "completed": True}
     return work
+
+
+# --- several processes (torchrun) ----------------------------------------------------------------
+
+def _announce(plan: dict) -> None:
+    """Under torchrun, rank 0 (which runs the job and owns the store) tells the other ranks what to do."""
+    ctx = dist_.current()
+    if ctx is not None:
+        dist_.broadcast_object(plan, ctx)
+
+
+def _my_shard(split, ctx):
+    """The part of the unlabeled pool this rank pseudo-labels (contiguous, so rank 0 concatenates)."""
+    if ctx is None:
+        return split
+    return dataclasses.replace(split, unlabeled=split.unlabeled[dist_.contiguous_shard(len(split.unlabeled), ctx)])
+
+
+def follow(ws_name: str, data_root: str) -> dict:
+    """Ranks other than 0: wait for rank 0's plan for this workspace and do this rank's part of it.
+
+    They read the workspace's images and checkpoints and write nothing: rank 0 sends the labels
+    and split to train on, and gathers the pseudo-labels to store.
+    """
+    from .pseudo_labels import predict_pool
+    from .workspace import open_workspace
+    ctx = dist_.current()
+    plan = dist_.broadcast_object(None, ctx)
+    ws = open_workspace(ws_name, data_root)
+    device = ctx.device()
+    if plan["kind"] in ("train", "retrain"):
+        base = ws.dataset()
+        train_set = dataclasses.replace(base.train, labels=plan["labels"])
+        dataset = dataclasses.replace(base, train=train_set, fully_labeled=plan["fully_labeled"])
+        result = train(RunConfig.from_dict(plan["cfg"]), dataset, plan["split"], out_dir=None, resume=True)
+        return result.metrics
+    model, _ = load_model(plan["checkpoint"], plan["which"], device)
+    probs, _ = predict_pool(model, ws.dataset(), _my_shard(ws.split(), ctx), device)
+    dist_.gather_objects(probs, ctx)
+    return {"count": len(probs)}
 
 
 def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *, target_precision: float = 0.95,

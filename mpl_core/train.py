@@ -9,6 +9,7 @@ labeled data), evaluates on the validation split as it goes, checkpoints every
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import threading
 import time
@@ -18,8 +19,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
+from . import distributed as dist_
 from .algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, Learner, mpl_step, supervised_step
 from .augment import strong_view, to_float, weak_view
 from .config import ModelConfig, RunConfig
@@ -31,6 +34,12 @@ from .models import build_model, resolve_model_name
 from .splits import Split
 
 LOG_EVERY = 10  # steps between progress reports (each costs one host sync)
+
+
+# DDP's switch for "do not broadcast buffers before every forward" was renamed in recent torch.
+_NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                           else {"broadcast_buffers": False})
 
 
 class TrainingDiverged(MPLStudioError):
@@ -73,6 +82,7 @@ class TrainResult:
     metrics: dict[str, float]  # final accuracies: test_acc, val_acc, teacher_test_acc, ...
     checkpoint: Path | None
     history: list[dict] = field(default_factory=list)  # one dict of floats per logged step
+    models: dict[str, nn.Module] = field(default_factory=dict)  # the trained student, teacher, ema (on the device)
 
 
 @dataclass
@@ -136,7 +146,9 @@ def make_learner(model: nn.Module, lr: float, cfg: RunConfig, total: int, warmup
     return Learner(model, opt, sched)
 
 
-def _init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device) -> _State:
+def _init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, rank: int = 0) -> _State:
+    """Fresh models and generators. Every rank builds the same weights; each draws its own batches
+    and augmentations (seeds offset by rank; rank 0's are those of a single-process run)."""
     t = cfg.train
     # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
     with torch.random.fork_rng(devices=[]):
@@ -146,10 +158,11 @@ def _init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device) ->
         if cfg.algorithm.name == "mpl":
             teacher = make_learner(build_model(model_cfg).to(device, memory_format=torch.channels_last),
                                    t.lr, cfg, t.steps, t.warmup_steps)
-    aug_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+    offset = rank * dist_.RANK_SEED_STRIDE
+    aug_gen = torch.Generator(device=device).manual_seed(t.seed + 1 + offset)
     return _State(0, make_learner(student, t.lr, cfg, t.steps, t.warmup_steps), teacher,
                   ModelEMA(student, t.ema_decay) if t.ema_decay > 0 else None, FeedbackState(),
-                  torch.Generator().manual_seed(t.seed), aug_gen)
+                  torch.Generator().manual_seed(t.seed + offset), aug_gen)
 
 
 def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, split: Split, cfg: RunConfig,
@@ -213,15 +226,21 @@ def _state_tensors(state: _State) -> tuple[dict, dict]:
 
 
 def save_state(out_dir: Path, state: _State, cfg: RunConfig, model_cfg: ModelConfig, dataset: Dataset,
-               metrics: dict) -> Path:
+               metrics: dict, rank_rngs: list[tuple] | None = None) -> Path:
+    """Write a checkpoint; rank_rngs (several processes) are every rank's generator states, saved
+    so that each rank resumes its own batch and augmentation draws."""
     tensors, meta = _state_tensors(state)
+    for r, (index_state, aug_state) in enumerate(rank_rngs or []):
+        if r > 0:
+            tensors[f"rng.rank{r}.index"], tensors[f"rng.rank{r}.augment"] = index_state, aug_state
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise TrainingDiverged(f"weights became NaN/inf ({bad[0]}); not saving over the last good checkpoint. "
                                "Lower the learning rate and resume")
     info = {"config": cfg.to_dict(), "model": dataclasses.asdict(model_cfg), "step": state.step,
             "phase": state.phase, "finetune_step": state.finetune_step, "best": state.best,
-            "class_names": dataset.class_names, "dataset": dataset.name, "metrics": metrics, "state_meta": meta}
+            "class_names": dataset.class_names, "dataset": dataset.name, "metrics": metrics, "state_meta": meta,
+            "world_size": len(rank_rngs) if rank_rngs else 1}
     path = ckpt.save_checkpoint(ckpt.checkpoint_path(out_dir, state.step + state.finetune_step), tensors, info)
     ckpt.prune_checkpoints(out_dir, keep=2)
     return path
@@ -234,7 +253,7 @@ def finetune_learner(model: nn.Module, cfg: RunConfig) -> Learner:
     return learner
 
 
-def _restore(state: _State, tensors: dict, info: dict, cfg: RunConfig) -> None:
+def _restore(state: _State, tensors: dict, info: dict, cfg: RunConfig, rank: int = 0) -> None:
     meta = info["state_meta"]
     if info["phase"] in ("finetune", "done") and cfg.algorithm.name == "mpl":
         state.student, state.ema = finetune_learner(state.student.model, cfg), None
@@ -247,8 +266,14 @@ def _restore(state: _State, tensors: dict, info: dict, cfg: RunConfig) -> None:
         learner.scheduler.load_state_dict(ckpt.unflatten_state(f"{name}.scheduler", tensors, meta))
     if state.ema is not None:
         state.ema.model.load_state_dict(ckpt.module_state("ema.model", tensors))
-    state.index_gen.set_state(tensors["rng.index"])
-    state.aug_gen.set_state(tensors["rng.augment"])
+    prefix = "rng" if rank == 0 else f"rng.rank{rank}"
+    if f"{prefix}.index" in tensors:
+        state.index_gen.set_state(tensors[f"{prefix}.index"])
+        state.aug_gen.set_state(tensors[f"{prefix}.augment"])
+    else:  # saved by fewer processes: a fresh stream for this rank, still seeded
+        seed = cfg.train.seed + rank * dist_.RANK_SEED_STRIDE + info["step"]
+        state.index_gen.manual_seed(seed)
+        state.aug_gen.manual_seed(seed + 1)
     if "feedback.baseline" in tensors:
         state.feedback.baseline = tensors["feedback.baseline"].reshape(()).to(_device_of(state))
     state.step, state.phase = info["step"], info["phase"]
@@ -281,29 +306,58 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     """Train as cfg says; resumes from out_dir's newest checkpoint when resume is True."""
     cfg.validate()
     control = control or TrainControl()
-    device = pick_device(cfg.train.device)
+    ctx = dist_.current()
+    device = ctx.device() if ctx else pick_device(cfg.train.device)
     model_cfg = resolve_model_config(cfg, dataset, split)
-    state = _init_state(cfg, model_cfg, device)
+    state = _init_state(cfg, model_cfg, device, ctx.rank if ctx else 0)
     out = Path(out_dir) if out_dir else None
-    if out and resume and (path := ckpt.latest_checkpoint(out)):
-        tensors, info = ckpt.load_checkpoint(path, device)
+    saving = dist_.broadcast_object(out is not None, ctx)  # rank 0 decides; the others join its checkpoints
+    resumed = _load_resume_state(out if resume else None, device, ctx)
+    if resumed is not None:
+        tensors, info = resumed
         _check_compatible(info, cfg)
-        _restore(state, tensors, info, cfg)
+        _restore(state, tensors, info, cfg, ctx.rank if ctx else 0)
     images = dataset.train.images.to(device)
     labels = dataset.train.labels.to(device)
     history: list[dict] = []
-    run = _Run(cfg, dataset, split, device, images, labels, state, out, model_cfg, on_progress, control, history)
+    run = _Run(cfg, dataset, split, device, images, labels, state, out, model_cfg, on_progress, control, history,
+               ctx=ctx, saving=saving, sample_split=_shard_split(split, dataset.train.labels, ctx))
     if state.phase == "train":
         run.main_phase()
-    if state.phase == "finetune" and not control.stop.is_set():
+    if state.phase == "finetune" and not run.stop_requested():
         run.finetune_phase()
-    stopped = control.stop.is_set() and state.phase != "done"
+    stopped = run.stop_requested() and state.phase != "done"
     metrics = run.final_metrics()
-    path = run.checkpoint(metrics) if out else None
+    path = run.checkpoint(metrics) if saving else None
     if on_progress:
         on_progress(Progress("done" if not stopped else state.phase, state.step, cfg.train.steps, metrics,
                              0.0, 0.0, device_label(device)))
-    return TrainResult(state.step, stopped, metrics, path, history)
+    models = {"student": state.student.model, "teacher": state.teacher.model if state.teacher else None,
+              "ema": state.ema.model if state.ema else None}
+    return TrainResult(state.step, stopped, metrics, path, history, {k: m for k, m in models.items() if m is not None})
+
+
+def _load_resume_state(out: Path | None, device: torch.device, ctx) -> tuple[dict, dict] | None:
+    """(tensors, info) of out's newest checkpoint, or None. Under torchrun rank 0 reads it and sends
+    it to the others, so only rank 0 needs the output folder."""
+    if ctx is None:
+        path = ckpt.latest_checkpoint(out) if out else None
+        return ckpt.load_checkpoint(path, device) if path else None
+    path = ckpt.latest_checkpoint(out) if out and ctx.is_main else None
+    return dist_.broadcast_object(ckpt.load_checkpoint(path, "cpu") if path else None, ctx)
+
+
+def _shard_split(split: Split, labels: torch.Tensor, ctx) -> Split:
+    """The part of the split this rank draws its batches from (the whole split in one process).
+
+    Labeled images are dealt out class by class, so every rank sees every class it can; the
+    unlabeled stream (pool + validation images) is dealt out in turn. Evaluation still uses the
+    whole validation split on every rank."""
+    if ctx is None:
+        return split
+    labeled = dist_.shard(split.labeled, ctx, keys=labels[split.labeled])
+    return Split(labeled, dist_.shard(split.val, ctx) if len(split.val) >= ctx.world_size else split.val[:0],
+                 dist_.shard(split.unlabeled, ctx))
 
 
 def _check_compatible(info: dict, cfg: RunConfig) -> None:
@@ -328,19 +382,49 @@ class _Run:
     on_progress: Callable | None
     control: TrainControl
     history: list
+    ctx: dist_.DistContext | None = None  # the process group under torchrun
+    saving: bool = False  # checkpoints are written (by rank 0; every rank takes part)
+    sample_split: Split | None = None  # what this rank draws batches from
+    _ddp: dict = field(default_factory=dict)  # id(module) -> its DistributedDataParallel wrapper
+    _stop: bool = False  # the ranks agreed to stop
 
     def step_once(self, step: int) -> dict:
         s, a = self.state, self.cfg.algorithm
-        batch = _sample_batch(s, self.images, self.labels, self.split, self.cfg, self.dataset.flip,
+        batch = _sample_batch(s, self.images, self.labels, self.sample_split, self.cfg, self.dataset.flip,
                               with_unlabeled=a.name != "supervised")
+        student = self._parallel(s.student)
         with autocast_for(self.device, self.cfg.train.amp):
             if a.name == "mpl":
-                metrics = mpl_step(s.teacher, s.student, batch, a, step, s.feedback)
+                mean_across = (lambda t: dist_.mean(t, self.ctx)) if self.ctx else None
+                metrics = mpl_step(self._parallel(s.teacher), student, batch, a, step, s.feedback, mean_across)
             else:
-                metrics = SINGLE_MODEL_STEPS[a.name](s.student, batch, a, step)
+                metrics = SINGLE_MODEL_STEPS[a.name](student, batch, a, step)
+        self._sync_buffers()
         if s.ema is not None:
             s.ema.update(s.student.model)
         return metrics
+
+    def _parallel(self, learner: Learner | None) -> Learner | None:
+        """The learner with its model wrapped in DDP (several processes); the optimizer is shared."""
+        if self.ctx is None or learner is None:
+            return learner
+        key = id(learner.model)
+        if key not in self._ddp:
+            # Buffers are synced once per step by _sync_buffers rather than before every forward.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp[key] = DistributedDataParallel(learner.model, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
+        return dataclasses.replace(learner, model=self._ddp[key])
+
+    def _sync_buffers(self) -> None:
+        if self.ctx is not None:
+            for learner in (self.state.student, self.state.teacher):
+                if learner is not None:
+                    dist_.sync_buffers(learner.model, self.ctx)
+
+    def stop_requested(self) -> bool:
+        """Alone: the control's flag. Under torchrun: what the ranks agreed at the last log step, so
+        that no rank leaves the loop while the others wait for it."""
+        return self._stop if self.ctx else self.control.stop.is_set()
 
     def main_phase(self) -> None:
         s, t = self.state, self.cfg.train
@@ -373,10 +457,11 @@ class _Run:
 
     def _advance_finetune(self) -> dict:
         s = self.state
-        batch = _sample_batch(s, self.images, self.labels, self.split, self.cfg, self.dataset.flip,
+        batch = _sample_batch(s, self.images, self.labels, self.sample_split, self.cfg, self.dataset.flip,
                               with_unlabeled=False)
         with autocast_for(self.device, self.cfg.train.amp):
-            metrics = supervised_step(s.student, batch, self.cfg.algorithm, s.finetune_step)
+            metrics = supervised_step(self._parallel(s.student), batch, self.cfg.algorithm, s.finetune_step)
+        self._sync_buffers()
         s.finetune_step += 1
         return {"finetune_loss": metrics["loss"]}
 
@@ -384,14 +469,16 @@ class _Run:
               images_per_step: int) -> None:
         t = self.cfg.train
         start_step, t0 = done(), time.perf_counter()
+        images_per_step *= self.ctx.world_size if self.ctx else 1
         while done() < total:
-            self.control.wait_if_paused()
-            if self.control.stop.is_set():
+            if self.ctx is None:
+                self.control.wait_if_paused()
+            if self.stop_requested():
                 break
             metrics = advance()
             n = done()
             if n % LOG_EVERY == 0 or n == total:
-                row = _to_floats(metrics)
+                row = self._log_row(metrics)
                 if t.eval_every and (n % t.eval_every == 0 or n == total):
                     row.update(self.val_metrics())
                 rate = (n - start_step) * images_per_step / max(1e-9, time.perf_counter() - t0)
@@ -400,8 +487,19 @@ class _Run:
                 self.history.append({"phase": phase, **row})
                 if self.on_progress:
                     self.on_progress(Progress(phase, n, total, row, rate, eta, device_label(self.device)))
-            if self.out and t.checkpoint_every and n % t.checkpoint_every == 0 and n < total:
+            if self.saving and t.checkpoint_every and n % t.checkpoint_every == 0 and n < total:
                 self.checkpoint({})
+
+    def _log_row(self, metrics: dict) -> dict:
+        """The logged floats; under torchrun averaged over ranks, with the ranks' stop flags."""
+        if self.ctx is None:
+            return _to_floats(metrics)
+        keys = sorted(metrics)
+        values = [torch.as_tensor(metrics[k], dtype=torch.float32, device=self.device).reshape(()) for k in keys]
+        stop = torch.tensor(1.0 if self.control.stop.is_set() else 0.0, device=self.device)
+        mean = dist_.mean(torch.stack(values + [stop]), self.ctx).tolist()
+        self._stop = self._stop or mean[-1] > 0
+        return _to_floats(dict(zip(keys, mean[:-1])))
 
     def val_acc(self, model: nn.Module) -> float:
         val = self.split.val
@@ -432,8 +530,14 @@ class _Run:
                                                  amp=self.cfg.train.amp)
         return m
 
-    def checkpoint(self, metrics: dict) -> Path:
-        return save_state(self.out, self.state, self.cfg, self.model_cfg, self.dataset, metrics)
+    def checkpoint(self, metrics: dict) -> Path | None:
+        """Save (rank 0 writes; under torchrun every rank must call this, to send its generators)."""
+        if self.ctx is None:
+            return save_state(self.out, self.state, self.cfg, self.model_cfg, self.dataset, metrics)
+        rngs = dist_.gather_objects((self.state.index_gen.get_state(), self.state.aug_gen.get_state()), self.ctx)
+        if not self.ctx.is_main or self.out is None:
+            return None
+        return save_state(self.out, self.state, self.cfg, self.model_cfg, self.dataset, metrics, rngs)
 
 
 def _to_floats(metrics: dict) -> dict:

@@ -1,0 +1,90 @@
+"""Training with several processes (torchrun, gloo on the CPU): ranks in sync, rank 0 writes,
+exact resume, and the workspace CLI with sharded pseudo-labeling."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mpl_core import distributed
+from mpl_core.checkpoint import latest_checkpoint, load_checkpoint
+
+from conftest import ROOT, write_stripes_folder
+
+
+def torchrun(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def test_two_ranks_stay_in_sync_rank_0_writes_and_resume_is_exact(tmp_path):
+    torchrun(str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), cwd=tmp_path)
+    rank0 = load_file(tmp_path / "straight.rank0.safetensors")
+    rank1 = load_file(tmp_path / "straight.rank1.safetensors")
+    assert {k.split(".")[0] for k in rank0} == {"student", "teacher"}  # fine-tuned: the EMA was folded in
+    # Each rank drew other images (sharded), so only DDP's gradient averaging and the buffer sync
+    # keep them equal: weights, BatchNorm statistics, everything.
+    assert _max_diff(rank0, rank1) == 0.0
+    tensors, info = load_checkpoint(latest_checkpoint(tmp_path / "straight"))
+    assert info["world_size"] == 2 and "rng.rank1.index" in tensors
+    saved = {k.replace(".model.", ".", 1): v for k, v in tensors.items()
+             if k.startswith(("student.model.", "teacher.model."))}
+    assert _max_diff(saved, rank0) == 0.0  # the checkpoint holds what the ranks hold
+    # Stopped at step 10 (asked by rank 1 alone), then resumed from rank 0's checkpoint: the same
+    # final weights as the uninterrupted run, on both ranks.
+    assert _max_diff(load_file(tmp_path / "resumed.rank0.safetensors"), rank0) == 0.0
+    assert _max_diff(load_file(tmp_path / "resumed.rank1.safetensors"), rank1) == 0.0
+    # Only rank 0 was given folders, and nothing else was written beside them.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["resumed", "straight"]
+
+
+def test_torchrun_workspace_training_and_sharded_pseudo_labels_match_one_process(tmp_path):
+    write_stripes_folder(tmp_path / "stripes", unlabeled=41)  # odd: the ranks' shards differ in size
+    ws = ["--workspace", "w", "--data-root", str(tmp_path), "--quiet"]
+    small = ["--steps", "10", "--finetune-steps", "2", "--batch-size", "4", "--mu", "2", "--width", "4",
+             "--device", "cpu", "--checkpoint-every", "5"]
+    done = torchrun("-m", "mpl_core", "train", "--dataset", "stripes", *ws, *small, cwd=tmp_path)
+    assert "run 1: done" in done.stdout
+    assert done.stdout.count("run 1: done") == 1  # the other rank prints nothing
+    torchrun("-m", "mpl_core", "pseudo-label", *ws, cwd=tmp_path)
+    # The same model pseudo-labels the pool again in one process: the merged shards must agree.
+    one = subprocess.run([sys.executable, "-m", "mpl_core", "pseudo-label", *ws], cwd=tmp_path, text=True,
+                         capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert one.returncode == 0, one.stderr
+    from mpl_core.workspace import open_workspace
+    store = open_workspace("w", tmp_path).store
+    run = store.runs()[0]
+    assert run["status"] == "done" and run["checkpoint"] and run["config"]["train"]["batch_size"] == 4
+    assert [r["count"] for r in store.rounds()] == [41, 41]
+    sharded, single = store.pseudo_labels(1), store.pseudo_labels(2)
+    assert sharded.sample_ids == single.sample_ids
+    assert np.array_equal(sharded.label, single.label)
+    np.testing.assert_allclose(sharded.confidence, single.confidence, atol=1e-5)
+    rows = store.metric_rows(1)  # written once, by rank 0, averaged over the ranks
+    assert [r["step"] for r in rows if r["phase"] == "train"] == [10]
+
+
+def test_shards_cover_the_data_once_and_labeled_shards_hold_every_class():
+    ctxs = [distributed.DistContext(r, 3, r, "gloo") for r in range(3)]
+    labeled = torch.arange(100, 130)
+    labels = torch.arange(30) % 5  # 6 per class
+    shards = [distributed.shard(labeled, c, keys=labels) for c in ctxs]
+    assert sorted(torch.cat(shards).tolist()) == labeled.tolist()
+    for s in shards:
+        assert set((s - 100).remainder(5).tolist()) == set(range(5))
+    slices = [distributed.contiguous_shard(41, c) for c in ctxs]
+    assert [i for s in slices for i in range(41)[s]] == list(range(41))
+    with pytest.raises(Exception, match="cannot be shared among 3 processes"):
+        distributed.shard(torch.arange(2), ctxs[2])
