@@ -1,4 +1,4 @@
-"""The headless command line: `python -m mpl_core {train,evaluate,inspect,pseudo-label,review,retrain,export,status}`."""
+"""The headless command line: `python -m mpl_core {train,evaluate,inspect,pseudo-label,review,retrain,export,status,attach}`."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     x.add_argument("--out", required=True, help="file (csv, zip) or folder (label-studio, imagefolder, checkpoint)")
     x.add_argument("--run", type=int, default=None, help="checkpoint: run id (default: newest)")
+
+    at = sub.add_parser("attach", help="add a checkpoint trained elsewhere (train --out, torchrun) as a run")
+    _workspace_flags(at)
+    at.add_argument("checkpoint", help="a .safetensors checkpoint or the folder a run wrote to")
 
     s = sub.add_parser("status", help="runs, pseudo-label rounds and review counts of a workspace")
     _workspace_flags(s)
@@ -326,6 +330,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_attach(args) -> int:
+    from .attach import attach_checkpoint
+    ws = _workspace(args)
+    run_id = attach_checkpoint(ws, args.checkpoint)
+    run = ws.store.run(run_id)
+    print(f"run {run_id}: {run['status']}; {run['message']}")
+    _print_metrics(run["metrics"])
+    return 0
+
+
 def cmd_status(args) -> int:
     from .jobs import describe_holder, lock_is_held
     ws = _workspace(args)
@@ -399,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "inspect": cmd_inspect,
                 "pseudo-label": cmd_pseudo_label, "review": cmd_review, "retrain": cmd_retrain,
-                "export": cmd_export, "status": cmd_status}
+                "export": cmd_export, "status": cmd_status, "attach": cmd_attach}
     try:
         return handlers[args.command](args)
     except MPLStudioError as exc:

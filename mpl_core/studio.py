@@ -23,7 +23,7 @@ import numpy as np
 from .config import DataConfig, RunConfig
 from .errors import MPLStudioError
 from .store import PseudoLabelRows
-from .workspace import Workspace, create_workspace, list_workspaces, open_workspace
+from .workspace import Workspace, create_workspace, inside, list_workspaces, open_workspace
 
 SORTS = ("least sure first", "most sure first", "smallest margin first", "pool order")
 
@@ -172,6 +172,16 @@ class Studio:
 
     def runs(self, name: str) -> list[dict]:
         return self.open(name).store.runs()
+
+    def attach_checkpoint(self, name: str, path: str) -> int:
+        """Add a checkpoint trained elsewhere (e.g. `torchrun ... train --out runs/x`) as a run.
+
+        path is typed by a user, so it must lie inside the data folder."""
+        from .attach import attach_checkpoint
+        ws = self.open(name)
+        if not path.strip():
+            raise MPLStudioError("type the path of a checkpoint (.safetensors) or run folder inside the data folder")
+        return attach_checkpoint(ws, inside(path.strip(), self.data_root))
 
     def metric_rows(self, name: str, run_id: int) -> list[dict]:
         return self.open(name).store.metric_rows(run_id)

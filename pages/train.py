@@ -50,6 +50,17 @@ if resumable and not busy:
                 studio.start(name, "resume", run_id=int(pick))
                 st.rerun()
 
+if not busy:
+    with st.expander("Add a run trained elsewhere (torchrun on several GPUs, another machine)"):
+        st.caption("Copy the run's folder (what `torchrun ... -m mpl_core train --out FOLDER` wrote) under the data "
+                   "folder and give its path here, relative to the data folder. The newest checkpoint becomes a run "
+                   "of this workspace, with its curves, ready to pseudo-label and review.")
+        path = st.text_input("Checkpoint or run folder", placeholder="runs/cifar10-8gpu")
+        if st.button("Add as a run", icon=":material/add:"):
+            with ui.user_errors():
+                run_id = studio.attach_checkpoint(name, path)
+                st.success(f"Added as run {run_id}.")
+
 
 @st.fragment(run_every=ui.POLL_S)
 def live() -> None:
