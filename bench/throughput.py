@@ -7,15 +7,18 @@ Reference: per-sample PIL augmentation (random crop + flip; RandAugment(2, 10) +
 strong view) in DataLoader workers, fp32, contiguous (NCHW) tensors, one forward per view
 (`mpl_core.reference`). MPL Studio: uint8 images on the device, both views made on the device
 in whole batches (`mpl_core.augment`), one concatenated forward per model, channels_last, and
-optionally bf16 autocast. Both run the same MPL update on the same WRN-28-2.
-Prints steps/s, images/s, the ratio, and the achieved FLOP rate (and MFU when --peak-tflops is
-given, e.g. 989 for an H100's dense bf16).
+optionally bf16 autocast and torch.compile. Both run the same MPL update on the same WRN-28-2.
+Prints steps/s, images/s, the ratio, the time of the first steps (compilation), the FLOPs each
+loop computes per step (counted by torch: the concatenated forward also backpropagates through
+the weak view, as the official code's joint batch does, so it computes more than the reference)
+and the achieved FLOP rate (and MFU when --peak-tflops is given, e.g. 989 for an H100's dense bf16).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -74,7 +77,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_reference(images, labels, b, mu, steps, device, workers, model):
+def run_reference(images, labels, b, mu, steps, device, workers, model) -> Timing:
     teacher, student = learners(device, channels_last=False, model=model)
     algo = AlgorithmConfig(name="mpl", threshold=0.6)
     lab = DataLoader(PILViews(images[:4000], labels[:4000], strong=False), batch_size=b, shuffle=True,
@@ -92,8 +95,10 @@ def run_reference(images, labels, b, mu, steps, device, workers, model):
     return timed(one, steps, device)
 
 
-def run_fast(images, labels, b, mu, steps, device, amp, model):
+def run_fast(images, labels, b, mu, steps, device, amp, model, compile_=False) -> Timing:
     teacher, student = learners(device, channels_last=True, model=model)
+    if compile_:  # as TrainConfig.compile does it: one static-shape graph per pass
+        teacher.model, student.model = (torch.compile(m.model, dynamic=False) for m in (teacher, student))
     algo = AlgorithmConfig(name="mpl", threshold=0.6)
     imgs, labs = images.to(device), labels.to(device)
     gen, aug = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
@@ -110,31 +115,32 @@ def run_fast(images, labels, b, mu, steps, device, amp, model):
             m = mpl_step(teacher, student, batch, algo, step, state)
         if step % 10 == 0:
             float(m["t_loss"])  # one host sync per log, as the training loop does
-    return timed(one, steps, device)
+    return timed(one, steps, device, count=not compile_)
 
 
-def timed(one, steps, device, warmup=3) -> float:
+@dataclass
+class Timing:
+    steps_per_s: float
+    warmup_s: float  # the first steps (torch.compile compiles here)
+    flops: float  # FLOPs of one step, counted by torch (0 where it cannot count: compiled graphs)
+
+
+def timed(one, steps, device, warmup=3, count=True) -> Timing:
+    from torch.utils.flop_counter import FlopCounterMode
+    t0 = time.perf_counter()
     for s in range(warmup):
         one(s)
     sync(device)
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     for s in range(steps):
         one(warmup + s)
     sync(device)
-    return steps / (time.perf_counter() - t0)
-
-
-def step_flops(b, mu, device, model) -> float:
-    """FLOPs of one MPL step on WRN-28-2, counted by torch (forward + backward of both models)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    teacher, student = learners(device, channels_last=False, model=model)
-    x = torch.rand(b + 2 * b * mu, 3, 32, 32, device=device)
-    with FlopCounterMode(display=False) as counter:
-        teacher.model(x).sum().backward()  # teacher: forward + backward over all views
-        student.model(x[: b + b * mu]).sum().backward()  # student: labeled + strong, forward + backward
-        with torch.no_grad():
-            student.model(x[:b])  # the student's labeled loss after its update
-    return float(counter.get_total_flops())
+    rate = steps / (time.perf_counter() - t1)
+    if not count:
+        return Timing(rate, t1 - t0, 0.0)
+    with FlopCounterMode(display=False) as counter:  # one more step, counted: what this loop computes
+        one(warmup + steps)
+    return Timing(rate, t1 - t0, float(counter.get_total_flops()))
 
 
 def main() -> None:
@@ -147,6 +153,7 @@ def main() -> None:
     p.add_argument("--shape-b", type=int, default=0, help="override B")
     p.add_argument("--shape-mu", type=int, default=0, help="override mu")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak, for MFU")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (a minute each on a CPU)")
     args = p.parse_args()
     device = torch.device(args.device)
     b, mu = SHAPES[args.shape]
@@ -155,22 +162,27 @@ def main() -> None:
     images = torch.randint(0, 256, (6000, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (6000,), generator=gen)
     per_step = b * (1 + mu)
-    flops = step_flops(b, mu, device, args.model)
+    run = dict(images=images, labels=labels, b=b, mu=mu, steps=args.steps, device=device, model=args.model)
     rows = [("reference (PIL in DataLoader workers, fp32, a forward per view)",
-             run_reference(images, labels, b, mu, args.steps, device, args.workers, args.model))]
+             run_reference(workers=args.workers, **run))]
     rows.append(("MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
-                 run_fast(images, labels, b, mu, args.steps, device, amp=False, model=args.model)))
-    rows.append(("MPL Studio, bf16 autocast", run_fast(images, labels, b, mu, args.steps, device, amp=True, model=args.model)))
+                 run_fast(amp=False, **run)))
+    rows.append(("MPL Studio, bf16 autocast", run_fast(amp=True, **run)))
+    if not args.no_compile:
+        rows.append(("MPL Studio, fp32, torch.compile", run_fast(amp=False, compile_=True, **run)))
+        rows.append(("MPL Studio, bf16, torch.compile", run_fast(amp=True, compile_=True, **run)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}; "
-          f"{flops / 1e9:.1f} GFLOP per step")
-    print("| loop | steps/s | images/s | vs reference | TFLOP/s" + (" | MFU |" if args.peak_tflops else " |"))
-    print("|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
-    base = rows[0][1]
-    for label, rate in rows:
-        tflops = rate * flops / 1e12
+    print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}")
+    print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s"
+          + (" | MFU |" if args.peak_tflops else " |"))
+    print("|---|---|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
+    base, eager_flops = rows[0][1].steps_per_s, rows[1][1].flops
+    for label, t in rows:
+        flops = t.flops or eager_flops  # compiled graphs hide their FLOPs from the counter: the eager count
+        tflops = t.steps_per_s * flops / 1e12
         mfu = f" | {100 * tflops / args.peak_tflops:.1f}% |" if args.peak_tflops else " |"
-        print(f"| {label} | {rate:.2f} | {rate * per_step:,.0f} | {rate / base:.2f}x | {tflops:.3f}{mfu}")
+        print(f"| {label} | {t.steps_per_s:.2f} | {t.steps_per_s * per_step:,.0f} | {t.steps_per_s / base:.2f}x | "
+              f"{t.warmup_s:.1f} | {flops / 1e9:.1f} | {tflops:.3f}{mfu}")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" = cuda if present, else cpu
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # CPU threads for torch (0 = leave torch's default)
+    compile: bool = False  # torch.compile the training passes: a slow first minute, then faster steps
     seed: int = 0  # model init, sampling and augmentation
     balance_classes: bool = False  # labeled batches draw each class equally often (retrain rounds turn it
     # on: accepted pseudo-labels crowd into the easy classes)

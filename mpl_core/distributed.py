@@ -119,15 +119,6 @@ def mean(t: torch.Tensor, ctx: DistContext | None) -> torch.Tensor:
     return out / ctx.world_size
 
 
-def any_rank(flag: bool, ctx: DistContext | None, device: torch.device) -> bool:
-    """True on every rank if flag is True on any (a host sync: call it only when logging)."""
-    if ctx is None:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def sync_buffers(module: nn.Module, ctx: DistContext | None) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every rank, one broadcast per dtype.
 

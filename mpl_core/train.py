@@ -8,6 +8,7 @@ labeled data), evaluates on the validation split as it goes, checkpoints every
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -385,18 +386,18 @@ class _Run:
     ctx: dist_.DistContext | None = None  # the process group under torchrun
     saving: bool = False  # checkpoints are written (by rank 0; every rank takes part)
     sample_split: Split | None = None  # what this rank draws batches from
-    _ddp: dict = field(default_factory=dict)  # id(module) -> its DistributedDataParallel wrapper
+    _wrapped: dict = field(default_factory=dict)  # id(module) -> its DDP and/or compiled wrapper
     _stop: bool = False  # the ranks agreed to stop
 
     def step_once(self, step: int) -> dict:
         s, a = self.state, self.cfg.algorithm
         batch = _sample_batch(s, self.images, self.labels, self.sample_split, self.cfg, self.dataset.flip,
                               with_unlabeled=a.name != "supervised")
-        student = self._parallel(s.student)
-        with autocast_for(self.device, self.cfg.train.amp):
+        student = self._fast(s.student)
+        with autocast_for(self.device, self.cfg.train.amp), self._compile_fallback():
             if a.name == "mpl":
                 mean_across = (lambda t: dist_.mean(t, self.ctx)) if self.ctx else None
-                metrics = mpl_step(self._parallel(s.teacher), student, batch, a, step, s.feedback, mean_across)
+                metrics = mpl_step(self._fast(s.teacher), student, batch, a, step, s.feedback, mean_across)
             else:
                 metrics = SINGLE_MODEL_STEPS[a.name](student, batch, a, step)
         self._sync_buffers()
@@ -404,16 +405,30 @@ class _Run:
             s.ema.update(s.student.model)
         return metrics
 
-    def _parallel(self, learner: Learner | None) -> Learner | None:
-        """The learner with its model wrapped in DDP (several processes); the optimizer is shared."""
-        if self.ctx is None or learner is None:
+    def _fast(self, learner: Learner | None) -> Learner | None:
+        """The learner the step runs: its model wrapped in DDP (several processes) and compiled
+        (cfg.train.compile). The wrappers share the parameters and the optimizer; checkpoints, EMA
+        and evaluation use the plain module."""
+        if learner is None or (self.ctx is None and not self.cfg.train.compile):
             return learner
         key = id(learner.model)
-        if key not in self._ddp:
-            # Buffers are synced once per step by _sync_buffers rather than before every forward.
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp[key] = DistributedDataParallel(learner.model, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
-        return dataclasses.replace(learner, model=self._ddp[key])
+        if key not in self._wrapped:
+            model = learner.model
+            if self.ctx is not None:
+                # Buffers are synced once per step by _sync_buffers rather than before every forward.
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                model = DistributedDataParallel(model, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
+            if self.cfg.train.compile:
+                model = torch.compile(model, dynamic=False)  # a graph per batch shape: three per MPL step
+            self._wrapped[key] = model
+        return dataclasses.replace(learner, model=self._wrapped[key])
+
+    def _compile_fallback(self):
+        """Where torch.compile cannot compile (no C++ compiler, an unsupported op), run eagerly."""
+        if not self.cfg.train.compile:
+            return contextlib.nullcontext()
+        import torch._dynamo.config
+        return torch._dynamo.config.patch(suppress_errors=True)
 
     def _sync_buffers(self) -> None:
         if self.ctx is not None:
@@ -459,8 +474,8 @@ class _Run:
         s = self.state
         batch = _sample_batch(s, self.images, self.labels, self.sample_split, self.cfg, self.dataset.flip,
                               with_unlabeled=False)
-        with autocast_for(self.device, self.cfg.train.amp):
-            metrics = supervised_step(self._parallel(s.student), batch, self.cfg.algorithm, s.finetune_step)
+        with autocast_for(self.device, self.cfg.train.amp), self._compile_fallback():
+            metrics = supervised_step(self._fast(s.student), batch, self.cfg.algorithm, s.finetune_step)
         self._sync_buffers()
         s.finetune_step += 1
         return {"finetune_loss": metrics["loss"]}
