@@ -417,18 +417,20 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "inspect": cmd_inspect,
                 "pseudo-label": cmd_pseudo_label, "review": cmd_review, "retrain": cmd_retrain,
                 "export": cmd_export, "status": cmd_status, "attach": cmd_attach}
+    code = 1
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
     except MPLStudioError as exc:
         print(f"error: {_rank_prefix()}{exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+        code = 130
     finally:
         if "torch.distributed" in sys.modules:
             from . import distributed
-            distributed.shutdown()
+            distributed.shutdown(ok=code == 0)
+    return code
 
 
 def _rank_prefix() -> str:

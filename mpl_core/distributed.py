@@ -77,8 +77,15 @@ def current() -> DistContext | None:
                        dist.get_backend())
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group. After success, wait for every rank first: a rank that tore the
+    group down while another's last message was still in flight would abort it. After a failure,
+    do not wait (the others may be stuck in a collective that will never complete): the process
+    exits non-zero and torchrun stops the rest."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if ok:
+        dist.barrier()
         dist.destroy_process_group()
 
 
