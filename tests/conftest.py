@@ -37,8 +37,7 @@ def stripes(n: int, label: int, gen: torch.Generator, size: int = 16) -> torch.T
     return ((pattern * 0.7 + noise) * 255).clamp(0, 255).to(torch.uint8)[:, None]
 
 
-@pytest.fixture
-def tiny_dataset() -> Dataset:
+def stripes_dataset() -> Dataset:
     """Two-class synthetic stripes: 120 per class in the pool, 50 per class in test."""
     gen = torch.Generator().manual_seed(0)
 
@@ -48,6 +47,11 @@ def tiny_dataset() -> Dataset:
         return ImageSet(imgs, labels, [f"{prefix}/{i:04d}" for i in range(2 * n)])
 
     return Dataset("stripes", ["horizontal", "vertical"], make(120, "train"), make(50, "test"), fully_labeled=True)
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    return stripes_dataset()
 
 
 def tiny_config(algorithm: str = "mpl", **train) -> RunConfig:

@@ -1,6 +1,6 @@
 """Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo): train MPL on the tiny
 stripes data twice (straight through, and stopped at step 10 then resumed) and save every rank's
-final weights and optimizer state for the test to compare.
+final weights and BatchNorm statistics for the test to compare.
 
     python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT_DIR
 """
@@ -15,22 +15,10 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import stripes, tiny_config  # noqa: E402
+from conftest import stripes_dataset, tiny_config  # noqa: E402
 from mpl_core import distributed  # noqa: E402
-from mpl_core.data import Dataset, ImageSet  # noqa: E402
 from mpl_core.splits import make_split  # noqa: E402
 from mpl_core.train import TrainControl, train  # noqa: E402
-
-
-def dataset() -> Dataset:
-    gen = torch.Generator().manual_seed(0)
-
-    def make(n, prefix):
-        imgs = torch.cat([stripes(n, 0, gen), stripes(n, 1, gen)])
-        labels = torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)])
-        return ImageSet(imgs, labels, [f"{prefix}/{i:04d}" for i in range(2 * n)])
-
-    return Dataset("stripes", ["horizontal", "vertical"], make(120, "train"), make(50, "test"), fully_labeled=True)
 
 
 def final_state(result) -> dict[str, torch.Tensor]:
@@ -46,7 +34,7 @@ def main() -> None:
     ctx = distributed.init("cpu")
     assert ctx is not None and ctx.world_size == 2
     torch.set_num_threads(1)
-    data = dataset()
+    data = stripes_dataset()
     cfg = tiny_config("mpl", steps=20, checkpoint_every=10, eval_every=10, finetune_steps=10)
     split = make_split(data, cfg.data)
 
