@@ -32,6 +32,7 @@ from .ema import ModelEMA
 from .errors import MPLStudioError
 from .inference import accuracy, autocast_for
 from .models import build_model, resolve_model_name
+from .sampling import IndexSampler, to_device
 from .splits import Split
 
 LOG_EVERY = 10  # steps between progress reports (each costs one host sync)
@@ -166,36 +167,20 @@ def _init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, ra
                   torch.Generator().manual_seed(t.seed + offset), aug_gen)
 
 
-def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, split: Split, cfg: RunConfig,
-                  flip: bool, with_unlabeled: bool = True) -> Batch:
+def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, sampler: IndexSampler,
+                  cfg: RunConfig, flip: bool, with_unlabeled: bool = True) -> Batch:
     """Draw a labeled and an unlabeled batch (with replacement) and make their views."""
-    t = cfg.train
-    if t.balance_classes:
-        li = _balanced_draw(split.labeled, labels, t.batch_size, state.index_gen)
-    else:
-        li = split.labeled[torch.randint(len(split.labeled), (t.batch_size,), generator=state.index_gen)]
-    x_l = weak_view(to_float(images[li.to(images.device)]), state.aug_gen, flip=flip)
-    y_l = labels[li.to(labels.device)]
+    t, device = cfg.train, images.device
+    li = to_device(sampler.labeled(t.batch_size, state.index_gen), device)
+    x_l = weak_view(to_float(images[li]), state.aug_gen, flip=flip)
+    y_l = labels[li]
     if not with_unlabeled:
         empty = x_l[:0]
         return Batch(_cl(x_l), y_l, empty, empty)
-    stream = split.unlabeled_stream()
-    ui = stream[torch.randint(len(stream), (t.batch_size * t.mu,), generator=state.index_gen)]
-    u = to_float(images[ui.to(images.device)])
+    ui = to_device(sampler.unlabeled(t.batch_size * t.mu, state.index_gen), device)
+    u = to_float(images[ui])
     return Batch(_cl(x_l), y_l, _cl(weak_view(u, state.aug_gen, flip=flip)),
                  _cl(strong_view(u, state.aug_gen, flip=flip)))
-
-
-def _balanced_draw(labeled: torch.Tensor, labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    """n labeled indices: a class uniformly among those present, then a member of it uniformly."""
-    y = labels[labeled.to(labels.device)].cpu()
-    order = torch.argsort(y, stable=True)
-    by_class = labeled[order]  # labeled indices grouped by class
-    classes, counts = torch.unique_consecutive(y[order], return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    pick = torch.randint(len(classes), (n,), generator=gen)
-    offset = (torch.rand(n, generator=gen) * counts[pick]).long().clamp_max(counts[pick] - 1)
-    return by_class[starts[pick] + offset]
 
 
 def _cl(x: torch.Tensor) -> torch.Tensor:
@@ -322,7 +307,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     labels = dataset.train.labels.to(device)
     history: list[dict] = []
     run = _Run(cfg, dataset, split, device, images, labels, state, out, model_cfg, on_progress, control, history,
-               ctx=ctx, saving=saving, sample_split=_shard_split(split, dataset.train.labels, ctx))
+               ctx=ctx, saving=saving, sampler=IndexSampler.build(_shard_split(split, dataset.train.labels, ctx),
+                                                                  dataset.train.labels, cfg.train.balance_classes))
     if state.phase == "train":
         run.main_phase()
     if state.phase == "finetune" and not run.stop_requested():
@@ -385,13 +371,13 @@ class _Run:
     history: list
     ctx: dist_.DistContext | None = None  # the process group under torchrun
     saving: bool = False  # checkpoints are written (by rank 0; every rank takes part)
-    sample_split: Split | None = None  # what this rank draws batches from
+    sampler: IndexSampler | None = None  # draws this rank's batches
     _wrapped: dict = field(default_factory=dict)  # id(module) -> its DDP and/or compiled wrapper
     _stop: bool = False  # the ranks agreed to stop
 
     def step_once(self, step: int) -> dict:
         s, a = self.state, self.cfg.algorithm
-        batch = _sample_batch(s, self.images, self.labels, self.sample_split, self.cfg, self.dataset.flip,
+        batch = _sample_batch(s, self.images, self.labels, self.sampler, self.cfg, self.dataset.flip,
                               with_unlabeled=a.name != "supervised")
         student = self._fast(s.student)
         with autocast_for(self.device, self.cfg.train.amp), self._compile_fallback():
@@ -472,7 +458,7 @@ class _Run:
 
     def _advance_finetune(self) -> dict:
         s = self.state
-        batch = _sample_batch(s, self.images, self.labels, self.sample_split, self.cfg, self.dataset.flip,
+        batch = _sample_batch(s, self.images, self.labels, self.sampler, self.cfg, self.dataset.flip,
                               with_unlabeled=False)
         with autocast_for(self.device, self.cfg.train.amp), self._compile_fallback():
             metrics = supervised_step(self._fast(s.student), batch, self.cfg.algorithm, s.finetune_step)

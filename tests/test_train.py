@@ -97,10 +97,12 @@ def test_same_seed_same_model_and_global_rng_untouched(tiny_dataset):
 
 
 def test_balanced_draw_gives_each_class_its_share():
-    from mpl_core.train import _balanced_draw
+    from mpl_core.sampling import IndexSampler
+    from mpl_core.splits import Split
     labeled = torch.arange(1000)
     labels = torch.cat([torch.zeros(990, dtype=torch.int64), torch.ones(10, dtype=torch.int64)])
-    drawn = _balanced_draw(labeled, labels, 4000, torch.Generator().manual_seed(0))
+    sampler = IndexSampler.build(Split(labeled, labeled[:0], torch.arange(5)), labels, balance=True)
+    drawn = sampler.labeled(4000, torch.Generator().manual_seed(0))
     share = (labels[drawn] == 1).float().mean().item()
     assert 0.45 < share < 0.55  # 1% of the labels, half of the draws
     assert set(drawn[labels[drawn] == 1].tolist()) == set(range(990, 1000))
