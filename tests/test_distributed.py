@@ -88,3 +88,20 @@ def test_shards_cover_the_data_once_and_labeled_shards_hold_every_class():
     assert [i for s in slices for i in range(41)[s]] == list(range(41))
     with pytest.raises(Exception, match="cannot be shared among 3 processes"):
         distributed.shard(torch.arange(2), ctxs[2])
+
+
+def test_processes_that_see_different_data_or_lack_gpus_get_a_clear_error(monkeypatch):
+    from mpl_core import cli
+    from mpl_core.errors import MPLStudioError
+    from mpl_core.splits import Split
+    ctx = distributed.DistContext(0, 2, 0, "gloo")
+    split = Split(torch.arange(4), torch.arange(2), torch.arange(10))
+    monkeypatch.setattr(distributed, "all_gather_objects", lambda obj, c: [obj, {**obj, "unlabeled": 9}])
+    with pytest.raises(MPLStudioError, match="the processes see different data"):
+        cli._check_same_data(split, ctx)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(MPLStudioError, match="2 processes on this machine need 2 GPUs, and it has 1"):
+        distributed.init("cuda")
