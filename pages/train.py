@@ -26,7 +26,11 @@ with st.form("train-settings"):
         sign = a[1].selectbox("MPL feedback sign", FEEDBACK_SIGNS, help="derivation (default) or the official code's")
         lr = a[2].number_input("Learning rate", 0.0001, 1.0, 0.05, format="%.4f")
         seed = a[3].number_input("Seed", 0, 2**31 - 1, 0)
-        device = st.selectbox("Device", ["auto", "cpu", "cuda"], help="auto = the GPU when there is one")
+        d = st.columns(2)
+        device = d[0].selectbox("Device", ["auto", "cpu", "cuda"], help="auto = the GPU when there is one")
+        compiled = d[1].checkbox("Compile the model (torch.compile)",
+                                 help="About a minute of compiling at the start, then 10-20% faster steps on a CPU; "
+                                      "worth it for long runs")
     start = st.form_submit_button("Start training", type="primary", disabled=busy, icon=":material/play_arrow:")
 if start:
     with ui.user_errors():
@@ -36,6 +40,7 @@ if start:
         cfg.algorithm.threshold = float(threshold) if threshold > 0 else None
         cfg.algorithm.feedback_sign = sign
         cfg.train.lr, cfg.train.seed, cfg.train.device = float(lr), int(seed), device
+        cfg.train.compile = bool(compiled)
         studio.start(name, "train", cfg=cfg)
         st.rerun()
 
