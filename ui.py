@@ -84,9 +84,10 @@ def workspace_or_stop() -> str:
 
 
 def job_active(name: str) -> bool:
-    """Whether this app's job for the workspace is still running (start buttons are disabled then)."""
+    """Whether a job runs on the workspace, from this app or another process (start buttons are
+    disabled then)."""
     job = get_studio().job(name)
-    return job is not None and job.status().active
+    return (job is not None and job.status().active) or get_studio().outside_job(name) is not None
 
 
 def reviewer() -> str:
@@ -107,6 +108,10 @@ def pct(v) -> str:
 def job_status_block(name: str, controls: bool = True) -> None:
     """State, progress bar with ETA, device, message and pause/resume/stop of the workspace's job."""
     job = get_studio().job(name)
+    outside = get_studio().outside_job(name)
+    if outside is not None:
+        outside_job_block(outside)
+        return
     if job is None:
         st.caption("No job started from this app for this workspace yet.")
         return
@@ -131,6 +136,15 @@ def job_status_block(name: str, controls: bool = True) -> None:
         else:
             c1.button("Pause", on_click=job.pause, icon=":material/pause:", key=f"pause-{name}")
         c2.button("Stop", on_click=job.stop, icon=":material/stop:", key=f"stop-{name}")
+
+
+def outside_job_block(job: dict) -> None:
+    """A job another process runs here (the command line, torchrun): shown, not controlled."""
+    st.info(f"A job started outside the app is running: {plain(job['description'])}. It is stopped where it "
+            "was started (Ctrl-C); its run resumes from the last checkpoint.", icon=":material/terminal:")
+    if job["total"]:
+        st.progress(min(1.0, job["step"] / job["total"]),
+                    text=f"run {job['run_id']} · {job['phase']} · step {job['step']}/{job['total']} (as last logged)")
 
 
 _CURVES: dict[tuple, tuple[int, list]] = {}  # (workspace, run) -> (rows drawn, figures)

@@ -104,11 +104,19 @@ class JobLock:
             self._fd = None
 
 
-def describe_holder(path) -> str:
+def read_holder(path) -> dict:
+    """What the holder of the workspace's lock wrote about itself ({} if unreadable)."""
     try:
         with open(path) as f:
             h = json.loads(f.read() or "{}")
     except (OSError, ValueError):
+        return {}
+    return h if isinstance(h, dict) else {}
+
+
+def describe_holder(path) -> str:
+    h = read_holder(path)
+    if not h:
         return "unknown job"
     when = time.strftime("%H:%M", time.localtime(h.get("started", 0)))
     run = f" run {h['run_id']}" if h.get("run_id") else ""

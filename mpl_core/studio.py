@@ -173,6 +173,29 @@ class Studio:
     def runs(self, name: str) -> list[dict]:
         return self.open(name).store.runs()
 
+    def outside_job(self, name: str) -> dict | None:
+        """A job another process runs on the workspace (the CLI, torchrun), or None: who runs it and
+        how far its run is, from the metrics it logs to the store."""
+        from .jobs import describe_holder, lock_is_held, read_holder
+        own = self.job(name)
+        ws = self.open(name)
+        if (own is not None and own.status().active) or not lock_is_held(ws.lock_path):
+            return None
+        holder = read_holder(ws.lock_path)
+        out = {"description": describe_holder(ws.lock_path), "kind": holder.get("kind", ""),
+               "run_id": holder.get("run_id"), "phase": "", "step": 0, "total": 0}
+        if out["run_id"]:
+            try:
+                run = ws.store.run(int(out["run_id"]))
+            except (MPLStudioError, ValueError):
+                return out
+            rows = ws.store.metric_rows(run["id"])
+            if rows:
+                t = run["config"]["train"]
+                out["phase"], out["step"] = rows[-1]["phase"], int(rows[-1]["step"])
+                out["total"] = t["steps"] if out["phase"] == "train" else t["finetune_steps"]
+        return out
+
     def attach_checkpoint(self, name: str, path: str) -> int:
         """Add a checkpoint trained elsewhere (e.g. `torchrun ... train --out runs/x`) as a run.
 

@@ -124,3 +124,25 @@ def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_d
     assert any("retrying with batch size 32" in w.value for w in at.warning)
     for page in PAGES:  # every page still renders
         assert not app(page, reviewed_root).run().exception
+
+
+def test_a_job_from_another_process_shows_its_progress_and_blocks_starts(reviewed_root):
+    """torchrun or the CLI training in the workspace: the Train page shows who and how far."""
+    import time
+    from mpl_core.jobs import JobLock
+    from mpl_core.workspace import open_workspace
+    ws = open_workspace("tiny", reviewed_root)
+    run_id = ws.store.create_run("train", tiny_run_config("mpl").to_dict())
+    ws.store.add_metrics(run_id, 3, "train", {"t_loss": 1.0})
+    lock = JobLock(ws.lock_path)  # another open file: held against this process's checks too
+    lock.acquire({"kind": "train", "pid": 4242, "started": time.time(), "run_id": run_id})
+    try:
+        at = app("pages/train.py", reviewed_root).run()
+        assert not at.exception
+        assert any("started outside the app" in i.value and "process 4242" in i.value for i in at.info)
+        assert next(b for b in at.button if b.label == "Start training").disabled
+    finally:
+        lock.release()
+    at = app("pages/train.py", reviewed_root).run()
+    assert not any("outside the app" in i.value for i in at.info)
+    assert not next(b for b in at.button if b.label == "Start training").disabled
