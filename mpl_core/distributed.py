@@ -155,7 +155,7 @@ def _object_device(ctx: DistContext) -> torch.device:
 def shard(indices: torch.Tensor, ctx: DistContext | None, keys: torch.Tensor | None = None) -> torch.Tensor:
     """This rank's share of indices: every world_size-th after sorting by keys (e.g. the class),
     so each rank's labeled shard holds every class that has at least world_size images."""
-    if ctx is None:
+    if ctx is None or len(indices) == 0:  # nothing to share (e.g. a retrain that accepted the whole pool)
         return indices
     order = torch.argsort(keys, stable=True) if keys is not None else torch.arange(len(indices))
     mine = indices[order][ctx.rank:: ctx.world_size]

@@ -74,6 +74,13 @@ def test_torchrun_workspace_training_and_sharded_pseudo_labels_match_one_process
     np.testing.assert_allclose(sharded.confidence, single.confidence, atol=1e-5)
     rows = store.metric_rows(1)  # written once, by rank 0, averaged over the ranks
     assert [r["step"] for r in rows if r["phase"] == "train"] == [10]
+    # A retrain round: rank 0 reads the decisions and sends the reviewed labels to the other rank.
+    from mpl_core.cli import main
+    assert main(["review", *ws, "--accept-above", "0.0", "--class", "vertical"]) == 0
+    accepted = int((single.label == 1).sum())
+    done = torchrun("-m", "mpl_core", "retrain", *ws, *small, cwd=tmp_path)
+    assert f"labels used {12 + accepted} (given 12, accepted {accepted}," in done.stdout
+    assert store.runs()[-1]["status"] == "done" and store.runs()[-1]["kind"] == "retrain"
 
 
 def test_shards_cover_the_data_once_and_labeled_shards_hold_every_class():
