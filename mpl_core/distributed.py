@@ -65,7 +65,9 @@ def init(device: str = "auto") -> DistContext | None:
     use_gpu = device != "cpu" and gpus >= local_world
     if use_gpu:
         torch.cuda.set_device(local_rank)  # before the group: NCCL binds each rank to its GPU
-    dist.init_process_group("nccl" if use_gpu else "gloo", timeout=TIMEOUT)
+        dist.init_process_group("nccl", timeout=TIMEOUT, device_id=torch.device("cuda", local_rank))
+    else:
+        dist.init_process_group("gloo", timeout=TIMEOUT)
     return current()
 
 
@@ -85,7 +87,8 @@ def shutdown(ok: bool = True) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if ok:
-        dist.barrier()
+        ctx = current()
+        dist.barrier(device_ids=[ctx.local_rank] if ctx and ctx.backend == "nccl" else None)
         dist.destroy_process_group()
 
 
