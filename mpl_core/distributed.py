@@ -130,19 +130,26 @@ def mean(t: torch.Tensor, ctx: DistContext | None) -> torch.Tensor:
 
 
 def sync_buffers(module: nn.Module, ctx: DistContext | None) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, one broadcast per dtype.
+    """Make every rank's buffers equal: BatchNorm's running statistics become their mean over the
+    ranks, integer buffers (batch counters) rank 0's. One collective per dtype.
 
-    DDP averages gradients but each rank's BatchNorm updates its running statistics from its own
-    batch; syncing them after each step keeps every rank's model (and EMA) identical to rank 0's.
+    DDP averages gradients, but each rank's BatchNorm updates its running statistics from its own
+    batch. Averaging them after each step keeps every rank's model (and EMA) identical and lets the
+    statistics see every rank's images; copying rank 0's instead would estimate them from rank 0's
+    shard alone, which matters when a fine-tune sees only a few labeled images per rank.
     """
     if ctx is None:
         return
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for b in module.buffers():
         by_dtype.setdefault(b.dtype, []).append(b)
-    for buffers in by_dtype.values():
+    for dtype, buffers in by_dtype.items():
         flat = torch.cat([b.reshape(-1) for b in buffers])
-        dist.broadcast(flat, src=0)
+        if dtype.is_floating_point:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= ctx.world_size
+        else:
+            dist.broadcast(flat, src=0)
         offset = 0
         for b in buffers:
             b.copy_(flat[offset: offset + b.numel()].view_as(b))
