@@ -32,6 +32,7 @@ from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
 from mpl_core.inference import autocast_for  # noqa: E402
 from mpl_core.models import build_model  # noqa: E402
 from mpl_core.reference import reference_mpl_step  # noqa: E402
+from mpl_core.sampling import to_device  # noqa: E402
 from mpl_core.train import make_learner  # noqa: E402
 
 SHAPES = {"cpu": (8, 2), "paper": (128, 7)}
@@ -80,16 +81,17 @@ def sync(device):
 def run_reference(images, labels, b, mu, steps, device, workers, model) -> Timing:
     teacher, student = learners(device, channels_last=False, model=model)
     algo = AlgorithmConfig(name="mpl", threshold=0.6)
+    pin = device.type == "cuda"  # as the ports do: pinned batches, so the copies can overlap
     lab = DataLoader(PILViews(images[:4000], labels[:4000], strong=False), batch_size=b, shuffle=True,
-                     num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+                     num_workers=workers, drop_last=True, persistent_workers=workers > 0, pin_memory=pin)
     unl = DataLoader(PILViews(images, labels, strong=True), batch_size=b * mu, shuffle=True,
-                     num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+                     num_workers=workers, drop_last=True, persistent_workers=workers > 0, pin_memory=pin)
     li, ui, state = iter(lab), iter(unl), FeedbackState()
 
     def one(step):
         x_l, y_l = next(li)
         u_w, u_s = next(ui)
-        batch = Batch(x_l.to(device), y_l.to(device), u_w.to(device), u_s.to(device))
+        batch = Batch(*(t.to(device, non_blocking=True) for t in (x_l, y_l, u_w, u_s)))
         m = reference_mpl_step(teacher, student, batch, algo, step, state)
         float(m["t_loss"])  # the ports log (and so sync) every step
     return timed(one, steps, device)
@@ -105,8 +107,8 @@ def run_fast(images, labels, b, mu, steps, device, amp, model, compile_=False) -
     state = FeedbackState()
 
     def one(step):
-        li = torch.randint(4000, (b,), generator=gen).to(device, non_blocking=True)
-        ui = torch.randint(len(imgs), (b * mu,), generator=gen).to(device, non_blocking=True)
+        li = to_device(torch.randint(4000, (b,), generator=gen), device)  # as the training loop does
+        ui = to_device(torch.randint(len(imgs), (b * mu,), generator=gen), device)
         u = to_float(imgs[ui])
         cl = torch.channels_last
         batch = Batch(weak_view(to_float(imgs[li]), aug).contiguous(memory_format=cl), labs[li],
