@@ -44,7 +44,8 @@ def attach_checkpoint(ws: Workspace, path: str | Path) -> int:
     if not done:
         message += f"; stopped at step {info['step']}, resume to continue"
     ws.store.update_run(run_id, status="done" if done else "stopped", checkpoint=str(target),
-                        metrics=info.get("metrics") or {}, message=message + data_note)
+                        metrics={**(info.get("metrics") or {}), **({"processes": procs} if procs > 1 else {})},
+                        message=message + data_note)
     return run_id
 
 

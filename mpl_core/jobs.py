@@ -348,6 +348,8 @@ def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int,
                                      "again with a smaller --batch-size (it resumes from the last checkpoint)") from exc
             cfg = _halve_batch(job, cfg, run_id, exc)  # resumes from the newest checkpoint
     metrics = {**result.metrics, **extra, "labels_used": len(split.labeled), "step": result.step}
+    if (ctx := dist_.current()) is not None:
+        metrics["processes"] = ctx.world_size
     status = "stopped" if result.stopped else "done"
     store.update_run(run_id, status=status, checkpoint=str(result.checkpoint) if result.checkpoint else None,
                      metrics=metrics, message="stopped; resume to continue" if result.stopped else "")

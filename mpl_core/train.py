@@ -110,9 +110,12 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def device_label(device: torch.device) -> str:
+    """e.g. "cuda (NVIDIA H100)", "cpu (2 threads)"; under torchrun "8 processes × cuda (...)"."""
+    ctx = dist_.current()
+    procs = f"{ctx.world_size} processes × " if ctx else ""
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+        return f"{procs}cuda ({torch.cuda.get_device_name(device)})"
+    return f"{procs}cpu ({torch.get_num_threads()} threads)"
 
 
 def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> ModelConfig:

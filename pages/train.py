@@ -87,6 +87,7 @@ if runs:
     st.dataframe(pd.DataFrame([{"run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"],
                                 "status": r["status"], "test accuracy": r["metrics"].get("test_acc"),
                                 "teacher test accuracy": r["metrics"].get("teacher_test_acc"),
+                                "processes": r["metrics"].get("processes", 1),
                                 "message": r["message"]} for r in runs]),
                  hide_index=True, column_config={
                      "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),

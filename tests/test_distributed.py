@@ -67,6 +67,7 @@ def test_torchrun_workspace_training_and_sharded_pseudo_labels_match_one_process
     store = open_workspace("w", tmp_path).store
     run = store.runs()[0]
     assert run["status"] == "done" and run["checkpoint"] and run["config"]["train"]["batch_size"] == 4
+    assert run["metrics"]["processes"] == 2
     assert [r["count"] for r in store.rounds()] == [41, 41]
     sharded, single = store.pseudo_labels(1), store.pseudo_labels(2)
     assert sharded.sample_ids == single.sample_ids
