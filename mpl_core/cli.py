@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -412,11 +413,16 @@ def cmd_inspect(args) -> int:
     return 1 if unusable else 0
 
 
+_PARALLEL_COMMANDS = ("train", "pseudo-label", "retrain")  # the ones that use every torchrun process
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "inspect": cmd_inspect,
                 "pseudo-label": cmd_pseudo_label, "review": cmd_review, "retrain": cmd_retrain,
                 "export": cmd_export, "status": cmd_status, "attach": cmd_attach}
+    if args.command not in _PARALLEL_COMMANDS and os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, a one-process command (review, export, ...) runs once, on rank 0
     code = 1
     try:
         code = handlers[args.command](args)
@@ -435,5 +441,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rank_prefix() -> str:
     """'rank 3: ' under torchrun, so that an error names the process it came from."""
-    import os
     return f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""

@@ -113,3 +113,14 @@ def test_processes_that_see_different_data_or_lack_gpus_get_a_clear_error(monkey
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(MPLStudioError, match="2 processes on this machine need 2 GPUs, and it has 1"):
         distributed.init("cuda")
+
+
+def test_one_process_commands_run_once_under_torchrun(tmp_path, monkeypatch, capsys):
+    from mpl_core.cli import main
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["status", "--workspace", "nope", "--data-root", str(tmp_path)]) == 0  # rank 1: does nothing
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["status", "--workspace", "nope", "--data-root", str(tmp_path)]) == 2
+    assert "rank 0: " in capsys.readouterr().err
