@@ -228,6 +228,11 @@ class Store:
             con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
                             [(run_id, step, phase, k, float(v)) for k, v in values.items()])
 
+    def last_logged(self, run_id: int) -> tuple[str, int] | None:
+        """(phase, step) of the run's newest metrics row, or None: progress without reading them all."""
+        rows = self._read("SELECT phase, step FROM metrics WHERE run_id = ? ORDER BY rowid DESC LIMIT 1", (run_id,))
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
     def metric_rows(self, run_id: int) -> list[dict]:
         """[{phase, step, name: value, ...}] in step order, one dict per logged step."""
         rows = self._read("SELECT phase, step, name, value FROM metrics WHERE run_id = ? ORDER BY rowid", (run_id,))

@@ -189,10 +189,10 @@ class Studio:
                 run = ws.store.run(int(out["run_id"]))
             except (MPLStudioError, ValueError):
                 return out
-            rows = ws.store.metric_rows(run["id"])
-            if rows:
+            last = ws.store.last_logged(run["id"])
+            if last:
                 t = run["config"]["train"]
-                out["phase"], out["step"] = rows[-1]["phase"], int(rows[-1]["step"])
+                out["phase"], out["step"] = last
                 out["total"] = t["steps"] if out["phase"] == "train" else t["finetune_steps"]
         return out
 

@@ -141,6 +141,8 @@ def test_a_job_from_another_process_shows_its_progress_and_blocks_starts(reviewe
         assert not at.exception
         assert any("started outside the app" in i.value and "process 4242" in i.value for i in at.info)
         assert next(b for b in at.button if b.label == "Start training").disabled
+        bars = [e.proto.text for e in at.get("progress")]
+        assert any(f"run {run_id} · train · step 3/6" in text for text in bars), bars
     finally:
         lock.release()
     at = app("pages/train.py", reviewed_root).run()
