@@ -97,11 +97,11 @@ def run_reference(images, labels, b, mu, steps, device, workers, model) -> Timin
     return timed(one, steps, device)
 
 
-def run_fast(images, labels, b, mu, steps, device, amp, model, compile_=False) -> Timing:
+def run_fast(images, labels, b, mu, steps, device, amp, model, compile_=False, views="joint") -> Timing:
     teacher, student = learners(device, channels_last=True, model=model)
     if compile_:  # as TrainConfig.compile does it: one static-shape graph per pass
         teacher.model, student.model = (torch.compile(m.model, dynamic=False) for m in (teacher, student))
-    algo = AlgorithmConfig(name="mpl", threshold=0.6)
+    algo = AlgorithmConfig(name="mpl", threshold=0.6, view_batches=views)
     imgs, labs = images.to(device), labels.to(device)
     gen, aug = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
     state = FeedbackState()
@@ -170,9 +170,12 @@ def main() -> None:
     rows.append(("MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
                  run_fast(amp=False, **run)))
     rows.append(("MPL Studio, bf16 autocast", run_fast(amp=True, **run)))
+    rows.append(("MPL Studio, fp32, separate view batches", run_fast(amp=False, views="separate", **run)))
     if not args.no_compile:
         rows.append(("MPL Studio, fp32, torch.compile", run_fast(amp=False, compile_=True, **run)))
         rows.append(("MPL Studio, bf16, torch.compile", run_fast(amp=True, compile_=True, **run)))
+        rows.append(("MPL Studio, fp32, separate view batches, torch.compile",
+                     run_fast(amp=False, compile_=True, views="separate", **run)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}")
     print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s"

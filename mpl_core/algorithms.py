@@ -139,18 +139,14 @@ def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmCon
     mean_across (several processes): averages a tensor over ranks, so that h is the student's
     change of loss on the whole labeled batch, as one process with the global batch computes it,
     and every rank keeps the same feedback baseline."""
-    b, n_u = len(batch.x_l), len(batch.u_weak)
-    # Teacher: one forward over labeled, weak and strong views.  (B + 2muB, K)
-    t_logits = teacher.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong]))
-    t_logits_l, t_logits_uw, t_logits_us = t_logits.float().split([b, n_u, n_u])
+    t_logits_l, t_logits_uw, t_logits_us = _teacher_logits(teacher, batch, cfg)
     t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
     t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
     t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
     pseudo = t_logits_us.detach().argmax(-1)  # (muB,) hard pseudo-labels on the strong view
 
     # Student: learn from the pseudo-labels; measure its labeled loss before and after.
-    s_logits = student.model(torch.cat([batch.x_l, batch.u_strong]))
-    s_logits_l, s_logits_us = s_logits.float().split([b, n_u])
+    s_logits_l, s_logits_us = _student_logits(student, batch, cfg)
     s_loss_before = F.cross_entropy(s_logits_l.detach(), batch.y_l)
     s_loss = F.cross_entropy(s_logits_us, pseudo)
     student.update(s_loss)
@@ -167,6 +163,35 @@ def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmCon
     return {"t_loss": t_loss.detach(), "t_loss_labeled": t_loss_l.detach(), "t_loss_uda": t_loss_u.detach(),
             "t_loss_mpl": t_loss_mpl.detach(), "s_loss": s_loss.detach(), "s_loss_labeled": s_loss_after,
             "h": h, "mask_rate": mask.mean()}
+
+
+def _teacher_logits(teacher: Learner, batch: Batch, cfg: AlgorithmConfig):
+    """The teacher's (labeled, weak, strong) logits, float32.
+
+    "joint" (the official code): one forward over all views, (B + 2muB, K); BatchNorm normalises
+    them together, so the backward pass also runs through the weak view. "separate" (the ports):
+    a forward per view, the weak one without a graph, since only its detached targets are used:
+    fewer FLOPs, each view normalised on its own.
+    """
+    if cfg.view_batches == "separate":
+        logits_l = teacher.model(batch.x_l)
+        with torch.no_grad():
+            logits_uw = teacher.model(batch.u_weak)
+        return logits_l.float(), logits_uw.float(), teacher.model(batch.u_strong).float()
+    b, n_u = len(batch.x_l), len(batch.u_weak)
+    logits = teacher.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong]))
+    return logits.float().split([b, n_u, n_u])
+
+
+def _student_logits(student: Learner, batch: Batch, cfg: AlgorithmConfig):
+    """The student's (labeled, strong) logits, float32; the labeled ones only measure its loss."""
+    if cfg.view_batches == "separate":
+        with torch.no_grad():
+            logits_l = student.model(batch.x_l)
+        return logits_l.float(), student.model(batch.u_strong).float()
+    b, n_u = len(batch.x_l), len(batch.u_strong)
+    logits = student.model(torch.cat([batch.x_l, batch.u_strong]))
+    return logits.float().split([b, n_u])
 
 
 SINGLE_MODEL_STEPS = {"supervised": supervised_step, "pseudo_label": pseudo_label_step, "uda": uda_step}

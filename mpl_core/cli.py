@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, RunConfig
+from .config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, VIEW_BATCHES, RunConfig
 from .errors import MPLStudioError
 from .presets import PRESETS, apply_preset
 
@@ -95,6 +95,9 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--threshold", type=float, default=None)
     t.add_argument("--feedback-sign", choices=FEEDBACK_SIGNS, default=None)
     t.add_argument("--feedback-baseline", type=float, default=None, help="EMA decay of h's baseline (0 = none)")
+    t.add_argument("--view-batches", choices=VIEW_BATCHES, default=None,
+                   help="MPL: joint = all views in one batch per model (official); separate = a pass per view "
+                        "(faster on a CPU, one process only)")
     t.add_argument("--model", default=None, help="cnn, wrn-28-2 or auto")
     t.add_argument("--width", type=int, default=None)
     t.add_argument("--max-unlabeled", type=int, default=None)
@@ -118,7 +121,8 @@ _FLAG_FIELDS = {  # CLI flag -> (config section, field)
     "lr": ("train", "lr"), "eval_every": ("train", "eval_every"), "checkpoint_every": ("train", "checkpoint_every"),
     "compile": ("train", "compile"),
     "threshold": ("algorithm", "threshold"), "feedback_sign": ("algorithm", "feedback_sign"),
-    "feedback_baseline": ("algorithm", "feedback_baseline"), "model": ("model", "name"), "width": ("model", "width"),
+    "feedback_baseline": ("algorithm", "feedback_baseline"), "view_batches": ("algorithm", "view_batches"),
+    "model": ("model", "name"), "width": ("model", "width"),
 }
 
 

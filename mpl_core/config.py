@@ -8,6 +8,7 @@ from .errors import MPLStudioError
 
 ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")
+VIEW_BATCHES = ("joint", "separate")
 EXPORT_FORMATS = ("csv", "label-studio", "imagefolder", "imagefolder-zip", "checkpoint")
 # FixMatch's 0.95 for hard self-training; the official MPL code's 0.6 for UDA-style targets, whose
 # teacher is trained with label smoothing and so is rarely 95% sure.
@@ -46,6 +47,8 @@ class AlgorithmConfig:
     label_smoothing: float = 0.15  # teacher's labeled loss (the official code uses 0.15)
     feedback_sign: str = "derivation"  # "derivation": h = CE_before - CE_after; "official": opposite; "off"
     feedback_baseline: float = 0.0  # EMA decay of a moving-average baseline subtracted from h (0 = none)
+    view_batches: str = "joint"  # MPL: "joint" = each model sees all its views in one batch (official
+    # code); "separate" = one pass per view (the ports), cheaper on a CPU; BatchNorm statistics differ
 
 
 @dataclass
@@ -102,6 +105,8 @@ class RunConfig:
         _check(a.name in ALGORITHMS, f"algorithm must be one of {', '.join(ALGORITHMS)}, not {a.name!r}")
         _check(a.feedback_sign in FEEDBACK_SIGNS,
                f"feedback_sign must be one of {', '.join(FEEDBACK_SIGNS)}, not {a.feedback_sign!r}")
+        _check(a.view_batches in VIEW_BATCHES,
+               f"view_batches must be one of {', '.join(VIEW_BATCHES)}, not {a.view_batches!r}")
         _check(0.0 <= a.threshold <= 1.0, f"threshold must be between 0 and 1, got {a.threshold}")
         _check(a.temperature > 0, f"temperature must be positive, got {a.temperature}")
         _check(0.0 <= a.feedback_baseline < 1.0, "feedback_baseline is an EMA decay in [0, 1)")

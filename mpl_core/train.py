@@ -296,6 +296,9 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     cfg.validate()
     control = control or TrainControl()
     ctx = dist_.current()
+    if ctx and cfg.algorithm.name == "mpl" and cfg.algorithm.view_batches == "separate":
+        # DDP reduces gradients once per forward; the teacher's separate passes would be two.
+        raise MPLStudioError("view_batches 'separate' trains in one process only; use 'joint' under torchrun")
     device = ctx.device() if ctx else pick_device(cfg.train.device)
     model_cfg = resolve_model_config(cfg, dataset, split)
     state = _init_state(cfg, model_cfg, device, ctx.rank if ctx else 0)

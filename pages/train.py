@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core.config import ALGORITHMS, FEEDBACK_SIGNS
+from mpl_core.config import ALGORITHMS, FEEDBACK_SIGNS, VIEW_BATCHES
 from mpl_core.presets import PRESETS
 from mpl_core.studio import default_run_config
 
@@ -24,6 +24,9 @@ with st.form("train-settings"):
         threshold = a[0].number_input("Confidence threshold (0 = the algorithm's default)", 0.0, 1.0, 0.0, 0.05,
                                       help="defaults: 0.6 for UDA/MPL consistency, 0.95 for pseudo-labeling")
         sign = a[1].selectbox("MPL feedback sign", FEEDBACK_SIGNS, help="derivation (default) or the official code's")
+        views = a[1].selectbox("MPL view batches", VIEW_BATCHES,
+                               help="joint (default): each model sees all its views in one batch, as the official "
+                                    "code; separate: a pass per view, fewer computations (faster on a CPU)")
         lr = a[2].number_input("Learning rate", 0.0001, 1.0, 0.05, format="%.4f")
         seed = a[3].number_input("Seed", 0, 2**31 - 1, 0)
         d = st.columns(2)
@@ -39,6 +42,7 @@ if start:
             cfg.train.steps = int(steps)
         cfg.algorithm.threshold = float(threshold) if threshold > 0 else None
         cfg.algorithm.feedback_sign = sign
+        cfg.algorithm.view_batches = views
         cfg.train.lr, cfg.train.seed, cfg.train.device = float(lr), int(seed), device
         cfg.train.compile = bool(compiled)
         studio.start(name, "train", cfg=cfg)

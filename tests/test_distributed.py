@@ -124,3 +124,15 @@ def test_one_process_commands_run_once_under_torchrun(tmp_path, monkeypatch, cap
     monkeypatch.setenv("RANK", "0")
     assert main(["status", "--workspace", "nope", "--data-root", str(tmp_path)]) == 2
     assert "rank 0: " in capsys.readouterr().err
+
+
+def test_separate_view_batches_are_refused_under_torchrun(tiny_dataset, monkeypatch):
+    from conftest import tiny_config
+    from mpl_core.errors import MPLStudioError
+    from mpl_core.splits import make_split
+    from mpl_core.train import train
+    monkeypatch.setattr(distributed, "current", lambda: distributed.DistContext(0, 2, 0, "gloo"))
+    cfg = tiny_config("mpl")
+    cfg.algorithm.view_batches = "separate"
+    with pytest.raises(MPLStudioError, match="one process only"):
+        train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data))

@@ -11,7 +11,7 @@ from mpl_core.reference import reference_mpl_step
 from mpl_core.train import make_learner
 
 
-def _pair(name: str, channels_last: bool):
+def _pair(name: str, channels_last: bool, train_mode: bool = False):
     cfg = RunConfig(train=TrainConfig(steps=10, lr=0.05, warmup_steps=0))
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
@@ -20,7 +20,9 @@ def _pair(name: str, channels_last: bool):
                   build_model(ModelConfig(name=name, num_classes=4, in_channels=3, image_size=32, width=8))]
     learners = []
     for m in models:
-        m.eval()  # BatchNorm on running statistics: both formulations then compute the same function
+        # eval: BatchNorm on running statistics, where the joint and per-view formulations compute
+        # the same function; train: batch statistics, where only per-view passes match the reference
+        m.train(train_mode)
         if channels_last:
             m.to(memory_format=torch.channels_last)
         learners.append(make_learner(m, 0.01, cfg, 10, 0))
@@ -47,3 +49,29 @@ def test_fast_and_reference_steps_agree(model, sign):
         for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
             assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
     assert fast["t_loss"] != 0 and float(fast["h"]) != 0  # the check saw a real step
+
+
+def _run(algo, learners, batch, step_fn, steps=3):
+    (teacher, student), out = learners, []
+    for step in range(steps):
+        out.append(step_fn(teacher, student, batch, algo, step, FeedbackState()))
+    return out
+
+
+def test_separate_view_batches_match_the_reference_with_batch_statistics():
+    """view_batches="separate" runs the reference's passes (the weak ones without a graph), so it
+    matches the reference even with BatchNorm in training mode; "joint" does not, by design."""
+    base = dict(name="mpl", threshold=0.3, unlabeled_ramp_steps=0)
+    ref_learners, batch = _pair("cnn", channels_last=False, train_mode=True)
+    ref = _run(AlgorithmConfig(**base), ref_learners, batch, reference_mpl_step)
+    sep_learners, _ = _pair("cnn", channels_last=True, train_mode=True)
+    sep = _run(AlgorithmConfig(**base, view_batches="separate"), sep_learners, batch, mpl_step)
+    joint_learners, _ = _pair("cnn", channels_last=True, train_mode=True)
+    joint = _run(AlgorithmConfig(**base), joint_learners, batch, mpl_step)
+    for r, s in zip(ref, sep):
+        for key in r:
+            assert torch.allclose(s[key].float(), r[key].float(), rtol=1e-4, atol=1e-5), key
+    for a, b in zip(sep_learners, ref_learners):
+        for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+    assert not torch.allclose(joint[0]["t_loss"], ref[0]["t_loss"], rtol=1e-4)  # joint batches differ
