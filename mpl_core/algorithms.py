@@ -16,6 +16,10 @@ Where MPL here differs from the paper (Pham et al., CVPR 2021) and the official 
   the weak-view argmax and feeds back on the strong-view argmax.
 - The paper samples the pseudo-label from the teacher's distribution in its derivation; like
   both public implementations we use the argmax (lower variance).
+- `view_batches` picks how each model sees its views: "joint" (default, as the official code)
+  puts them in one batch, so BatchNorm normalises them together; "separate" (as ports that call
+  the model once per view) gives each view its own pass and skips the graph of the passes whose
+  outputs are only used detached: fewer FLOPs, and per-view batch statistics.
 """
 from __future__ import annotations
 
