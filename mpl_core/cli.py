@@ -97,7 +97,7 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--feedback-baseline", type=float, default=None, help="EMA decay of h's baseline (0 = none)")
     t.add_argument("--view-batches", choices=VIEW_BATCHES, default=None,
                    help="MPL: joint = all views in one batch per model (official); separate = a pass per view "
-                        "(faster on a CPU, one process only)")
+                        "(fewer FLOPs, faster on a CPU)")
     t.add_argument("--model", default=None, help="cnn, wrn-28-2 or auto")
     t.add_argument("--width", type=int, default=None)
     t.add_argument("--max-unlabeled", type=int, default=None)

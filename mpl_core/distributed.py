@@ -129,6 +129,26 @@ def mean(t: torch.Tensor, ctx: DistContext | None) -> torch.Tensor:
     return out / ctx.world_size
 
 
+def mean_grads(module: nn.Module, ctx: DistContext | None) -> None:
+    """Average the parameters' gradients over the ranks, one all-reduce per dtype: data parallelism
+    by hand, for steps that call a model more than once before its backward (which DDP refuses)."""
+    if ctx is None:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in module.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)  # every rank must send the same layout
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= ctx.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
 def sync_buffers(module: nn.Module, ctx: DistContext | None) -> None:
     """Make every rank's buffers equal: BatchNorm's running statistics become their mean over the
     ranks, integer buffers (batch counters) rank 0's. One collective per dtype.

@@ -296,9 +296,6 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     cfg.validate()
     control = control or TrainControl()
     ctx = dist_.current()
-    if ctx and cfg.algorithm.name == "mpl" and cfg.algorithm.view_batches == "separate":
-        # DDP reduces gradients once per forward; the teacher's separate passes would be two.
-        raise MPLStudioError("view_batches 'separate' trains in one process only; use 'joint' under torchrun")
     device = ctx.device() if ctx else pick_device(cfg.train.device)
     model_cfg = resolve_model_config(cfg, dataset, split)
     state = _init_state(cfg, model_cfg, device, ctx.rank if ctx else 0)
@@ -378,7 +375,7 @@ class _Run:
     ctx: dist_.DistContext | None = None  # the process group under torchrun
     saving: bool = False  # checkpoints are written (by rank 0; every rank takes part)
     sampler: IndexSampler | None = None  # draws this rank's batches
-    _wrapped: dict = field(default_factory=dict)  # id(module) -> its DDP and/or compiled wrapper
+    _wrapped: dict = field(default_factory=dict)  # (id(module), by hand) -> its DDP and/or compiled wrapper
     _stop: bool = False  # the ranks agreed to stop
 
     def step_once(self, step: int) -> dict:
@@ -403,17 +400,25 @@ class _Run:
         and evaluation use the plain module."""
         if learner is None or (self.ctx is None and not self.cfg.train.compile):
             return learner
-        key = id(learner.model)
+        by_hand = self.ctx is not None and self._several_forwards()
+        key = (id(learner.model), by_hand)
         if key not in self._wrapped:
             model = learner.model
-            if self.ctx is not None:
+            if self.ctx is not None and not by_hand:
                 # Buffers are synced once per step by _sync_buffers rather than before every forward.
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 model = DistributedDataParallel(model, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
             if self.cfg.train.compile:
                 model = torch.compile(model, dynamic=False)  # a graph per batch shape: three per MPL step
             self._wrapped[key] = model
+        if by_hand:  # DDP wants one forward per backward: average the gradients after it instead
+            return _GradMeanLearner(self._wrapped[key], learner.optimizer, learner.scheduler, self.ctx)
         return dataclasses.replace(learner, model=self._wrapped[key])
+
+    def _several_forwards(self) -> bool:
+        """Whether a step calls a model twice with a graph (MPL's separate view batches, main phase)."""
+        return (self.cfg.algorithm.name == "mpl" and self.cfg.algorithm.view_batches == "separate"
+                and self.state.phase == "train")
 
     def _compile_fallback(self):
         """Where torch.compile cannot compile (no C++ compiler, an unsupported op), run eagerly."""
@@ -545,6 +550,19 @@ class _Run:
         if not self.ctx.is_main or self.out is None:
             return None
         return save_state(self.out, self.state, self.cfg, self.model_cfg, self.dataset, metrics, rngs)
+
+
+@dataclass
+class _GradMeanLearner(Learner):
+    """A learner whose update averages the gradients over the ranks between backward and step."""
+    ctx: dist_.DistContext | None = None
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        dist_.mean_grads(self.model, self.ctx)
+        self.optimizer.step()
+        self.scheduler.step()
 
 
 def _to_floats(metrics: dict) -> dict:

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo): train MPL on the tiny
-stripes data twice (straight through, and stopped at step 10 then resumed) and save every rank's
+stripes data three times (straight through; stopped at step 10 then resumed; with separate view
+batches) and save every rank's
 final weights and BatchNorm statistics for the test to compare.
 
     python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT_DIR
@@ -53,6 +54,11 @@ def main() -> None:
     assert stopped.stopped and stopped.step == 10, (stopped.stopped, stopped.step)
     resumed = train(cfg, data, split, out_dir=out_dir("resumed"))
     save_file(final_state(resumed), str(out / f"resumed.rank{ctx.rank}.safetensors"))
+
+    # Separate view batches call the teacher twice before its backward: gradients averaged by hand.
+    cfg.algorithm.view_batches = "separate"
+    separate = train(cfg, data, split, out_dir=out_dir("separate"))
+    save_file(final_state(separate), str(out / f"separate.rank{ctx.rank}.safetensors"))
     distributed.shutdown()
 
 
