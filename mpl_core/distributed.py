@@ -134,19 +134,10 @@ def mean_grads(module: nn.Module, ctx: DistContext | None) -> None:
     by hand, for steps that call a model more than once before its backward (which DDP refuses)."""
     if ctx is None:
         return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for p in module.parameters():
         if p.grad is None:
             p.grad = torch.zeros_like(p)  # every rank must send the same layout
-        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-    for grads in by_dtype.values():
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= ctx.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset: offset + g.numel()].view_as(g))
-            offset += g.numel()
+    _agree([p.grad for p in module.parameters()], ctx)
 
 
 def sync_buffers(module: nn.Module, ctx: DistContext | None) -> None:
@@ -158,22 +149,27 @@ def sync_buffers(module: nn.Module, ctx: DistContext | None) -> None:
     statistics see every rank's images; copying rank 0's instead would estimate them from rank 0's
     shard alone, which matters when a fine-tune sees only a few labeled images per rank.
     """
-    if ctx is None:
-        return
+    if ctx is not None:
+        _agree(list(module.buffers()), ctx)
+
+
+def _agree(tensors: list[torch.Tensor], ctx: DistContext) -> None:
+    """In place on every rank: floating tensors become their mean over the ranks, others rank 0's.
+    The tensors of each dtype travel flattened together, in one collective."""
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for b in module.buffers():
-        by_dtype.setdefault(b.dtype, []).append(b)
-    for dtype, buffers in by_dtype.items():
-        flat = torch.cat([b.reshape(-1) for b in buffers])
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for dtype, group in by_dtype.items():
+        flat = torch.cat([t.reshape(-1) for t in group])
         if dtype.is_floating_point:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat /= ctx.world_size
         else:
             dist.broadcast(flat, src=0)
         offset = 0
-        for b in buffers:
-            b.copy_(flat[offset: offset + b.numel()].view_as(b))
-            offset += b.numel()
+        for t in group:
+            t.copy_(flat[offset: offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def _object_device(ctx: DistContext) -> torch.device:
