@@ -455,7 +455,7 @@ def follow(ws_name: str, data_root: str) -> dict:
     They read the workspace's images and checkpoints and write nothing: rank 0 sends the labels
     and split to train on, and gathers the pseudo-labels to store.
     """
-    from .pseudo_labels import predict_pool
+    from .pseudo_labels import pool_probabilities
     from .workspace import open_workspace
     ctx = dist_.current()
     plan = dist_.broadcast_object(None, ctx)
@@ -468,7 +468,8 @@ def follow(ws_name: str, data_root: str) -> dict:
         result = train(RunConfig.from_dict(plan["cfg"]), dataset, plan["split"], out_dir=None, resume=True)
         return result.metrics
     model, _ = load_model(plan["checkpoint"], plan["which"], device)
-    probs, _ = predict_pool(model, ws.dataset(), _my_shard(ws.split(), ctx), device)
+    mine = _my_shard(ws.split(), ctx).unlabeled  # rank 0 alone makes the validation predictions
+    probs = pool_probabilities(model, ws.dataset().train.images[mine], device)
     dist_.gather_objects(probs, ctx)
     return {"count": len(probs)}
 
