@@ -114,8 +114,9 @@ def read_holder(path) -> dict:
     return h if isinstance(h, dict) else {}
 
 
-def describe_holder(path) -> str:
-    h = read_holder(path)
+def describe_holder(path, holder: dict | None = None) -> str:
+    """'train run 3, started 14:02 by process 4242' from the lock file (or a holder already read)."""
+    h = holder if holder is not None else read_holder(path)
     if not h:
         return "unknown job"
     when = time.strftime("%H:%M", time.localtime(h.get("started", 0)))

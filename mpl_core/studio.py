@@ -182,7 +182,7 @@ class Studio:
         if (own is not None and own.status().active) or not lock_is_held(ws.lock_path):
             return None
         holder = read_holder(ws.lock_path)
-        out = {"description": describe_holder(ws.lock_path), "kind": holder.get("kind", ""),
+        out = {"description": describe_holder(ws.lock_path, holder), "kind": holder.get("kind", ""),
                "run_id": holder.get("run_id"), "phase": "", "step": 0, "total": 0}
         if out["run_id"]:
             try:
