@@ -7,7 +7,8 @@ Reference: per-sample PIL augmentation (random crop + flip; RandAugment(2, 10) +
 strong view) in DataLoader workers, fp32, contiguous (NCHW) tensors, one forward per view
 (`mpl_core.reference`). MPL Studio: uint8 images on the device, both views made on the device
 in whole batches (`mpl_core.augment`), one concatenated forward per model, channels_last, and
-optionally bf16 autocast and torch.compile. Both run the same MPL update on the same WRN-28-2.
+optionally bf16 autocast (on CUDA, and on CPUs with native bf16: AMX or AVX512-BF16) and
+torch.compile. Both run the same MPL update on the same WRN-28-2.
 Prints steps/s, images/s, the ratio, the time of the first steps (compilation), the FLOPs each
 loop computes per step (counted by torch: the concatenated forward also backpropagates through
 the weak view, as the official code's joint batch does, so it computes more than the reference)
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mpl_core.algorithms import Batch, FeedbackState, mpl_step  # noqa: E402
 from mpl_core.augment import strong_view, to_float, weak_view  # noqa: E402
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from mpl_core.inference import autocast_for  # noqa: E402
+from mpl_core.inference import autocast_for, bf16_autocast_applies  # noqa: E402
 from mpl_core.models import build_model  # noqa: E402
 from mpl_core.reference import reference_mpl_step  # noqa: E402
 from mpl_core.sampling import to_device  # noqa: E402
@@ -169,7 +170,7 @@ def main() -> None:
              run_reference(workers=args.workers, **run))]
     rows.append(("MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
                  run_fast(amp=False, **run)))
-    bf16 = device.type == "cuda"  # autocast is applied on CUDA only: on a CPU the row would repeat fp32
+    bf16 = bf16_autocast_applies(device)  # CUDA, or a CPU with native bf16; elsewhere the row would repeat fp32
     if bf16:
         rows.append(("MPL Studio, bf16 autocast", run_fast(amp=True, **run)))
     rows.append(("MPL Studio, fp32, separate view batches", run_fast(amp=False, views="separate", **run)))
@@ -182,6 +183,9 @@ def main() -> None:
             rows.append(("MPL Studio, bf16, torch.compile", run_fast(amp=True, compile_=True, **run)))
         rows.append(("MPL Studio, fp32, separate view batches, torch.compile",
                      run_fast(amp=False, compile_=True, views="separate", **run)))
+        if bf16:
+            rows.append(("MPL Studio, bf16, separate view batches, torch.compile",
+                         run_fast(amp=True, compile_=True, views="separate", **run)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}")
     print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s"

@@ -108,6 +108,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     t.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training passes (about a minute to compile, then faster steps)")
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast on CUDA and on CPUs with native bf16 (default on; --no-amp for fp32)")
     if not any(a.dest == "data_root" for a in t._actions):
         t.add_argument("--data-root", default="data")
     if not any(a.dest == "quiet" for a in t._actions):
@@ -119,7 +121,7 @@ _FLAG_FIELDS = {  # CLI flag -> (config section, field)
     "max_unlabeled": ("data", "max_unlabeled"), "steps": ("train", "steps"),
     "finetune_steps": ("train", "finetune_steps"), "batch_size": ("train", "batch_size"), "mu": ("train", "mu"),
     "lr": ("train", "lr"), "eval_every": ("train", "eval_every"), "checkpoint_every": ("train", "checkpoint_every"),
-    "compile": ("train", "compile"),
+    "compile": ("train", "compile"), "amp": ("train", "amp"),
     "threshold": ("algorithm", "threshold"), "feedback_sign": ("algorithm", "feedback_sign"),
     "feedback_baseline": ("algorithm", "feedback_baseline"), "view_batches": ("algorithm", "view_batches"),
     "model": ("model", "name"), "width": ("model", "width"),

@@ -66,7 +66,7 @@ class TrainConfig:
     eval_every: int = 100  # steps between validation passes (and progress with accuracy)
     checkpoint_every: int = 500  # steps between checkpoints (0 = only at the end)
     device: str = "auto"  # "auto" = cuda if present, else cpu
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16); else fp32
     threads: int = 0  # CPU threads for torch (0 = leave torch's default)
     compile: bool = False  # torch.compile the training passes: a slow first minute, then faster steps
     seed: int = 0  # model init, sampling and augmentation

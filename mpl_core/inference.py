@@ -10,10 +10,28 @@ import torch.nn as nn
 from .augment import to_float
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16).
+
+    Without them oneDNN emulates bf16 by converting to fp32 and back, which is slower than plain
+    fp32, so CPU autocast is only worth it here. torch exposes the checks only as private helpers;
+    a torch without them counts as "no".
+    """
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def bf16_autocast_applies(device: torch.device, enabled: bool = True) -> bool:
+    """bf16 autocast runs on CUDA and on CPUs with native bf16; elsewhere it would cost time."""
+    if not enabled:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 is slower than fp32 on most CPUs)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast where it applies (see bf16_autocast_applies); a no-op elsewhere."""
+    if bf16_autocast_applies(device, enabled):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

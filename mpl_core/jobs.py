@@ -396,7 +396,7 @@ def _pseudo_label_work(run_id: int, which: str):
         ctx = dist_.current()
         _announce({"kind": "pseudo_label", "checkpoint": str(path), "which": which})
         device = ctx.device() if ctx else pick_device(ws.store.run(run_id)["config"]["train"]["device"])
-        job._set(message=f"loading the {which} of run {run_id}", device=device_label(device))
+        job._set(message=f"loading the {which} of run {run_id}", device=device_label(device, amp=True))
         model, info = load_model(path, which, device)
         dataset, split = ws.dataset(), ws.split()
         if info["class_names"] != dataset.class_names:
@@ -409,7 +409,7 @@ def _pseudo_label_work(run_id: int, which: str):
             job.control.wait_if_paused()
             rate = done / max(1e-9, time.perf_counter() - t0)
             job.report(Progress("pseudo_label", done, total, {}, rate, (total - done) / max(rate, 1e-9),
-                                device_label(device)))
+                                device_label(device, amp=True)))  # predict_logits' default
 
         batch = 1024
         while True:

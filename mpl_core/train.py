@@ -30,7 +30,7 @@ from .config import ModelConfig, RunConfig
 from .data import Dataset, channel_stats
 from .ema import ModelEMA
 from .errors import MPLStudioError
-from .inference import accuracy, autocast_for
+from .inference import accuracy, autocast_for, bf16_autocast_applies
 from .models import build_model, resolve_model_name
 from .sampling import IndexSampler, to_device
 from .splits import Split
@@ -109,13 +109,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def device_label(device: torch.device) -> str:
-    """e.g. "cuda (NVIDIA H100)", "cpu (2 threads)"; under torchrun "8 processes × cuda (...)"."""
+def device_label(device: torch.device, amp: bool = False) -> str:
+    """e.g. "cuda (NVIDIA H100, bf16)", "cpu (2 threads)"; under torchrun "8 processes × cuda (...)".
+
+    amp: whether the job asked for bf16 autocast; the label says bf16 only where it applies."""
     ctx = dist_.current()
     procs = f"{ctx.world_size} processes × " if ctx else ""
+    bf16 = ", bf16" if bf16_autocast_applies(device, amp) else ""
     if device.type == "cuda":
-        return f"{procs}cuda ({torch.cuda.get_device_name(device)})"
-    return f"{procs}cpu ({torch.get_num_threads()} threads)"
+        return f"{procs}cuda ({torch.cuda.get_device_name(device)}{bf16})"
+    return f"{procs}cpu ({torch.get_num_threads()} threads{bf16})"
 
 
 def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> ModelConfig:
@@ -321,7 +324,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     path = run.checkpoint(metrics) if saving else None
     if on_progress:
         on_progress(Progress("done" if not stopped else state.phase, state.step, cfg.train.steps, metrics,
-                             0.0, 0.0, device_label(device)))
+                             0.0, 0.0, device_label(device, cfg.train.amp)))
     models = {"student": state.student.model, "teacher": state.teacher.model if state.teacher else None,
               "ema": state.ema.model if state.ema else None}
     return TrainResult(state.step, stopped, metrics, path, history, {k: m for k, m in models.items() if m is not None})
@@ -498,7 +501,8 @@ class _Run:
                 row.update(step=n, images_per_s=rate)
                 self.history.append({"phase": phase, **row})
                 if self.on_progress:
-                    self.on_progress(Progress(phase, n, total, row, rate, eta, device_label(self.device)))
+                    label = device_label(self.device, self.cfg.train.amp)
+                    self.on_progress(Progress(phase, n, total, row, rate, eta, label))
             if self.saving and t.checkpoint_every and n % t.checkpoint_every == 0 and n < total:
                 self.checkpoint({})
 

@@ -26,3 +26,17 @@ def test_auto_picks_by_image_size():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(MPLStudioError, match="unknown model"):
         build_model("resnet-9000")
+
+
+@pytest.mark.parametrize("name, size, channels", [("cnn", 28, 1), ("wrn-28-2", 32, 3)])
+def test_under_bf16_autocast_only_the_head_stays_fp32(name, size, channels):
+    """The convolutions run in bf16, the classifier head in fp32 (models.FloatLinear), and the
+    head's gradients reach its fp32 parameters."""
+    model = build_model(ModelConfig(name=name, image_size=size, in_channels=channels, width=4))
+    seen = {}
+    model.head.register_forward_pre_hook(lambda m, args: seen.update(head_in=args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.rand(4, channels, size, size))
+    assert seen["head_in"] == torch.bfloat16 and logits.dtype == torch.float32
+    logits.sum().backward()
+    assert model.head.bias.grad.dtype == torch.float32 and model.head.bias.grad.abs().sum() > 0

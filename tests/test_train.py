@@ -140,10 +140,13 @@ def test_a_run_cut_short_resumes_to_the_same_weights_even_after_a_torn_write(tin
 
 
 def test_compiled_training_matches_eager(tiny_dataset):
-    """torch.compile (TrainConfig.compile) wraps the models for the step only: same weights as eager."""
+    """torch.compile (TrainConfig.compile) wraps the models for the step only: same weights as eager.
+
+    In fp32: under bf16 autocast compiled kernels round differently from eager ones, so the two
+    would drift apart by more than any tolerance that still catches a wrong wrapper."""
     results = {}
     for compiled in (False, True):
-        cfg = tiny_config("mpl", steps=10, finetune_steps=10, compile=compiled)
+        cfg = tiny_config("mpl", steps=10, finetune_steps=10, compile=compiled, amp=False)
         results[compiled] = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data))
     for name, eager in results[False].models.items():
         a, b = eager.state_dict(), results[True].models[name].state_dict()
@@ -151,3 +154,26 @@ def test_compiled_training_matches_eager(tiny_dataset):
         assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 1e-4
     assert results[True].history[-1]["finetune_loss"] == pytest.approx(results[False].history[-1]["finetune_loss"],
                                                                         rel=1e-4)
+
+
+def test_cpu_bf16_autocast_runs_where_the_cpu_has_native_bf16(tiny_dataset, monkeypatch):
+    """On a CPU with native bf16 the step's convolutions run in bf16 and the run says so; with amp
+    off, or on a CPU without it, they stay fp32. The check is forced both ways, so it does not
+    depend on the CPU under the tests."""
+    from mpl_core import inference
+    for native, amp, expected in ((True, True, torch.bfloat16), (True, False, torch.float32),
+                                  (False, True, torch.float32)):
+        monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: native)
+        seen, labels = set(), []
+        cfg = tiny_config("mpl", steps=4, finetune_steps=2, device="cpu", amp=amp)
+        hook = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, out: seen.add(out.dtype) if isinstance(m, torch.nn.Conv2d) and m.training else None)
+        try:
+            result = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data),
+                           on_progress=lambda p: labels.append(p.device))
+        finally:
+            hook.remove()
+        assert seen == {expected}, (native, amp, seen)
+        assert ("bf16" in labels[-1]) == (expected == torch.bfloat16)
+        assert all(torch.isfinite(v).all() for v in result.models["student"].state_dict().values()
+                   if v.is_floating_point())
