@@ -101,6 +101,9 @@ def run_reference(images, labels, b, mu, steps, device, workers, model) -> Timin
 def run_fast(images, labels, b, mu, steps, device, amp, model, compile_=False, views="joint") -> Timing:
     teacher, student = learners(device, channels_last=True, model=model)
     if compile_:  # as TrainConfig.compile does it: one static-shape graph per pass
+        # A fresh start per row: dynamo caches graphs per code object (every model instance shares
+        # forward's), and past its recompile limit it would silently run the later rows eagerly.
+        torch._dynamo.reset()
         teacher.model, student.model = (torch.compile(m.model, dynamic=False) for m in (teacher, student))
     algo = AlgorithmConfig(name="mpl", threshold=0.6, view_batches=views)
     imgs, labs = images.to(device), labels.to(device)

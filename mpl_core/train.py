@@ -412,6 +412,12 @@ class _Run:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 model = DistributedDataParallel(model, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC)
             if self.cfg.train.compile:
+                if not self._wrapped:
+                    # Dynamo caches graphs per code object, shared by every model of a class, and past
+                    # its recompile limit it silently runs eagerly: after a few runs in one app
+                    # process a compiled run would no longer be. Each run starts from a fresh cache
+                    # (one job at a time; compiled kernels stay cached on disk).
+                    torch._dynamo.reset()
                 model = torch.compile(model, dynamic=False)  # a graph per batch shape: three per MPL step
             self._wrapped[key] = model
         if by_hand:  # DDP wants one forward per backward: average the gradients after it instead
