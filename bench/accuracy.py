@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--algorithms", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = p.parse_args()
     dataset = load_dataset(args.dataset)
-    device = device_label(pick_device("auto"))
+    device = device_label(pick_device("auto"), apply_preset(RunConfig(), args.preset).train.amp)
     print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, seeds {args.seeds}, {device}")
     print("| algorithm | test accuracy | wall time / run | steps/s | device |")
     print("|---|---|---|---|---|")

@@ -79,7 +79,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_reference(images, labels, b, mu, steps, device, workers, model) -> Timing:
+def run_reference(images, labels, b, mu, steps, device, workers, model, amp=False) -> Timing:
     teacher, student = learners(device, channels_last=False, model=model)
     algo = AlgorithmConfig(name="mpl", threshold=0.6)
     pin = device.type == "cuda"  # as the ports do: pinned batches, so the copies can overlap
@@ -93,7 +93,8 @@ def run_reference(images, labels, b, mu, steps, device, workers, model) -> Timin
         x_l, y_l = next(li)
         u_w, u_s = next(ui)
         batch = Batch(*(t.to(device, non_blocking=True) for t in (x_l, y_l, u_w, u_s)))
-        m = reference_mpl_step(teacher, student, batch, algo, step, state)
+        with autocast_for(device, amp):
+            m = reference_mpl_step(teacher, student, batch, algo, step, state)
         float(m["t_loss"])  # the ports log (and so sync) every step
     return timed(one, steps, device)
 
@@ -171,15 +172,19 @@ def main() -> None:
     run = dict(images=images, labels=labels, b=b, mu=mu, steps=args.steps, device=device, model=args.model)
     rows = [("reference (PIL in DataLoader workers, fp32, a forward per view)",
              run_reference(workers=args.workers, **run))]
+    bf16 = bf16_autocast_applies(device)  # CUDA, or a CPU with native bf16; elsewhere the row would repeat fp32
+    if bf16:  # how much of the gain is bf16 alone: the reference loop under the same autocast
+        rows.append(("reference, bf16 autocast", run_reference(workers=args.workers, amp=True, **run)))
     rows.append(("MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
                  run_fast(amp=False, **run)))
-    bf16 = bf16_autocast_applies(device)  # CUDA, or a CPU with native bf16; elsewhere the row would repeat fp32
     if bf16:
         rows.append(("MPL Studio, bf16 autocast", run_fast(amp=True, **run)))
     rows.append(("MPL Studio, fp32, separate view batches", run_fast(amp=False, views="separate", **run)))
     if bf16:
         rows.append(("MPL Studio, bf16, separate view batches", run_fast(amp=True, views="separate", **run)))
-    counted = {"joint": rows[1][1].flops, "separate": rows[-1][1].flops}  # compiled graphs hide their FLOPs
+    eager = {label: t.flops for label, t in rows}  # compiled graphs hide their FLOPs: use the eager counts
+    counted = {"joint": eager["MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)"],
+               "separate": eager["MPL Studio, fp32, separate view batches"]}
     if not args.no_compile:
         rows.append(("MPL Studio, fp32, torch.compile", run_fast(amp=False, compile_=True, **run)))
         if bf16:
