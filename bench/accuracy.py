@@ -2,6 +2,7 @@
 
     python bench/accuracy.py --preset cpu-10min --seeds 0 1
     python bench/accuracy.py --preset quick-demo --algorithms supervised mpl --seeds 0
+    python bench/accuracy.py --preset cpu-10min --algorithms mpl --no-amp     # fp32 where bf16 would apply
 
 Prints a markdown table: test accuracy (mean +- std over seeds), wall time, steps/s, device.
 """
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mpl_core.config import RunConfig  # noqa: E402
+from mpl_core.config import VIEW_BATCHES, RunConfig  # noqa: E402
 from mpl_core.data import load_dataset  # noqa: E402
 from mpl_core.presets import apply_preset  # noqa: E402
 from mpl_core.splits import make_split  # noqa: E402
@@ -29,10 +30,16 @@ VARIANTS = {  # row name -> (algorithm, feedback_sign)
 }
 
 
-def run_one(variant: str, preset: str, seed: int, dataset, labels_per_class: int, steps: int | None) -> dict:
+def configure(variant: str, preset: str, amp: bool, view_batches: str) -> RunConfig:
     algorithm, sign = VARIANTS[variant]
     cfg = apply_preset(RunConfig(), preset)
     cfg.algorithm.name, cfg.algorithm.feedback_sign = algorithm, sign
+    cfg.algorithm.view_batches, cfg.train.amp = view_batches, amp
+    return cfg
+
+
+def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: int | None) -> dict:
+    algorithm = cfg.algorithm.name
     cfg.data.labels_per_class, cfg.data.seed, cfg.train.seed = labels_per_class, seed, seed
     if steps:
         cfg.train.steps = steps
@@ -53,14 +60,19 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--algorithms", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast where it applies (CUDA, CPUs with native bf16); --no-amp for fp32")
+    p.add_argument("--view-batches", choices=list(VIEW_BATCHES), default="joint", help="MPL's view batching")
     args = p.parse_args()
     dataset = load_dataset(args.dataset)
-    device = device_label(pick_device("auto"), apply_preset(RunConfig(), args.preset).train.amp)
-    print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, seeds {args.seeds}, {device}")
+    device = device_label(pick_device("auto"), args.amp)
+    print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, seeds {args.seeds}, "
+          f"{args.view_batches} view batches, {device}")
     print("| algorithm | test accuracy | wall time / run | steps/s | device |")
     print("|---|---|---|---|---|")
     for variant in args.algorithms:
-        runs = [run_one(variant, args.preset, s, dataset, args.labels_per_class, args.steps) for s in args.seeds]
+        runs = [run_one(configure(variant, args.preset, args.amp, args.view_batches), s, dataset,
+                        args.labels_per_class, args.steps) for s in args.seeds]
         accs = [r["acc"] * 100 for r in runs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         wall = statistics.mean(r["wall"] for r in runs)
