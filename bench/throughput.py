@@ -8,11 +8,15 @@ strong view) in DataLoader workers, fp32, contiguous (NCHW) tensors, one forward
 (`mpl_core.reference`). MPL Studio: uint8 images on the device, both views made on the device
 in whole batches (`mpl_core.augment`), one concatenated forward per model, channels_last, and
 optionally bf16 autocast (on CUDA, and on CPUs with native bf16: AMX or AVX512-BF16) and
-torch.compile. Both run the same MPL update on the same WRN-28-2.
+torch.compile. Both run the same MPL update on the same WRN-28-2. Where bf16 applies, the reference
+loop also runs under the same autocast, to show how much of the gain is bf16 alone.
 Prints steps/s, images/s, the ratio, the time of the first steps (compilation), the FLOPs each
 loop computes per step (counted by torch: the concatenated forward also backpropagates through
 the weak view, as the official code's joint batch does, so it computes more than the reference)
-and the achieved FLOP rate (and MFU when --peak-tflops is given, e.g. 989 for an H100's dense bf16).
+and the achieved FLOP rate. That rate is also given as a share of the rate a large matrix product
+reaches on the same device in the same precision, measured first ("of GEMM": how close the step
+comes to what the device does at its best here), and as MFU when --peak-tflops gives the vendor's
+peak (e.g. 989 for an H100's dense bf16).
 """
 from __future__ import annotations
 
@@ -150,6 +154,25 @@ def timed(one, steps, device, warmup=3, count=True) -> Timing:
     return Timing(rate, t1 - t0, float(counter.get_total_flops()))
 
 
+def gemm_tflops(device, dtype, n: int, reps: int = 10) -> float:
+    """The rate of an n x n matrix product: what this device reaches in this precision at best.
+
+    fp32 on CUDA runs with the TF32 setting cuDNN's convolutions use (on by default), so that the
+    fp32 rows are compared with what their convolutions can reach."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    gen = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen, device=device).to(dtype) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shape", choices=sorted(SHAPES), default="cpu")
@@ -196,16 +219,20 @@ def main() -> None:
                          run_fast(amp=True, compile_=True, views="separate", **run)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}")
-    print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s"
+    n = 8192 if device.type == "cuda" else 2048
+    gemm = {"fp32": gemm_tflops(device, torch.float32, n), "bf16": gemm_tflops(device, torch.bfloat16, n) if bf16 else 0.0}
+    print("GEMM " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in gemm.items() if v) + f" ({n}x{n} matrix product)")
+    print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s | of GEMM"
           + (" | MFU |" if args.peak_tflops else " |"))
-    print("|---|---|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
+    print("|---|---|---|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
     base = rows[0][1].steps_per_s
     for label, t in rows:
         flops = t.flops or counted["separate" if "separate" in label else "joint"]  # the eager count
         tflops = t.steps_per_s * flops / 1e12
+        peak = gemm["bf16" if "bf16" in label else "fp32"]
         mfu = f" | {100 * tflops / args.peak_tflops:.1f}% |" if args.peak_tflops else " |"
         print(f"| {label} | {t.steps_per_s:.2f} | {t.steps_per_s * per_step:,.0f} | {t.steps_per_s / base:.2f}x | "
-              f"{t.warmup_s:.1f} | {flops / 1e9:.1f} | {tflops:.3f}{mfu}")
+              f"{t.warmup_s:.1f} | {flops / 1e9:.1f} | {tflops:.3f} | {100 * tflops / peak:.0f}%{mfu}")
 
 
 if __name__ == "__main__":
