@@ -1,17 +1,33 @@
 """The fast MPL step (one concatenated forward per model, channels_last) against the reference
-formulation (a forward per view, fp32): the same losses and the same updated weights."""
+formulation (a forward per view, fp32): the same losses and the same updated weights; under bf16
+autocast, the same to bf16's precision. On the CPU always, on CUDA too where there is a GPU."""
 
 import pytest
 import torch
 
 from mpl_core.algorithms import Batch, FeedbackState, mpl_step
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
+from mpl_core.inference import autocast_for, bf16_autocast_applies
 from mpl_core.models import build_model
 from mpl_core.reference import reference_mpl_step
 from mpl_core.train import make_learner
 
 
-def _pair(name: str, channels_last: bool, train_mode: bool = False):
+# CUDA where there is one: the same checks then cover the GPU kernels (cuDNN with TF32 off, so that
+# fp32 means fp32) and bf16 autocast there.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="no CUDA device"))]
+
+
+@pytest.fixture
+def strict_fp32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _pair(name: str, channels_last: bool, train_mode: bool = False, device: str = "cpu"):
     cfg = RunConfig(train=TrainConfig(steps=10, lr=0.05, warmup_steps=0))
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
@@ -23,21 +39,23 @@ def _pair(name: str, channels_last: bool, train_mode: bool = False):
         # eval: BatchNorm on running statistics, where the joint and per-view formulations compute
         # the same function; train: batch statistics, where only per-view passes match the reference
         m.train(train_mode)
+        m.to(device)
         if channels_last:
             m.to(memory_format=torch.channels_last)
         learners.append(make_learner(m, 0.01, cfg, 10, 0))
     b, n_u = 4, 8
     batch = Batch(torch.rand(b, 3, 32, 32, generator=gen), torch.randint(4, (b,), generator=gen),
                   torch.rand(n_u, 3, 32, 32, generator=gen), torch.rand(n_u, 3, 32, 32, generator=gen))
-    return learners, batch
+    return learners, Batch(*(t.to(device) for t in (batch.x_l, batch.y_l, batch.u_weak, batch.u_strong)))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model", ["cnn"])
 @pytest.mark.parametrize("sign", ["derivation", "official"])
-def test_fast_and_reference_steps_agree(model, sign):
+def test_fast_and_reference_steps_agree(model, sign, device, strict_fp32):
     algo = AlgorithmConfig(name="mpl", threshold=0.3, unlabeled_ramp_steps=0, feedback_sign=sign)
-    (t_fast, s_fast), batch = _pair(model, channels_last=True)
-    (t_ref, s_ref), _ = _pair(model, channels_last=False)
+    (t_fast, s_fast), batch = _pair(model, channels_last=True, device=device)
+    (t_ref, s_ref), _ = _pair(model, channels_last=False, device=device)
     for step in range(3):  # three steps: the updates agree too, not only the first losses
         cl = Batch(*(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in
                      (batch.x_l, batch.y_l, batch.u_weak, batch.u_strong)))
@@ -75,3 +93,27 @@ def test_separate_view_batches_match_the_reference_with_batch_statistics():
         for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
             assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
     assert not torch.allclose(joint[0]["t_loss"], ref[0]["t_loss"], rtol=1e-4)  # joint batches differ
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("view_batches", ["joint", "separate"])
+def test_bf16_step_stays_close_to_the_fp32_reference(device, view_batches, strict_fp32):
+    """Under bf16 autocast (where it applies) the fast step computes the fp32 reference's losses
+    to bf16's precision, and its updates move the weights the same way."""
+    if not bf16_autocast_applies(torch.device(device)):
+        pytest.skip("bf16 autocast does not apply here: no native bf16 on this CPU")
+    algo = AlgorithmConfig(name="mpl", threshold=0.3, unlabeled_ramp_steps=0, view_batches=view_batches)
+    (t_fast, s_fast), batch = _pair("cnn", channels_last=True, device=device)
+    (t_ref, s_ref), _ = _pair("cnn", channels_last=False, device=device)
+    before = [p.detach().clone() for p in t_ref.model.parameters()]
+    for step in range(3):
+        with autocast_for(torch.device(device)):
+            fast = mpl_step(t_fast, s_fast, batch, algo, step, FeedbackState())
+        ref = reference_mpl_step(t_ref, s_ref, batch, algo, step, FeedbackState())
+        for key in ("t_loss", "t_loss_labeled", "s_loss", "s_loss_labeled"):
+            assert torch.allclose(fast[key].float(), ref[key].float(), rtol=2e-2, atol=1e-3), (step, key)
+    # the updates: each teacher tensor moved (nearly) as the fp32 one did
+    for p, q, p0 in zip(t_fast.model.parameters(), t_ref.model.parameters(), before):
+        fast_move, ref_move = (p - p0).flatten().float(), (q - p0).flatten().float()
+        if ref_move.norm() > 0:
+            assert torch.nn.functional.cosine_similarity(fast_move, ref_move, dim=0) > 0.95
