@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The checks that need an NVIDIA GPU, in one call, most important first, each under its own time
+# limit so that a short lease still returns the first ones:
+#   1. CUDA correctness: the fast MPL step against the fp32 reference on CUDA (TF32 off), and
+#      under bf16 autocast (tests/test_reference.py; the CPU cases run too).
+#   2. Throughput at the paper's batch shape (WRN-28-2, B=128, mu=7): ratio to the reference
+#      loop, FLOP rate, share of the measured GEMM rate, MFU against the vendor peak.
+#   3. The same at the CPU-sized shape, and the compiled rows at the paper's shape.
+#
+#   bash bench/gpu_checks.sh                      # PYTHON=python3, PEAK_TFLOPS=989 (H100/H200 dense bf16)
+#   OUT=results bash bench/gpu_checks.sh          # also writes each table to results/
+#
+# Needs torch with CUDA, torchvision, pytest, safetensors and pillow; not Streamlit (mpl_core does
+# not import it).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PEAK=${PEAK_TFLOPS:-989}
+WORKERS=${WORKERS:-8}  # the reference loop's DataLoader workers: the ports' PIL work needs cores
+OUT=${OUT:-}
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS COMMAND...: run, keep its output, go on after a failure or a time-out
+    local name=$1 limit=$2; shift 2
+    echo "== $name (at most ${limit} s)"
+    if [ -n "$OUT" ]; then mkdir -p "$OUT"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+    else timeout "$limit" "$@" 2>&1; fi
+    echo "== $name: exit ${PIPESTATUS[0]}"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+step correctness 180 $PY -m pytest -q -p no:cacheprovider tests/test_reference.py
+step paper 240 $PY bench/throughput.py --device cuda --shape paper --steps 20 --workers "$WORKERS" \
+    --peak-tflops "$PEAK" --no-compile
+step cpu-shape 120 $PY bench/throughput.py --device cuda --steps 50 --workers "$WORKERS" --peak-tflops "$PEAK" \
+    --no-compile
+step paper-compiled 400 $PY bench/throughput.py --device cuda --shape paper --steps 20 --workers "$WORKERS" \
+    --peak-tflops "$PEAK"
