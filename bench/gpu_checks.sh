@@ -2,7 +2,8 @@
 # The checks that need an NVIDIA GPU, in one call, most important first, each under its own time
 # limit so that a short lease still returns the first ones (at most 9 minutes in all):
 #   1. CUDA correctness: the fast MPL step against the fp32 reference on CUDA (TF32 off), and
-#      under bf16 autocast (tests/test_reference.py; the CPU cases run too).
+#      under bf16 autocast (tests/test_reference.py; the CPU cases run too), and a step that
+#      never waits for the GPU (tests/test_cuda.py).
 #   2. Throughput at the paper's batch shape (WRN-28-2, B=128, mu=7): ratio to the reference
 #      loop, FLOP rate, share of the measured GEMM rate, MFU against the vendor peak.
 #   3. The same at the CPU-sized shape, and the compiled rows at the paper's shape.
@@ -30,7 +31,7 @@ step() {  # step NAME SECONDS COMMAND...: run, keep its output, go on after a fa
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-step correctness 90 $PY -m pytest -q -p no:cacheprovider tests/test_reference.py
+step correctness 90 $PY -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_cuda.py
 step paper 150 $PY bench/throughput.py --device cuda --shape paper --steps 20 --workers "$WORKERS" \
     --peak-tflops "$PEAK" --no-compile
 step cpu-shape 90 $PY bench/throughput.py --device cuda --steps 50 --workers "$WORKERS" --peak-tflops "$PEAK" \
