@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpl_core.algorithms import Batch, FeedbackState, mpl_step  # noqa: E402
-from mpl_core.augment import strong_view, to_float, weak_view  # noqa: E402
+from mpl_core.augment import make_batch  # noqa: E402
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from mpl_core.inference import autocast_for, bf16_autocast_applies  # noqa: E402
 from mpl_core.models import build_model  # noqa: E402
@@ -118,10 +118,7 @@ def run_fast(images, labels, b, mu, steps, device, amp, model, compile_=False, v
     def one(step):
         li = to_device(torch.randint(4000, (b,), generator=gen), device)  # as the training loop does
         ui = to_device(torch.randint(len(imgs), (b * mu,), generator=gen), device)
-        u = to_float(imgs[ui])
-        cl = torch.channels_last
-        batch = Batch(weak_view(to_float(imgs[li]), aug).contiguous(memory_format=cl), labs[li],
-                      weak_view(u, aug).contiguous(memory_format=cl), strong_view(u, aug).contiguous(memory_format=cl))
+        batch = make_batch(imgs, labs, li, ui, aug)
         with autocast_for(device, amp):
             m = mpl_step(teacher, student, batch, algo, step, state)
         if step % 10 == 0:

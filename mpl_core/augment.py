@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .algorithms import Batch
+
 # RandAugment's op list (UDA / FixMatch). Geometric ops are folded into one affine warp.
 PHOTOMETRIC_OPS = ("identity", "autocontrast", "equalize", "brightness", "contrast", "color",
                    "sharpness", "posterize", "solarize")
@@ -26,6 +28,24 @@ ALL_OPS = PHOTOMETRIC_OPS + GEOMETRIC_OPS
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) uint8 -> float32 in [0, 1]."""
     return images_u8.float().div_(255.0)
+
+
+def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, labeled_idx: torch.Tensor,
+               unlabeled_idx: torch.Tensor | None, gen: torch.Generator, *, flip: bool = True) -> Batch:
+    """A training step's batch from the images on the device: the weak view of the labeled ones,
+    the weak and strong views of the unlabeled ones (none when unlabeled_idx is None), each
+    channels_last, the layout the convolutions run fastest in."""
+    x_l = weak_view(to_float(images_u8[labeled_idx]), gen, flip=flip)
+    if unlabeled_idx is None:
+        empty = x_l[:0]
+        return Batch(_channels_last(x_l), labels[labeled_idx], empty, empty)
+    u = to_float(images_u8[unlabeled_idx])
+    return Batch(_channels_last(x_l), labels[labeled_idx], _channels_last(weak_view(u, gen, flip=flip)),
+                 _channels_last(strong_view(u, gen, flip=flip)))
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def weak_view(x: torch.Tensor, gen: torch.Generator, *, flip: bool = True, pad: int = 2) -> torch.Tensor:

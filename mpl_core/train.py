@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint as ckpt
 from . import distributed as dist_
 from .algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, Learner, mpl_step, supervised_step
-from .augment import strong_view, to_float, weak_view
+from .augment import make_batch
 from .config import ModelConfig, RunConfig
 from .data import Dataset, channel_stats
 from .ema import ModelEMA
@@ -178,19 +178,8 @@ def _sample_batch(state: _State, images: torch.Tensor, labels: torch.Tensor, sam
     """Draw a labeled and an unlabeled batch (with replacement) and make their views."""
     t, device = cfg.train, images.device
     li = to_device(sampler.labeled(t.batch_size, state.index_gen), device)
-    x_l = weak_view(to_float(images[li]), state.aug_gen, flip=flip)
-    y_l = labels[li]
-    if not with_unlabeled:
-        empty = x_l[:0]
-        return Batch(_cl(x_l), y_l, empty, empty)
-    ui = to_device(sampler.unlabeled(t.batch_size * t.mu, state.index_gen), device)
-    u = to_float(images[ui])
-    return Batch(_cl(x_l), y_l, _cl(weak_view(u, state.aug_gen, flip=flip)),
-                 _cl(strong_view(u, state.aug_gen, flip=flip)))
-
-
-def _cl(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last)
+    ui = to_device(sampler.unlabeled(t.batch_size * t.mu, state.index_gen), device) if with_unlabeled else None
+    return make_batch(images, labels, li, ui, state.aug_gen, flip=flip)
 
 
 def _eval_model(state: _State) -> nn.Module:

@@ -5,8 +5,8 @@ The fast-versus-reference agreement on CUDA lives in test_reference.py with the 
 import pytest
 import torch
 
-from mpl_core.algorithms import Batch, FeedbackState, mpl_step
-from mpl_core.augment import strong_view, to_float, weak_view
+from mpl_core.algorithms import FeedbackState, mpl_step
+from mpl_core.augment import make_batch
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
 from mpl_core.ema import ModelEMA
 from mpl_core.inference import autocast_for
@@ -38,10 +38,7 @@ def test_an_mpl_step_never_waits_for_the_gpu(view_batches):
     def step(s):
         li = to_device(torch.randint(64, (8,), generator=gen), device)
         ui = to_device(torch.randint(64, (16,), generator=gen), device)
-        u = to_float(images[ui])
-        cl = torch.channels_last
-        batch = Batch(weak_view(to_float(images[li]), aug).contiguous(memory_format=cl), labels[li],
-                      weak_view(u, aug).contiguous(memory_format=cl), strong_view(u, aug).contiguous(memory_format=cl))
+        batch = make_batch(images, labels, li, ui, aug)
         with autocast_for(device, True):
             metrics = mpl_step(teacher, student, batch, algo, s, state)
         ema.update(student.model)
