@@ -133,6 +133,26 @@ class Timing:
     flops: float  # FLOPs of one step, counted by torch (0 where it cannot count: compiled graphs)
 
 
+@dataclass
+class Row:
+    label: str
+    timing: Timing
+    amp: bool  # bf16 autocast: its FLOP rate is compared with the bf16 matrix product's
+    views: str  # "joint", "separate" or "reference": a compiled row takes its view batching's eager FLOPs
+
+
+FAST_LABELS = {  # (bf16, view batches, compiled) -> row label
+    (False, "joint", False): "MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
+    (True, "joint", False): "MPL Studio, bf16 autocast",
+    (False, "separate", False): "MPL Studio, fp32, separate view batches",
+    (True, "separate", False): "MPL Studio, bf16, separate view batches",
+    (False, "joint", True): "MPL Studio, fp32, torch.compile",
+    (True, "joint", True): "MPL Studio, bf16, torch.compile",
+    (False, "separate", True): "MPL Studio, fp32, separate view batches, torch.compile",
+    (True, "separate", True): "MPL Studio, bf16, separate view batches, torch.compile",
+}
+
+
 def timed(one, steps, device, warmup=3, count=True) -> Timing:
     from torch.utils.flop_counter import FlopCounterMode
     t0 = time.perf_counter()
@@ -156,18 +176,21 @@ def gemm_tflops(device, dtype, n: int, reps: int = 10) -> float:
 
     fp32 on CUDA runs with the TF32 setting cuDNN's convolutions use (on by default), so that the
     fp32 rows are compared with what their convolutions can reach."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
-    gen = torch.Generator(device=device).manual_seed(0)
-    a, b = (torch.randn(n, n, generator=gen, device=device).to(dtype) for _ in range(2))
-    for _ in range(2):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        gen = torch.Generator(device=device).manual_seed(0)
+        a, b = (torch.randn(n, n, generator=gen, device=device).to(dtype) for _ in range(2))
+        for _ in range(2):
+            a @ b
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def main() -> None:
@@ -190,30 +213,19 @@ def main() -> None:
     labels = torch.randint(0, 10, (6000,), generator=gen)
     per_step = b * (1 + mu)
     run = dict(images=images, labels=labels, b=b, mu=mu, steps=args.steps, device=device, model=args.model)
-    rows = [("reference (PIL in DataLoader workers, fp32, a forward per view)",
-             run_reference(workers=args.workers, **run))]
     bf16 = bf16_autocast_applies(device)  # CUDA, or a CPU with native bf16; elsewhere the row would repeat fp32
+    rows = [Row("reference (PIL in DataLoader workers, fp32, a forward per view)",
+                run_reference(workers=args.workers, **run), amp=False, views="reference")]
     if bf16:  # how much of the gain is bf16 alone: the reference loop under the same autocast
-        rows.append(("reference, bf16 autocast", run_reference(workers=args.workers, amp=True, **run)))
-    rows.append(("MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)",
-                 run_fast(amp=False, **run)))
-    if bf16:
-        rows.append(("MPL Studio, bf16 autocast", run_fast(amp=True, **run)))
-    rows.append(("MPL Studio, fp32, separate view batches", run_fast(amp=False, views="separate", **run)))
-    if bf16:
-        rows.append(("MPL Studio, bf16, separate view batches", run_fast(amp=True, views="separate", **run)))
-    eager = {label: t.flops for label, t in rows}  # compiled graphs hide their FLOPs: use the eager counts
-    counted = {"joint": eager["MPL Studio (device augmentation, concatenated forwards, channels_last, fp32)"],
-               "separate": eager["MPL Studio, fp32, separate view batches"]}
-    if not args.no_compile:
-        rows.append(("MPL Studio, fp32, torch.compile", run_fast(amp=False, compile_=True, **run)))
-        if bf16:
-            rows.append(("MPL Studio, bf16, torch.compile", run_fast(amp=True, compile_=True, **run)))
-        rows.append(("MPL Studio, fp32, separate view batches, torch.compile",
-                     run_fast(amp=False, compile_=True, views="separate", **run)))
-        if bf16:
-            rows.append(("MPL Studio, bf16, separate view batches, torch.compile",
-                         run_fast(amp=True, compile_=True, views="separate", **run)))
+        rows.append(Row("reference, bf16 autocast", run_reference(workers=args.workers, amp=True, **run),
+                        amp=True, views="reference"))
+    for compiled in (False,) if args.no_compile else (False, True):
+        for views in ("joint", "separate"):
+            for amp in (False, True) if bf16 else (False,):
+                timing = run_fast(amp=amp, views=views, compile_=compiled, **run)
+                rows.append(Row(FAST_LABELS[amp, views, compiled], timing, amp, views))
+    # compiled graphs hide their FLOPs: they take the eager count of their view batching
+    eager_flops = {r.views: r.timing.flops for r in rows if r.timing.flops}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}")
     n = 8192 if device.type == "cuda" else 2048
@@ -222,13 +234,14 @@ def main() -> None:
     print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s | of GEMM"
           + (" | MFU |" if args.peak_tflops else " |"))
     print("|---|---|---|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
-    base = rows[0][1].steps_per_s
-    for label, t in rows:
-        flops = t.flops or counted["separate" if "separate" in label else "joint"]  # the eager count
+    base = rows[0].timing.steps_per_s
+    for row in rows:
+        t = row.timing
+        flops = t.flops or eager_flops[row.views]
         tflops = t.steps_per_s * flops / 1e12
-        peak = gemm["bf16" if "bf16" in label else "fp32"]
+        peak = gemm["bf16" if row.amp else "fp32"]
         mfu = f" | {100 * tflops / args.peak_tflops:.1f}% |" if args.peak_tflops else " |"
-        print(f"| {label} | {t.steps_per_s:.2f} | {t.steps_per_s * per_step:,.0f} | {t.steps_per_s / base:.2f}x | "
+        print(f"| {row.label} | {t.steps_per_s:.2f} | {t.steps_per_s * per_step:,.0f} | {t.steps_per_s / base:.2f}x | "
               f"{t.warmup_s:.1f} | {flops / 1e9:.1f} | {tflops:.3f} | {100 * tflops / peak:.0f}%{mfu}")
 
 
