@@ -12,9 +12,7 @@ from contextlib import contextmanager
 import plotly.graph_objects as go
 import streamlit as st
 
-from mpl_core.data import default_data_root
-from mpl_core.errors import MPLStudioError
-from mpl_core.studio import Studio
+from mpl_core import MPLStudioError, Studio, default_data_root
 
 POLL_S = 1.0  # how often live panels refresh
 

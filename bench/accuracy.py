@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from mpl_core.config import VIEW_BATCHES, RunConfig  # noqa: E402
-from mpl_core.data import load_dataset  # noqa: E402
+from mpl_core.data.sources import load_dataset  # noqa: E402
+from mpl_core.data.splits import make_split  # noqa: E402
+from mpl_core.engine.train import device_label, pick_device, train  # noqa: E402
 from mpl_core.presets import apply_preset  # noqa: E402
-from mpl_core.splits import make_split  # noqa: E402
-from mpl_core.train import device_label, pick_device, train  # noqa: E402
 
 VARIANTS = {  # row name -> (algorithm, feedback_sign)
     "supervised": ("supervised", "derivation"), "pseudo_label": ("pseudo_label", "derivation"),

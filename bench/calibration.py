@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpl_core.api import threshold_index  # noqa: E402
 from mpl_core.config import DataConfig, RunConfig  # noqa: E402
-from mpl_core.jobs import start_pseudo_labeling, start_training  # noqa: E402
 from mpl_core.presets import apply_preset  # noqa: E402
-from mpl_core.workspace import create_workspace  # noqa: E402
+from mpl_core.service.jobs import start_pseudo_labeling, start_training  # noqa: E402
+from mpl_core.workspace.review import threshold_index  # noqa: E402
+from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98]
 
@@ -58,7 +58,8 @@ def main() -> None:
         gap, raw = r["est_precision"] - r["true_precision"], r["mean_confidence"] - r["true_precision"]
         gaps.append(abs(gap))
         print(f"| {r['threshold']:.2f} | {r['passed']} | {r['coverage'] * 100:.1f}% | {r['est_precision'] * 100:.1f}% "
-              f"| {r['val_support']} | {r['true_precision'] * 100:.1f}% | {gap * 100:+.1f} | {r['mean_confidence'] * 100:.1f}% "
+              f"| {r['val_support']} | {r['true_precision'] * 100:.1f}% | {gap * 100:+.1f} "
+              f"| {r['mean_confidence'] * 100:.1f}% "
               f"| {raw * 100:+.1f} |")
     print(f"largest |estimated - true|: {max(gaps) * 100:.1f} points")
 

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser import browser_pages, choose, metric, streamlit_server  # noqa: E402
 from mpl_core.config import DataConfig  # noqa: E402
-from mpl_core.jobs import start_pseudo_labeling, start_training  # noqa: E402
-from mpl_core.studio import default_run_config  # noqa: E402
-from mpl_core.workspace import create_workspace, open_workspace  # noqa: E402
+from mpl_core.service.jobs import start_pseudo_labeling, start_training  # noqa: E402
+from mpl_core.service.studio import default_run_config  # noqa: E402
+from mpl_core.workspace.workspace import create_workspace, open_workspace  # noqa: E402
 
 
 def prepare(root: Path, pool: int) -> None:

@@ -21,11 +21,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mpl_core.config import ModelConfig  # noqa: E402
-from mpl_core.data import load_fashion_mnist  # noqa: E402
-from mpl_core.inference import predict_logits  # noqa: E402
-from mpl_core.models import build_model  # noqa: E402
-from mpl_core.store import Store, summarize_probs  # noqa: E402
-from mpl_core.train import device_label, pick_device  # noqa: E402
+from mpl_core.data.sources import load_fashion_mnist  # noqa: E402
+from mpl_core.engine.inference import predict_logits  # noqa: E402
+from mpl_core.engine.models import build_model  # noqa: E402
+from mpl_core.engine.train import device_label, pick_device  # noqa: E402
+from mpl_core.workspace.store import Store, summarize_probs  # noqa: E402
 
 
 @torch.no_grad()

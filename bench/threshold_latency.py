@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from mpl_core.pseudo_labels import ThresholdIndex, fit_calibration  # noqa: E402
-from mpl_core.store import Store, summarize_probs  # noqa: E402
+from mpl_core.workspace.calibration import ThresholdIndex, fit_calibration  # noqa: E402
+from mpl_core.workspace.store import Store, summarize_probs  # noqa: E402
 
 K = 10
 

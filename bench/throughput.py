@@ -31,14 +31,14 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpl_core.algorithms import Batch, FeedbackState, mpl_step  # noqa: E402
-from mpl_core.augment import make_batch  # noqa: E402
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from mpl_core.inference import autocast_for, bf16_autocast_applies  # noqa: E402
-from mpl_core.models import build_model  # noqa: E402
-from mpl_core.reference import reference_mpl_step  # noqa: E402
-from mpl_core.sampling import to_device  # noqa: E402
-from mpl_core.train import make_learner  # noqa: E402
+from mpl_core.engine.algorithms import Batch, FeedbackState, mpl_step  # noqa: E402
+from mpl_core.engine.augment import make_batch  # noqa: E402
+from mpl_core.engine.inference import autocast_for, bf16_autocast_applies  # noqa: E402
+from mpl_core.engine.models import build_model  # noqa: E402
+from mpl_core.engine.reference import reference_mpl_step  # noqa: E402
+from mpl_core.engine.sampling import to_device  # noqa: E402
+from mpl_core.engine.train import make_learner  # noqa: E402
 
 SHAPES = {"cpu": (8, 2), "paper": (128, 7)}
 
@@ -51,8 +51,9 @@ class PILViews(Dataset):
         self.images, self.labels = images, labels
         weak = [T.RandomCrop(32, padding=2, padding_mode="reflect"), T.RandomHorizontalFlip()]
         self.weak = T.Compose(weak + [T.ToTensor()])
-        self.strong = T.Compose(weak + [T.RandAugment(2, 10), T.ToTensor(), T.RandomErasing(p=1.0, scale=(0.25, 0.25),
-                                                                                         ratio=(1, 1))]) if strong else None
+        self.strong = T.Compose(weak + [T.RandAugment(2, 10), T.ToTensor(),
+                                                 T.RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1, 1))]) \
+            if strong else None
 
     def __len__(self):
         return len(self.images)
@@ -229,7 +230,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}")
     n = 8192 if device.type == "cuda" else 2048
-    gemm = {"fp32": gemm_tflops(device, torch.float32, n), "bf16": gemm_tflops(device, torch.bfloat16, n) if bf16 else 0.0}
+    gemm = {"fp32": gemm_tflops(device, torch.float32, n),
+            "bf16": gemm_tflops(device, torch.bfloat16, n) if bf16 else 0.0}
     print("GEMM " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in gemm.items() if v) + f" ({n}x{n} matrix product)")
     print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s | of GEMM"
           + (" | MFU |" if args.peak_tflops else " |"))

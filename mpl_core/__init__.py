@@ -1,0 +1,55 @@
+"""MPL Studio's library: Meta Pseudo Labels training, pseudo-labels, review and export.
+
+The package is four layers; each imports only from the layers above it in this list (and from
+the foundation: `errors`, `config`, `presets`). A test (tests/test_layers.py) keeps it so.
+
+    data/       where images come from (built-in, torchvision, own folders), the split
+    engine/     models, algorithms, augmentation, the training loop, checkpoints, inference
+    workspace/  a project on disk: store, review decisions, calibration, media, export
+    service/    what the app and the command line call: Studio, background jobs, the CLI
+
+The public API below is what the app's pages and most scripts need:
+
+    from mpl_core import Studio, RunConfig, DataConfig, apply_preset
+    studio = Studio("data")
+    studio.create("demo", DataConfig(labels_per_class=10))
+    studio.start("demo", "train", cfg=apply_preset(RunConfig(), "quick-demo"))
+
+Names are imported on first use, so `import mpl_core` stays cheap (no torch) until one is needed.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "MPLStudioError": "mpl_core.errors",
+    "RunConfig": "mpl_core.config", "DataConfig": "mpl_core.config", "ModelConfig": "mpl_core.config",
+    "AlgorithmConfig": "mpl_core.config", "TrainConfig": "mpl_core.config",
+    "ALGORITHMS": "mpl_core.config", "FEEDBACK_SIGNS": "mpl_core.config", "VIEW_BATCHES": "mpl_core.config",
+    "EXPORT_FORMATS": "mpl_core.config",
+    "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets",
+    "Dataset": "mpl_core.data.dataset", "ImageSet": "mpl_core.data.dataset",
+    "load_dataset": "mpl_core.data.sources", "default_data_root": "mpl_core.data.sources",
+    "builtin_dataset_status": "mpl_core.data.sources",
+    "Split": "mpl_core.data.splits", "make_split": "mpl_core.data.splits",
+    "build_model": "mpl_core.engine.models",
+    "train": "mpl_core.engine.train", "load_model": "mpl_core.engine.train", "TrainControl": "mpl_core.engine.train",
+    "Workspace": "mpl_core.workspace.workspace", "open_workspace": "mpl_core.workspace.workspace",
+    "create_workspace": "mpl_core.workspace.workspace",
+    "reliability_table": "mpl_core.workspace.calibration",
+    "Studio": "mpl_core.service.studio", "SORTS": "mpl_core.service.studio",
+    "default_run_config": "mpl_core.service.studio",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mpl_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

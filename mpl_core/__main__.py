@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from mpl_core.service.cli import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .errors import MPLStudioError
+from mpl_core.errors import MPLStudioError
 
 ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")

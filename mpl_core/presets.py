@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import RunConfig
-from .errors import MPLStudioError
+from mpl_core.config import RunConfig
+from mpl_core.errors import MPLStudioError
 
 # Each preset overrides TrainConfig/ModelConfig fields; everything else keeps its default.
 PRESETS: dict[str, dict] = {

@@ -3,8 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core.config import DataConfig
-from mpl_core.errors import MPLStudioError
+from mpl_core import DataConfig, MPLStudioError
 
 st.title("Data")
 studio = ui.get_studio()

@@ -15,8 +15,7 @@ runs = [r for r in studio.runs(name) if r["checkpoint"]]
 run_id = None
 if runs:
     run_id = st.selectbox("Checkpoint of run", [r["id"] for r in reversed(runs)],
-                          format_func=lambda i: next(f"run {r['id']} · {r['kind']} · test "
-                                                     f"{ui.pct(r['metrics'].get('test_acc'))}" for r in runs if r["id"] == i))
+                          format_func=lambda i: next(ui.run_label(r) for r in runs if r["id"] == i))
 for fmt, (label, mime) in FORMATS.items():
     c = st.columns([3, 1, 1])
     c[0].markdown(f"**{label}**")

@@ -2,9 +2,7 @@
 import streamlit as st
 
 import ui
-from mpl_core.api import builtin_dataset_status
-from mpl_core.config import DataConfig
-from mpl_core.studio import default_run_config
+from mpl_core import DataConfig, builtin_dataset_status, default_run_config
 
 st.title("MPL Studio")
 st.markdown(

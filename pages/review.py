@@ -6,9 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from mpl_core.errors import MPLStudioError
-from mpl_core.pseudo_labels import reliability_table
-from mpl_core.studio import SORTS
+from mpl_core import SORTS, MPLStudioError, reliability_table
 
 st.title("Review")
 studio = ui.get_studio()

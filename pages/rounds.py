@@ -4,9 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from mpl_core.config import ALGORITHMS
-from mpl_core.presets import PRESETS
-from mpl_core.studio import default_run_config
+from mpl_core import ALGORITHMS, PRESETS, default_run_config
 
 st.title("Rounds")
 studio = ui.get_studio()

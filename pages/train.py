@@ -3,9 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core.config import ALGORITHMS, FEEDBACK_SIGNS, VIEW_BATCHES
-from mpl_core.presets import PRESETS
-from mpl_core.studio import default_run_config
+from mpl_core import ALGORITHMS, FEEDBACK_SIGNS, PRESETS, VIEW_BATCHES, default_run_config
 
 st.title("Train")
 studio = ui.get_studio()

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mpl_core.config import AlgorithmConfig, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from mpl_core.data import Dataset, ImageSet, find_fashion_mnist, load_fashion_mnist  # noqa: E402
+from mpl_core.data.dataset import Dataset, ImageSet  # noqa: E402
+from mpl_core.data.sources import find_fashion_mnist, load_fashion_mnist  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -103,7 +104,7 @@ def write_stripes_folder(root: Path, labeled: int = 8, unlabeled: int = 40, test
 @pytest.fixture
 def tiny_workspace(tmp_path):
     """A workspace over a 2-class stripes folder inside tmp_path (the data root)."""
-    from mpl_core.workspace import create_workspace
+    from mpl_core.workspace.workspace import create_workspace
     write_stripes_folder(tmp_path / "stripes")
     return create_workspace("tiny", DataConfig(dataset="stripes", val_fraction=0.25), tmp_path)
 
@@ -134,7 +135,8 @@ class _FullDisk:
 def full_disk(monkeypatch):
     """Call full_disk(True) to make the workspace store's writes fail as on a full disk, False to free it."""
     import sqlite3
-    from mpl_core import store as store_mod
+
+    from mpl_core.workspace import store as store_mod
     real = sqlite3.connect
 
     def set_full(full: bool) -> None:

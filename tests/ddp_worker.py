@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import stripes_dataset, tiny_config  # noqa: E402
-from mpl_core import distributed  # noqa: E402
-from mpl_core.splits import make_split  # noqa: E402
-from mpl_core.train import TrainControl, train  # noqa: E402
+from mpl_core.data.splits import make_split  # noqa: E402
+from mpl_core.engine import distributed  # noqa: E402
+from mpl_core.engine.train import TrainControl, train  # noqa: E402
 
 
 def final_state(result) -> dict[str, torch.Tensor]:

@@ -161,7 +161,8 @@ def build_corpus(root: Path, outside: Path) -> list[Case]:
     # Files in the wrong place or of the wrong kind.
     base = base_files(60)
     folder("stray-top-level-file", {**base, "readme.png": noise(61)}, "skip", "not under labeled", "readme.png")
-    folder("file-directly-in-labeled", {**base, "labeled/x.png": noise(62)}, "skip", "not under labeled", "labeled/x.png")
+    folder("file-directly-in-labeled", {**base, "labeled/x.png": noise(62)}, "skip", "not under labeled",
+           "labeled/x.png")
     folder("duplicate-files", {**base, "unlabeled/copy.png": base["labeled/a/a0.png"]}, "skip", "duplicate of",
            "unlabeled/copy.png")
     p = folder("empty-class-folder", base_files(63), "skip", "no usable images", "labeled/c/")

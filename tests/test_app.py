@@ -6,8 +6,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_run_config, write_stripes_folder
 from mpl_core.config import DataConfig
-from mpl_core.jobs import start_pseudo_labeling, start_training
-from mpl_core.workspace import create_workspace
+from mpl_core.service.jobs import start_pseudo_labeling, start_training
+from mpl_core.workspace.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["pages/home.py", "pages/data.py", "pages/train.py", "pages/review.py", "pages/rounds.py", "pages/export.py"]
@@ -96,7 +96,7 @@ def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeyp
 
 def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_disk):
     """A full disk during a decision, a failed job and an OOM note: messages on the page, no traceback."""
-    from mpl_core.jobs import TrainingJob
+    from mpl_core.service.jobs import TrainingJob
     from ui import get_studio
 
     at = app("pages/review.py", reviewed_root).run()
@@ -129,8 +129,9 @@ def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_d
 def test_a_job_from_another_process_shows_its_progress_and_blocks_starts(reviewed_root):
     """torchrun or the CLI training in the workspace: the Train page shows who and how far."""
     import time
-    from mpl_core.jobs import JobLock
-    from mpl_core.workspace import open_workspace
+
+    from mpl_core.service.jobs import JobLock
+    from mpl_core.workspace.workspace import open_workspace
     ws = open_workspace("tiny", reviewed_root)
     run_id = ws.store.create_run("train", tiny_run_config("mpl").to_dict())
     ws.store.add_metrics(run_id, 3, "train", {"t_loss": 1.0})

@@ -1,13 +1,12 @@
 """A checkpoint trained elsewhere (train --out, torchrun) added to a workspace as a run."""
 import pytest
 
-from mpl_core.cli import main
+from conftest import write_stripes_folder
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.jobs import start_pseudo_labeling
-from mpl_core.studio import Studio
-
-from conftest import write_stripes_folder
+from mpl_core.service.cli import main
+from mpl_core.service.jobs import start_pseudo_labeling
+from mpl_core.service.studio import Studio
 
 SMALL = ["--steps", "10", "--finetune-steps", "2", "--batch-size", "4", "--mu", "2", "--width", "4",
          "--device", "cpu", "--quiet", "--eval-every", "5"]
@@ -54,8 +53,9 @@ def test_attach_refuses_what_does_not_fit(tiny_workspace, tmp_path, image_folder
 
 def test_train_page_adds_a_run_from_a_folder(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
-    from ui import get_studio
+
     from conftest import ROOT
+    from ui import get_studio
     monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
     write_stripes_folder(tmp_path / "stripes")
     Studio(tmp_path).create("tiny", DataConfig(dataset="stripes", val_fraction=0.25))

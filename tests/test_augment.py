@@ -1,6 +1,6 @@
 import torch
 
-from mpl_core.augment import strong_view, to_float, weak_view
+from mpl_core.engine.augment import strong_view, to_float, weak_view
 
 
 def batch(n=64, c=3, size=16):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mpl_core import checkpoint as ckpt
+from mpl_core.engine import checkpoint as ckpt
 from mpl_core.errors import MPLStudioError
 
 

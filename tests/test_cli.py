@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mpl_core.cli import main
+from mpl_core.service.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_then_evaluate_a_few_steps(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--dataset", str(image_folder), "--algorithm", "mpl", "--preset", "smoke",
-                 "--steps", "4", "--finetune-steps", "2", "--out", str(out), "--quiet", "--batch-size", "4", "--model", "cnn"])
+                 "--steps", "4", "--finetune-steps", "2", "--out", str(out), "--quiet",
+                 "--batch-size", "4", "--model", "cnn"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "test_acc:" in printed

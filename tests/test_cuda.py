@@ -5,14 +5,14 @@ The fast-versus-reference agreement on CUDA lives in test_reference.py with the 
 import pytest
 import torch
 
-from mpl_core.algorithms import FeedbackState, mpl_step
-from mpl_core.augment import make_batch
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
-from mpl_core.ema import ModelEMA
-from mpl_core.inference import autocast_for
-from mpl_core.models import build_model
-from mpl_core.sampling import to_device
-from mpl_core.train import make_learner
+from mpl_core.engine.algorithms import FeedbackState, mpl_step
+from mpl_core.engine.augment import make_batch
+from mpl_core.engine.ema import ModelEMA
+from mpl_core.engine.inference import autocast_for
+from mpl_core.engine.models import build_model
+from mpl_core.engine.sampling import to_device
+from mpl_core.engine.train import make_learner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -10,10 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mpl_core import distributed
-from mpl_core.checkpoint import latest_checkpoint, load_checkpoint
-
 from conftest import ROOT, write_stripes_folder
+from mpl_core.engine import distributed
+from mpl_core.engine.checkpoint import latest_checkpoint, load_checkpoint
 
 
 def torchrun(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -68,7 +67,7 @@ def test_torchrun_workspace_training_and_sharded_pseudo_labels_match_one_process
     one = subprocess.run([sys.executable, "-m", "mpl_core", "pseudo-label", *ws], cwd=tmp_path, text=True,
                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert one.returncode == 0, one.stderr
-    from mpl_core.workspace import open_workspace
+    from mpl_core.workspace.workspace import open_workspace
     store = open_workspace("w", tmp_path).store
     run = store.runs()[0]
     assert run["status"] == "done" and run["checkpoint"] and run["config"]["train"]["batch_size"] == 4
@@ -81,7 +80,7 @@ def test_torchrun_workspace_training_and_sharded_pseudo_labels_match_one_process
     rows = store.metric_rows(1)  # written once, by rank 0, averaged over the ranks
     assert [r["step"] for r in rows if r["phase"] == "train"] == [10]
     # A retrain round: rank 0 reads the decisions and sends the reviewed labels to the other rank.
-    from mpl_core.cli import main
+    from mpl_core.service.cli import main
     assert main(["review", *ws, "--accept-above", "0.0", "--class", "vertical"]) == 0
     accepted = int((single.label == 1).sum())
     done = torchrun("-m", "mpl_core", "retrain", *ws, *small, cwd=tmp_path)
@@ -104,9 +103,9 @@ def test_shards_cover_the_data_once_and_labeled_shards_hold_every_class():
 
 
 def test_processes_that_see_different_data_or_lack_gpus_get_a_clear_error(monkeypatch):
-    from mpl_core import cli
+    from mpl_core.data.splits import Split
     from mpl_core.errors import MPLStudioError
-    from mpl_core.splits import Split
+    from mpl_core.service import cli
     ctx = distributed.DistContext(0, 2, 0, "gloo")
     split = Split(torch.arange(4), torch.arange(2), torch.arange(10))
     monkeypatch.setattr(distributed, "all_gather_objects", lambda obj, c: [obj, {**obj, "unlabeled": 9}])
@@ -121,7 +120,7 @@ def test_processes_that_see_different_data_or_lack_gpus_get_a_clear_error(monkey
 
 
 def test_one_process_commands_run_once_under_torchrun(tmp_path, monkeypatch, capsys):
-    from mpl_core.cli import main
+    from mpl_core.service.cli import main
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["status", "--workspace", "nope", "--data-root", str(tmp_path)]) == 0  # rank 1: does nothing

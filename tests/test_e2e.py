@@ -11,9 +11,10 @@ import pytest
 from browser import ROOT, browser_page, choose, chromium_available, metric, streamlit_app
 from conftest import write_stripes_folder
 from mpl_core.config import DataConfig
-from mpl_core.workspace import create_workspace
+from mpl_core.workspace.workspace import create_workspace
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs chromium and playwright (make test installs them)")
+pytestmark = pytest.mark.skipif(not chromium_available(),
+                                reason="needs chromium and playwright (make test installs them)")
 SCREENS = ROOT / "test-artifacts" / "screens"
 
 

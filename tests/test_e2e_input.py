@@ -8,10 +8,11 @@ from browser import browser_page, chromium_available, streamlit_app
 from conftest import tiny_run_config
 from malformed import base_files, noise, write_folder, write_zip
 from mpl_core.config import DataConfig
-from mpl_core.jobs import start_pseudo_labeling, start_training
-from mpl_core.workspace import create_workspace
+from mpl_core.service.jobs import start_pseudo_labeling, start_training
+from mpl_core.workspace.workspace import create_workspace
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs chromium and playwright (make test installs them)")
+pytestmark = pytest.mark.skipif(not chromium_available(),
+                                reason="needs chromium and playwright (make test installs them)")
 ODD = ["<img src=x onerror=alert(1)>", "**bold** [link](x.html)"]
 
 

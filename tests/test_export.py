@@ -5,13 +5,12 @@ import zipfile
 import numpy as np
 import pytest
 from PIL import Image
-
-from mpl_core.checkpoint import load_checkpoint
-from mpl_core.errors import MPLStudioError
-from mpl_core.export import class_folder_names, export, image_name
-from mpl_core.review import decide_rows
-
 from test_review import labeled_ws  # noqa: F401 (fixture)
+
+from mpl_core.engine.checkpoint import load_checkpoint
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.export import class_folder_names, export, image_name
+from mpl_core.workspace.review import decide_rows
 
 
 @pytest.fixture
@@ -86,4 +85,5 @@ def test_checkpoint_export_and_bad_format(reviewed_ws, tmp_path):
 def test_names_are_safe_and_unique():
     assert image_name("unlabeled/cat 01.png", 7) == "000007_unlabeled_cat_01.png"
     assert image_name("train/00012", 12) == "000012_train_00012.png"
-    assert class_folder_names(["T-shirt/top", "T-shirt top", "../x", ""]) == ["T-shirt_top", "T-shirt_top_1", "x", "class_3"]
+    folders = class_folder_names(["T-shirt/top", "T-shirt top", "../x", ""])
+    assert folders == ["T-shirt_top", "T-shirt_top_1", "x", "class_3"]

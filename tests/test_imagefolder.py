@@ -4,11 +4,10 @@ import zipfile
 import pytest
 from PIL import Image
 
-from mpl_core.data import load_dataset
-from mpl_core.errors import MPLStudioError
-from mpl_core.imagefolder import inspect_image_folder
-
 from conftest import png_bytes
+from mpl_core.data.imagefolder import inspect_image_folder
+from mpl_core.data.sources import load_dataset
+from mpl_core.errors import MPLStudioError
 
 
 def test_folder_imports_classes_unlabeled_and_test(image_folder):

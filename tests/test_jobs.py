@@ -7,12 +7,11 @@ import time
 import pytest
 import torch
 
-from mpl_core.checkpoint import latest_checkpoint, list_checkpoints
-from mpl_core.jobs import JobBusy, JobLock, TrainingJob, recover, start_pseudo_labeling, start_training
-from mpl_core.train import SINGLE_MODEL_STEPS, load_model
-from mpl_core.workspace import open_workspace
-
 from conftest import ROOT, tiny_run_config
+from mpl_core.engine.checkpoint import latest_checkpoint, list_checkpoints
+from mpl_core.engine.train import SINGLE_MODEL_STEPS, load_model
+from mpl_core.service.jobs import JobBusy, JobLock, TrainingJob, recover, start_pseudo_labeling, start_training
+from mpl_core.workspace.workspace import open_workspace
 
 
 def wait_for(predicate, timeout=60.0):
@@ -138,7 +137,7 @@ def test_training_process_killed_mid_run_resumes_from_its_checkpoint(tiny_worksp
 
 
 def test_demo_job_trains_pseudo_labels_accepts_and_retrains(tiny_workspace):
-    from mpl_core.jobs import start_demo
+    from mpl_core.service.jobs import start_demo
     job = start_demo(tiny_workspace, tiny_run_config("mpl"), tiny_run_config("supervised"), target_precision=0.5)
     st = job.join(120)
     assert st.state == "done", st.error
@@ -183,7 +182,8 @@ def test_out_of_memory_at_the_smallest_batch_is_a_clear_failure(tiny_workspace, 
 
 def test_full_disk_while_checkpointing_fails_clearly_and_keeps_the_last_checkpoint(tiny_workspace, monkeypatch):
     import errno
-    from mpl_core import checkpoint
+
+    from mpl_core.engine import checkpoint
     honest = checkpoint.save_file
     calls = []
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from malformed import SMALL_LIMITS, Case, build_corpus, snapshot, zip_folder
-from mpl_core import imagefolder
 from mpl_core.config import DataConfig
+from mpl_core.data import imagefolder
+from mpl_core.data.imagefolder import ImportLimits
 from mpl_core.errors import MPLStudioError
-from mpl_core.imagefolder import ImportLimits
-from mpl_core.studio import Studio
+from mpl_core.service.studio import Studio
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTS = ("ok", "skip", "refuse")

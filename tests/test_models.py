@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from mpl_core.config import ModelConfig
+from mpl_core.engine.models import MODEL_REGISTRY, build_model
 from mpl_core.errors import MPLStudioError
-from mpl_core.models import MODEL_REGISTRY, build_model
 
 
 @pytest.mark.parametrize("name,size,channels", [("cnn", 28, 1), ("cnn", 32, 3), ("wrn-28-2", 32, 3)])

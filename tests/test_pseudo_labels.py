@@ -3,13 +3,18 @@ import math
 import numpy as np
 import pytest
 
-from mpl_core.api import threshold_index
 from mpl_core.config import AlgorithmConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.jobs import start_pseudo_labeling, start_training
-from mpl_core.pseudo_labels import (Calibration, ThresholdIndex, confidence_histogram, fit_calibration,
-                                    threshold_for_precision)
-from mpl_core.workspace import create_workspace
+from mpl_core.pseudo_labels import (
+    Calibration,
+    ThresholdIndex,
+    confidence_histogram,
+    fit_calibration,
+    threshold_for_precision,
+)
+from mpl_core.service.jobs import start_pseudo_labeling, start_training
+from mpl_core.workspace.review import threshold_index
+from mpl_core.workspace.workspace import create_workspace
 
 IDENTITY = fit_calibration([], [])  # no validation evidence: the model's confidence is taken as is
 

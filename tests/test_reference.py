@@ -5,13 +5,12 @@ autocast, the same to bf16's precision. On the CPU always, on CUDA too where the
 import pytest
 import torch
 
-from mpl_core.algorithms import Batch, FeedbackState, mpl_step
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
-from mpl_core.inference import autocast_for, bf16_autocast_applies
-from mpl_core.models import build_model
-from mpl_core.reference import reference_mpl_step
-from mpl_core.train import make_learner
-
+from mpl_core.engine.algorithms import Batch, FeedbackState, mpl_step
+from mpl_core.engine.inference import autocast_for, bf16_autocast_applies
+from mpl_core.engine.models import build_model
+from mpl_core.engine.reference import reference_mpl_step
+from mpl_core.engine.train import make_learner
 
 # CUDA where there is one: the same checks then cover the GPU kernels (cuDNN with TF32 off, so that
 # fp32 means fp32) and bf16 autocast there.

@@ -2,13 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_run_config
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.jobs import start_pseudo_labeling, start_retrain, start_training
-from mpl_core.review import decide_rows, label_by_hand, reviewed_training_set, select_by_threshold, status_of
-from mpl_core.workspace import create_workspace, open_workspace
-
-from conftest import tiny_run_config
+from mpl_core.service.jobs import start_pseudo_labeling, start_retrain, start_training
+from mpl_core.workspace.review import decide_rows, label_by_hand, reviewed_training_set, select_by_threshold, status_of
+from mpl_core.workspace.workspace import create_workspace, open_workspace
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import torch
 
 from mpl_core.config import DataConfig
-from mpl_core.data import load_dataset
-from mpl_core.splits import make_split
+from mpl_core.data.sources import load_dataset
+from mpl_core.data.splits import make_split
 
 
 def test_builtin_split_is_deterministic_disjoint_and_balanced(fmnist):

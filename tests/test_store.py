@@ -7,10 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from mpl_core.errors import MPLStudioError
-from mpl_core.store import Store, summarize_probs
-
 from conftest import ROOT
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.store import Store, summarize_probs
 
 
 def test_decisions_undo_restores_the_previous_state(tmp_path):
@@ -63,7 +62,7 @@ def test_eight_threads_500_decisions_each_give_4000_rows(tmp_path):
 _WRITER = """
 import sys
 sys.path.insert(0, {root!r})
-from mpl_core.store import Store
+from mpl_core.workspace.store import Store
 store = Store(sys.argv[1])
 for i in range(100000):
     store.decide([(f"s{{i}}", i)], "accept", i % 10, who="child")

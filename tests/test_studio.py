@@ -1,7 +1,7 @@
 import pytest
 
 from mpl_core.errors import MPLStudioError
-from mpl_core.studio import Studio
+from mpl_core.service.studio import Studio
 
 
 def test_uploads_are_named_by_a_checked_workspace_name(tmp_path):

@@ -3,14 +3,13 @@ import threading
 import pytest
 import torch
 
-from mpl_core.checkpoint import latest_checkpoint
-from mpl_core.config import DataConfig
-from mpl_core.data import select_classes
-from mpl_core.errors import MPLStudioError
-from mpl_core.splits import make_split
-from mpl_core.train import TrainControl, load_model, train
-
 from conftest import tiny_config
+from mpl_core.config import DataConfig
+from mpl_core.data.dataset import select_classes
+from mpl_core.data.splits import make_split
+from mpl_core.engine.checkpoint import latest_checkpoint
+from mpl_core.engine.train import TrainControl, load_model, train
+from mpl_core.errors import MPLStudioError
 
 
 @pytest.mark.parametrize("algorithm", ["supervised", "pseudo_label", "uda", "mpl"])
@@ -46,7 +45,8 @@ def test_resume_continues_from_the_checkpoint(tiny_dataset, tmp_path):
           on_progress=lambda p: control.stop.set() if p.step >= 10 else None)
     assert latest_checkpoint(tmp_path) is not None
     steps_seen = []
-    result = train(cfg, tiny_dataset, split, out_dir=tmp_path, on_progress=lambda p: steps_seen.append((p.phase, p.step)))
+    result = train(cfg, tiny_dataset, split, out_dir=tmp_path,
+                   on_progress=lambda p: steps_seen.append((p.phase, p.step)))
     assert ("train", 10) not in steps_seen and ("train", 20) in steps_seen  # picked up at step 10
     assert result.step == 20 and not result.stopped
 
@@ -97,8 +97,8 @@ def test_same_seed_same_model_and_global_rng_untouched(tiny_dataset):
 
 
 def test_balanced_draw_gives_each_class_its_share():
-    from mpl_core.sampling import IndexSampler
-    from mpl_core.splits import Split
+    from mpl_core.data.splits import Split
+    from mpl_core.engine.sampling import IndexSampler
     labeled = torch.arange(1000)
     labels = torch.cat([torch.zeros(990, dtype=torch.int64), torch.ones(10, dtype=torch.int64)])
     sampler = IndexSampler.build(Split(labeled, labeled[:0], torch.arange(5)), labels, balance=True)
@@ -109,7 +109,7 @@ def test_balanced_draw_gives_each_class_its_share():
 
 
 def _weights(path):
-    from mpl_core.checkpoint import load_checkpoint
+    from mpl_core.engine.checkpoint import load_checkpoint
     tensors, info = load_checkpoint(path)
     return {k: v for k, v in tensors.items() if k.split(".")[0] in ("student", "teacher", "ema")}, info
 
@@ -117,7 +117,7 @@ def _weights(path):
 def test_a_run_cut_short_resumes_to_the_same_weights_even_after_a_torn_write(tiny_dataset, tmp_path):
     """Step, models, optimizers, EMA and RNG states all come back: the resumed run ends bit-identical
     to one that was never interrupted, even when the newest checkpoint was cut off mid-write."""
-    from mpl_core.checkpoint import list_checkpoints
+    from mpl_core.engine.checkpoint import list_checkpoints
     cfg = tiny_config("mpl", steps=40, checkpoint_every=10, eval_every=0, finetune_steps=0, ema_decay=0.9)
     split = make_split(tiny_dataset, cfg.data)
     straight = train(cfg, tiny_dataset, split, out_dir=tmp_path / "straight")
@@ -160,7 +160,7 @@ def test_cpu_bf16_autocast_runs_where_the_cpu_has_native_bf16(tiny_dataset, monk
     """On a CPU with native bf16 the step's convolutions run in bf16 and the run says so; with amp
     off, or on a CPU without it, they stay fp32. The check is forced both ways, so it does not
     depend on the CPU under the tests."""
-    from mpl_core import inference
+    from mpl_core.engine import inference
     for native, amp, expected in ((True, True, torch.bfloat16), (True, False, torch.float32),
                                   (False, True, torch.float32)):
         monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: native)

@@ -1,21 +1,18 @@
-"""Datasets as in-memory uint8 tensors: the built-in Fashion-MNIST, torchvision sets, own images.
-
-Every dataset becomes a `Dataset`: a training pool (labeled candidates and unlabeled images)
-and an optional test set, each an `ImageSet` of (N, C, H, W) uint8 images, int64 labels
-(-1 where nobody knows the label) and stable string ids. Images stay uint8 on the host and
-are augmented on the training device in whole batches (see augment.py).
+"""Where datasets come from: the built-in Fashion-MNIST (Debian package, data/ or a download),
+torchvision sets (downloaded where there is network), and own images (a folder or zip).
 """
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import MPLStudioError
+from mpl_core.errors import MPLStudioError
+from mpl_core.data.dataset import Dataset, ImageSet
+from mpl_core.data.imagefolder import load_image_folder
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -26,44 +23,6 @@ BUILTIN_SETS = ("fashion-mnist",) + TORCHVISION_SETS
 FLIP_OK = {"fashion-mnist": True, "mnist": False, "cifar10": True, "svhn": False}
 
 
-@dataclass
-class ImageSet:
-    images: torch.Tensor  # (N, C, H, W) uint8
-    labels: torch.Tensor  # (N,) int64, -1 = unknown
-    ids: list[str]  # stable per-sample ids, e.g. "train/000123" or "unlabeled/cat_01.png"
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def subset(self, idx: torch.Tensor) -> "ImageSet":
-        idx = idx.long()
-        return ImageSet(self.images[idx], self.labels[idx], [self.ids[i] for i in idx.tolist()])
-
-
-@dataclass
-class Dataset:
-    name: str
-    class_names: list[str]
-    train: ImageSet  # pool the split draws labeled, validation and unlabeled samples from
-    test: ImageSet | None  # only ever measured on
-    fully_labeled: bool  # True for benchmarks: every pool label is known, the split hides most
-    flip: bool = True  # whether horizontal flips are label-preserving
-    report: object | None = None  # ImportReport for own images
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.train.images.shape[-1])
-
-
 def load_dataset(name_or_path: str, data_root: str | Path = "data", *, image_size: int = 0,
                  download: bool = True) -> Dataset:
     """Load a built-in dataset by name, or own images from a folder or zip path."""
@@ -72,7 +31,6 @@ def load_dataset(name_or_path: str, data_root: str | Path = "data", *, image_siz
         return load_fashion_mnist(data_root, download=download)
     if key.replace("-", "") in TORCHVISION_SETS:
         return load_torchvision(key.replace("-", ""), data_root, download=download)
-    from .imagefolder import load_image_folder  # own images: folder or zip
     return load_image_folder(name_or_path, image_size=image_size)
 
 
@@ -128,7 +86,7 @@ def load_fashion_mnist(data_root: str | Path = "data", *, download: bool = True)
     train = _imageset(arrays["train_x"][:, None], arrays["train_y"], "train")
     test = _imageset(arrays["test_x"][:, None], arrays["test_y"], "test")
     return Dataset("fashion-mnist", list(FASHION_MNIST_CLASSES), train, test, fully_labeled=True,
-                   flip=FLIP_OK["fashion-mnist"], extra={"source": str(folder)})
+                   flip=FLIP_OK["fashion-mnist"])
 
 
 def _download_fashion_mnist(data_root: Path) -> Path:
@@ -179,16 +137,7 @@ def load_torchvision(name: str, data_root: str | Path = "data", *, download: boo
                              "downloaded on first use, which needs network access") from exc
     train = _imageset(*arrays[0], "train")
     test = _imageset(*arrays[1], "test")
-    return Dataset(name, classes, train, test, fully_labeled=True, flip=FLIP_OK[name],
-                   extra={"source": root})
-
-
-def channel_stats(images_u8: torch.Tensor, max_samples: int = 10000) -> tuple[tuple, tuple]:
-    """Per-channel mean and std in [0, 1] units, from up to max_samples images."""
-    x = images_u8[:max_samples].float().div(255)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+    return Dataset(name, classes, train, test, fully_labeled=True, flip=FLIP_OK[name])
 
 
 def default_data_root() -> Path:
@@ -196,18 +145,9 @@ def default_data_root() -> Path:
     return Path(os.environ.get("MPL_DATA_ROOT", "data"))
 
 
-def select_classes(dataset: Dataset, class_ids: list[int]) -> Dataset:
-    """A dataset restricted to some classes, relabeled 0..len(class_ids)-1 (ids unchanged)."""
-    remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
-    remap[torch.tensor(class_ids)] = torch.arange(len(class_ids))
 
-    def restrict(s: ImageSet | None) -> ImageSet | None:
-        if s is None:
-            return None
-        keep = torch.nonzero((s.labels >= 0) & (remap[s.labels.clamp_min(0)] >= 0)).flatten()
-        sub = s.subset(keep)
-        return ImageSet(sub.images, remap[sub.labels], sub.ids)
 
-    return Dataset(f"{dataset.name}[{','.join(map(str, class_ids))}]", [dataset.class_names[i] for i in class_ids],
-                   restrict(dataset.train), restrict(dataset.test), dataset.fully_labeled, dataset.flip,
-                   extra=dict(dataset.extra))
+def builtin_dataset_status(data_root: str | Path | None = None) -> dict:
+    """Whether the built-in Fashion-MNIST is on this machine, and where."""
+    folder = find_fashion_mnist(data_root or default_data_root())
+    return {"found": folder is not None, "where": str(folder) if folder else None}

@@ -20,11 +20,11 @@ from typing import BinaryIO, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from .checkpoint import latest_checkpoint
-from .config import EXPORT_FORMATS
-from .errors import MPLStudioError
-from .review import status_of
-from .workspace import Workspace
+from mpl_core.config import EXPORT_FORMATS
+from mpl_core.engine.checkpoint import latest_checkpoint
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.review import status_of
+from mpl_core.workspace.workspace import Workspace
 
 CSV_COLUMNS = ("sample_id", "pool_index", "split", "pseudo_label", "confidence", "margin", "status",
                "final_label", "reviewer", "decided_at")

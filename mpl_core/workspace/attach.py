@@ -14,10 +14,10 @@ import json
 import shutil
 from pathlib import Path
 
-from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
-from .errors import MPLStudioError
-from .train import load_model
-from .workspace import Workspace
+from mpl_core.engine.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
+from mpl_core.engine.train import load_model
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.workspace import Workspace
 
 
 def attach_checkpoint(ws: Workspace, path: str | Path) -> int:

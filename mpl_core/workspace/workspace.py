@@ -16,11 +16,12 @@ import os
 import re
 from pathlib import Path
 
-from .config import DataConfig
-from .data import BUILTIN_SETS, Dataset, load_dataset
-from .errors import MPLStudioError
-from .splits import Split, make_split
-from .store import Store
+from mpl_core.config import DataConfig
+from mpl_core.data.dataset import Dataset
+from mpl_core.data.sources import BUILTIN_SETS, load_dataset
+from mpl_core.data.splits import Split, make_split
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.store import Store
 
 WORKSPACES = "workspaces"
 WORKSPACE_FILE = "workspace.json"

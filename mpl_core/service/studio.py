@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig, RunConfig
-from .errors import MPLStudioError
-from .store import PseudoLabelRows
-from .workspace import Workspace, create_workspace, inside, list_workspaces, open_workspace
+from mpl_core.config import DataConfig, RunConfig
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.store import PseudoLabelRows
+from mpl_core.workspace.workspace import Workspace, create_workspace, inside, list_workspaces, open_workspace
 
 SORTS = ("least sure first", "most sure first", "smallest margin first", "pool order")
 
@@ -76,7 +76,7 @@ class ReviewView:
         return pending[np.argsort(self.rows.margin[pending], kind="stable")[:n]]
 
     def histogram(self, bins: int = 20) -> np.ndarray:
-        from .pseudo_labels import confidence_histogram
+        from mpl_core.workspace.calibration import confidence_histogram
         return confidence_histogram(self.rows.label, self.rows.confidence, len(self.class_names), bins)
 
     def confusion(self, statuses: list[str] | None = None) -> np.ndarray | None:
@@ -123,7 +123,7 @@ class Studio:
         Refused when the workspace exists: its zip is its data, and overwriting it would change
         a workspace that already has runs and decisions.
         """
-        from .workspace import WORKSPACE_FILE, check_name, workspaces_root
+        from mpl_core.workspace.workspace import WORKSPACE_FILE, check_name, workspaces_root
         if (workspaces_root(self.data_root) / check_name(name) / WORKSPACE_FILE).exists():
             raise MPLStudioError(f"workspace {name!r} already exists; pick another name for the new data")
         target = self.data_root / "uploads" / f"{name}.zip"
@@ -134,7 +134,7 @@ class Studio:
         return str(target.relative_to(self.data_root))
 
     def open(self, name: str) -> Workspace:
-        from .jobs import recover
+        from mpl_core.service.jobs import recover
         with self._lock:
             if name not in self._workspaces:
                 ws = open_workspace(name, self.data_root)
@@ -151,7 +151,7 @@ class Studio:
 
     def start(self, name: str, kind: str, **kwargs):
         """Start a job: kind = train, resume, pseudo_label, retrain or demo."""
-        from . import jobs
+        from mpl_core.service import jobs
         ws = self.open(name)
         for key in ("cfg", "retrain_cfg"):
             if key in kwargs and not kwargs[key].train.threads:
@@ -176,7 +176,7 @@ class Studio:
     def outside_job(self, name: str) -> dict | None:
         """A job another process runs on the workspace (the CLI, torchrun), or None: who runs it and
         how far its run is, from the metrics it logs to the store."""
-        from .jobs import describe_holder, lock_is_held, read_holder
+        from mpl_core.service.jobs import describe_holder, lock_is_held, read_holder
         own = self.job(name)
         ws = self.open(name)
         if (own is not None and own.status().active) or not lock_is_held(ws.lock_path):
@@ -200,7 +200,7 @@ class Studio:
         """Add a checkpoint trained elsewhere (e.g. `torchrun ... train --out runs/x`) as a run.
 
         path is typed by a user, so it must lie inside the data folder."""
-        from .attach import attach_checkpoint
+        from mpl_core.workspace.attach import attach_checkpoint
         ws = self.open(name)
         if not path.strip():
             raise MPLStudioError("type the path of a checkpoint (.safetensors) or run folder inside the data folder")
@@ -213,8 +213,7 @@ class Studio:
 
     def review(self, name: str) -> ReviewView | None:
         """The newest round's review state, rebuilt only when the round or the decisions changed."""
-        from .api import threshold_index
-        from .review import decision_state
+        from mpl_core.workspace.review import decision_state, threshold_index
         ws = self.open(name)
         latest, version = ws.store.latest_round(), ws.store.decisions_version()
         if latest is None:
@@ -237,7 +236,7 @@ class Studio:
                expect: str | None = None) -> int:
         """Record a decision for rows of the newest round (committed before this returns); with
         `expect`, only rows still in that state (what the reviewer saw). Returns how many."""
-        from .review import decide_rows
+        from mpl_core.workspace.review import decide_rows
         view = self.review(name)
         if view is None:
             raise MPLStudioError("no pseudo-labels to review yet")
@@ -257,7 +256,7 @@ class Studio:
     def decide_by_threshold(self, name: str, action: str, thresholds, who: str,
                             classes: list[int] | None = None) -> int:
         """Accept pending rows at or above their class threshold, or reject those below it."""
-        from .review import select_by_threshold
+        from mpl_core.workspace.review import select_by_threshold
         view = self.review(name)
         if view is None:
             raise MPLStudioError("no pseudo-labels to review yet")
@@ -286,6 +285,7 @@ class Studio:
     def thumbnail_uris(self, name: str, pool_indices, scale: int = 3) -> list[str]:
         """Thumbnails as PNG data URIs: the browser gets them inline with the page, no extra requests."""
         import base64
+
         from PIL import Image
         out = []
         for arr in self.thumbnails(name, pool_indices, scale):
@@ -315,7 +315,7 @@ class Studio:
 
     def export_bytes(self, name: str, fmt: str, run_id: int | None = None) -> tuple[bytes, str]:
         """(file contents, file name) for a download button."""
-        from . import export as ex
+        from mpl_core.workspace import export as ex
         ws = self.open(name)
         if fmt == "csv":
             return ex.csv_bytes(ws), f"{name}-labels.csv"
@@ -342,7 +342,7 @@ def app_threads() -> int:
 
 
 def default_run_config(preset: str = "quick-demo", algorithm: str = "mpl") -> RunConfig:
-    from .presets import apply_preset
+    from mpl_core.presets import apply_preset
     cfg = apply_preset(RunConfig(), preset)
     cfg.algorithm.name = algorithm
     return cfg

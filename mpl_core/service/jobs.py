@@ -24,12 +24,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import distributed as dist_
-from .checkpoint import latest_checkpoint
-from .config import RunConfig
-from .errors import MPLStudioError
-from .train import Progress, TrainControl, load_model, pick_device, device_label, train
-from .workspace import Workspace
+from mpl_core.config import RunConfig
+from mpl_core.engine import distributed as dist_
+from mpl_core.engine.checkpoint import latest_checkpoint
+from mpl_core.engine.train import Progress, TrainControl, device_label, load_model, pick_device, train
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.workspace import Workspace
 
 try:  # torch.cuda.OutOfMemoryError exists on every build (CPU ones too); its home moved over versions
     from torch import OutOfMemoryError as OutOfMemory
@@ -287,7 +287,8 @@ def start_training(ws: Workspace, cfg: RunConfig | None = None, *, run_id: int |
     return TrainingJob(ws, "train", _train_work(cfg), on_progress=on_progress).start(new_run=("train", cfg))
 
 
-def start_retrain(ws: Workspace, cfg: RunConfig, *, on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+def start_retrain(ws: Workspace, cfg: RunConfig, *,
+                  on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
     """A retrain round on given + accepted + human labels (rejected excluded), class-balanced."""
     cfg = _retrain_config(ws, cfg)
     return TrainingJob(ws, "retrain", _retrain_work(cfg), on_progress=on_progress).start(new_run=("retrain", cfg))
@@ -322,7 +323,7 @@ def _train_work(cfg: RunConfig):
 
 def _retrain_work(cfg: RunConfig):
     def work(job: TrainingJob) -> dict:
-        from .review import reviewed_training_set
+        from mpl_core.workspace.review import reviewed_training_set
         job._set(message="collecting reviewed labels")
         reviewed = reviewed_training_set(job.ws)
         _announce({"kind": "retrain", "cfg": cfg.to_dict(), "labels": reviewed.dataset.train.labels,
@@ -377,6 +378,7 @@ def _halve_batch(job: TrainingJob, cfg: RunConfig, run_id: int, exc: BaseExcepti
 
 def _free_accelerator_memory() -> None:
     import gc
+
     import torch
     gc.collect()
     if torch.cuda.is_available():
@@ -385,7 +387,7 @@ def _free_accelerator_memory() -> None:
 
 def _pseudo_label_work(run_id: int, which: str):
     def work(job: TrainingJob) -> dict:
-        from .pseudo_labels import predict_pool
+        from mpl_core.engine.predict import predict_pool
         ws = job.ws
         nonlocal which
         if which == "auto":
@@ -456,8 +458,8 @@ def follow(ws_name: str, data_root: str) -> dict:
     They read the workspace's images and checkpoints and write nothing: rank 0 sends the labels
     and split to train on, and gathers the pseudo-labels to store.
     """
-    from .pseudo_labels import pool_probabilities
-    from .workspace import open_workspace
+    from mpl_core.engine.predict import pool_probabilities
+    from mpl_core.workspace.workspace import open_workspace
     ctx = dist_.current()
     plan = dist_.broadcast_object(None, ctx)
     ws = open_workspace(ws_name, data_root)
@@ -495,9 +497,8 @@ def _retrain_config(ws: Workspace, cfg: RunConfig) -> RunConfig:
 
 def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str):
     def work(job: TrainingJob) -> dict:
-        from .api import threshold_index
-        from .pseudo_labels import threshold_for_precision
-        from .review import decide_rows, select_by_threshold
+        from mpl_core.workspace.calibration import threshold_for_precision
+        from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index
         ws, story = job.ws, {}
         job._set(message="1/4 training the teacher and student (MPL)")
         job._status.run_id = ws.store.create_run("train", train_cfg.to_dict())

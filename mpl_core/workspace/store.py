@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MPLStudioError
+from mpl_core.errors import MPLStudioError
 
 ACTIONS = ("accept", "reject", "relabel", "manual")  # manual = labeled by hand from the queue
 HUMAN_LABEL_ACTIONS = ("relabel", "manual")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .algorithms import Batch, FeedbackState, Learner, consistency_loss, feedback_coefficient, ramp
-from .config import AlgorithmConfig
+from mpl_core.config import AlgorithmConfig
+from mpl_core.engine.algorithms import Batch, FeedbackState, Learner, consistency_loss, feedback_coefficient, ramp
 
 
 def reference_mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,

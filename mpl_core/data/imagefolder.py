@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import Dataset, ImageSet
-from .errors import MPLStudioError
+from mpl_core.data.dataset import Dataset, ImageSet
+from mpl_core.errors import MPLStudioError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SECTIONS = ("labeled", "unlabeled", "test")
@@ -385,7 +385,7 @@ def _assemble(reader: _Reader, report: ImportReport, image_size: int) -> tuple[I
     report.skipped += [(p, "test class not among the labeled classes") for p in skipped_test]
     pool = _concat(sets["labeled"], sets["unlabeled"])
     dataset = Dataset(Path(report.source).stem, classes, pool, sets["test"], fully_labeled=False,
-                      flip=True, report=report, extra={"source": report.source})
+                      flip=True, report=report)
     return report, dataset
 
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import Dataset, ImageSet
-from .errors import MPLStudioError
-from .splits import Split
-from .store import ACTIONS, HUMAN_LABEL_ACTIONS, PseudoLabelRows
-from .workspace import Workspace
+from mpl_core.data.dataset import Dataset, ImageSet
+from mpl_core.data.splits import Split
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.calibration import ThresholdIndex, calibration_from_validation
+from mpl_core.workspace.store import ACTIONS, HUMAN_LABEL_ACTIONS, PseudoLabelRows
+from mpl_core.workspace.workspace import Workspace
 
 PENDING = "pending"
 STATUSES = (PENDING,) + ACTIONS
@@ -122,6 +123,17 @@ def reviewed_training_set(ws: Workspace) -> ReviewedSet:
     counts = {"given": len(split.labeled), "accepted": int((in_pool & (dec["action"] == "accept")).sum()),
               "human": int(human.sum()), "rejected": int((in_pool & (dec["action"] == "reject")).sum())}
     train = ImageSet(ds.train.images, labels, ds.train.ids)
-    reviewed = Dataset(ds.name, ds.class_names, train, ds.test, fully_labeled=False, flip=ds.flip,
-                       extra=dict(ds.extra))
+    reviewed = Dataset(ds.name, ds.class_names, train, ds.test, fully_labeled=False, flip=ds.flip)
     return ReviewedSet(reviewed, new_split, counts)
+
+
+def threshold_index(ws: Workspace, round_: int | None = None) -> ThresholdIndex:
+    """A ThresholdIndex over a round of pseudo-labels (the newest by default), with the true labels
+    beside it where the dataset knows them (built-in datasets), for checking the estimate."""
+    rows = ws.store.pseudo_labels(round_)
+    if rows is None:
+        raise MPLStudioError("no pseudo-labels yet: generate them from a trained model first")
+    ds = ws.dataset()
+    truth = ds.train.labels.numpy()[rows.idx] if ds.fully_labeled else None
+    return ThresholdIndex(rows.label, rows.confidence, ds.num_classes,
+                          calibration_from_validation(rows.validation), truth, rows.validation)

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
-from .errors import MPLStudioError
+from mpl_core.config import ModelConfig
+from mpl_core.errors import MPLStudioError
 
 MODEL_REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 

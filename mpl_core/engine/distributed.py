@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .errors import MPLStudioError
+from mpl_core.errors import MPLStudioError
 
 RANK_SEED_STRIDE = 1_000_003  # rank r draws batches and augmentations from seed + r * stride
 TIMEOUT = datetime.timedelta(minutes=30)  # a rank waiting longer than this for the others fails

@@ -1,4 +1,5 @@
-"""The headless command line: `python -m mpl_core {train,evaluate,inspect,pseudo-label,review,retrain,export,status,attach}`."""
+"""The headless command line:
+`python -m mpl_core {train,evaluate,inspect,pseudo-label,review,retrain,export,status,attach}`."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, VIEW_BATCHES, RunConfig
-from .errors import MPLStudioError
-from .presets import PRESETS, apply_preset
+from mpl_core.config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, VIEW_BATCHES, RunConfig
+from mpl_core.errors import MPLStudioError
+from mpl_core.presets import PRESETS, apply_preset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,10 +147,11 @@ def config_from_args(args) -> RunConfig:
 
 def cmd_train(args) -> int:
     import torch
-    from .data import load_dataset
-    from .splits import make_split
-    from .train import train
-    from .progress import TqdmProgress
+
+    from mpl_core.data.sources import load_dataset
+    from mpl_core.data.splits import make_split
+    from mpl_core.engine.train import train
+    from mpl_core.service.progress import TqdmProgress
 
     cfg = config_from_args(args)
     if cfg.train.threads:
@@ -179,13 +181,13 @@ def cmd_train(args) -> int:
 
 def _join_process_group(args):
     """Under torchrun: join the other processes (None when this process trains alone)."""
-    from . import distributed
+    from mpl_core.engine import distributed
     return distributed.init(getattr(args, "device", "auto"))
 
 
 def _load_in_turn(load, ctx):
     """Rank 0 loads (and downloads, if need be) first; the others then read what it left."""
-    from . import distributed
+    from mpl_core.engine import distributed
     if ctx is None or ctx.is_main:
         value = load()
         distributed.broadcast_object(True, ctx)
@@ -196,7 +198,7 @@ def _load_in_turn(load, ctx):
 
 def _check_same_data(split, ctx) -> None:
     """Every rank must split the same data; a machine with another copy of it would train on nonsense."""
-    from . import distributed
+    from mpl_core.engine import distributed
     sizes = distributed.all_gather_objects(split.sizes(), ctx)
     if any(s != sizes[0] for s in sizes):
         raise MPLStudioError(f"the processes see different data ({sizes}); give every machine the same dataset")
@@ -204,14 +206,14 @@ def _check_same_data(split, ctx) -> None:
 
 def _follow(args) -> int:
     """Ranks other than 0 in a workspace: do this rank's part of rank 0's job, write nothing."""
-    from .jobs import follow
+    from mpl_core.service.jobs import follow
     follow(args.workspace, args.data_root)
     return 0
 
 
 def _train_in_workspace(args, cfg: RunConfig) -> int:
-    from .jobs import recover, start_training
-    from .workspace import open_or_create_workspace
+    from mpl_core.service.jobs import recover, start_training
+    from mpl_core.workspace.workspace import open_or_create_workspace
     ws = open_or_create_workspace(args.workspace, args.data_root, dataset=args.dataset,
                                   labels_per_class=args.labels_per_class, val_per_class=args.val_per_class,
                                   max_unlabeled=args.max_unlabeled, seed=args.seed)
@@ -227,7 +229,7 @@ def _train_in_workspace(args, cfg: RunConfig) -> int:
 
 def _run_job(args, start):
     """Start a job with a progress bar and wait for it (returns its JobStatus); Ctrl-C stops it cleanly."""
-    from .progress import TqdmProgress
+    from mpl_core.service.progress import TqdmProgress
     with TqdmProgress(disable=args.quiet) as bar:
         job = start(bar)
         try:
@@ -244,15 +246,15 @@ def _run_job(args, start):
 
 
 def _workspace(args):
-    from .jobs import recover
-    from .workspace import open_workspace
+    from mpl_core.service.jobs import recover
+    from mpl_core.workspace.workspace import open_workspace
     ws = open_workspace(args.workspace, args.data_root)
     recover(ws)
     return ws
 
 
 def cmd_pseudo_label(args) -> int:
-    from .jobs import start_pseudo_labeling
+    from mpl_core.service.jobs import start_pseudo_labeling
     ctx = _join_process_group(args)
     if ctx is not None and not ctx.is_main:
         return _follow(args)
@@ -267,7 +269,7 @@ def cmd_pseudo_label(args) -> int:
 
 
 def _print_threshold_table(ws) -> None:
-    from .api import threshold_index
+    from mpl_core.workspace.review import threshold_index
     index = threshold_index(ws)
     truth = " | true precision" if index.has_truth else ""
     print(f"| threshold | passed | coverage | est. precision{truth} |")
@@ -283,7 +285,7 @@ def _pct(v) -> str:
 
 
 def cmd_review(args) -> int:
-    from .review import decide_rows, select_by_threshold
+    from mpl_core.workspace.review import decide_rows, select_by_threshold
     ws = _workspace(args)
     if args.undo:
         n = ws.store.undo_last(who=args.who if args.who != "cli" else None)
@@ -317,7 +319,7 @@ def _class_ids(values: list[str], names: list[str]) -> list[int]:
 
 
 def cmd_retrain(args) -> int:
-    from .jobs import start_retrain
+    from mpl_core.service.jobs import start_retrain
     ctx = _join_process_group(args)
     if ctx is not None and not ctx.is_main:
         return _follow(args)
@@ -333,7 +335,7 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from mpl_core.workspace.export import export
     ws = _workspace(args)
     path = export(ws, args.format, args.out, run_id=args.run)
     print(f"wrote {path}")
@@ -341,7 +343,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_attach(args) -> int:
-    from .attach import attach_checkpoint
+    from mpl_core.workspace.attach import attach_checkpoint
     ws = _workspace(args)
     run_id = attach_checkpoint(ws, args.checkpoint)
     run = ws.store.run(run_id)
@@ -351,7 +353,7 @@ def cmd_attach(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .jobs import describe_holder, lock_is_held
+    from mpl_core.service.jobs import describe_holder, lock_is_held
     ws = _workspace(args)
     print(f"workspace {ws.name}: {ws.data.dataset}, {ws.data.labels_per_class} labels/class, seed {ws.data.seed}")
     if lock_is_held(ws.lock_path):
@@ -373,10 +375,10 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import latest_checkpoint
-    from .data import load_dataset
-    from .inference import accuracy
-    from .train import load_model, pick_device
+    from mpl_core.data.sources import load_dataset
+    from mpl_core.engine.checkpoint import latest_checkpoint
+    from mpl_core.engine.inference import accuracy
+    from mpl_core.engine.train import load_model, pick_device
 
     path = Path(args.checkpoint)
     if path.is_dir():
@@ -399,7 +401,8 @@ def cmd_evaluate(args) -> int:
 def cmd_inspect(args) -> int:
     """One report per path; exit 1 if any is not usable."""
     import dataclasses
-    from .imagefolder import DEFAULT_LIMITS, inspect_image_folder
+
+    from mpl_core.data.imagefolder import DEFAULT_LIMITS, inspect_image_folder
     caps = {"max_files": args.max_files,
             "max_total_bytes": args.max_total_mb * 2**20 if args.max_total_mb else None}
     limits = dataclasses.replace(DEFAULT_LIMITS, **{k: v for k, v in caps.items() if v})
@@ -440,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     finally:
         if "torch.distributed" in sys.modules:
-            from . import distributed
+            from mpl_core.engine import distributed
             distributed.shutdown(ok=code == 0)
     return code
 

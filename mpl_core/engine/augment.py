@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .algorithms import Batch
+from mpl_core.engine.algorithms import Batch
 
 # RandAugment's op list (UDA / FixMatch). Geometric ops are folded into one affine warp.
 PHOTOMETRIC_OPS = ("identity", "autocontrast", "equalize", "brightness", "contrast", "color",

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .augment import to_float
+from mpl_core.engine.augment import to_float
 
 
 def cpu_has_native_bf16() -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .splits import Split
+from mpl_core.data.splits import Split
 
 
 @dataclass

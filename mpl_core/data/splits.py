@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import DataConfig
-from .data import Dataset
-from .errors import MPLStudioError
+from mpl_core.config import DataConfig
+from mpl_core.data.dataset import Dataset
+from mpl_core.errors import MPLStudioError
 
 
 @dataclass

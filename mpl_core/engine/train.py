@@ -22,18 +22,18 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint as ckpt
-from . import distributed as dist_
-from .algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, Learner, mpl_step, supervised_step
-from .augment import make_batch
-from .config import ModelConfig, RunConfig
-from .data import Dataset, channel_stats
-from .ema import ModelEMA
-from .errors import MPLStudioError
-from .inference import accuracy, autocast_for, bf16_autocast_applies
-from .models import build_model, resolve_model_name
-from .sampling import IndexSampler, to_device
-from .splits import Split
+from mpl_core.config import ModelConfig, RunConfig
+from mpl_core.data.dataset import Dataset, channel_stats
+from mpl_core.data.splits import Split
+from mpl_core.engine import checkpoint as ckpt
+from mpl_core.engine import distributed as dist_
+from mpl_core.engine.algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, Learner, mpl_step, supervised_step
+from mpl_core.engine.augment import make_batch
+from mpl_core.engine.ema import ModelEMA
+from mpl_core.engine.inference import accuracy, autocast_for, bf16_autocast_applies
+from mpl_core.engine.models import build_model, resolve_model_name
+from mpl_core.engine.sampling import IndexSampler, to_device
+from mpl_core.errors import MPLStudioError
 
 LOG_EVERY = 10  # steps between progress reports (each costs one host sync)
 
@@ -273,7 +273,8 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
     prefix = {"student": "ema.model" if any(k.startswith("ema.model.") for k in tensors) else "student.model",
               "teacher": "teacher.model"}[which]
     if not any(k.startswith(prefix + ".") for k in tensors):
-        raise MPLStudioError(f"{Path(path).name} has no {which} model (algorithm {info['config']['algorithm']['name']})")
+        algorithm = info["config"]["algorithm"]["name"]
+        raise MPLStudioError(f"{Path(path).name} has no {which} model (algorithm {algorithm})")
     model = build_model(model_cfg)
     model.load_state_dict(ckpt.module_state(prefix, tensors))
     return model.to(device).eval(), info

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 
-from .errors import MPLStudioError
+from mpl_core.errors import MPLStudioError
 
 FORMAT = "mpl-studio-checkpoint/1"
 _NAME = re.compile(r"^ckpt-(\d{7})\.safetensors$")

@@ -1,6 +1,5 @@
-"""Pseudo-labels: batched inference over the unlabeled pool, calibration and threshold statistics.
+"""Calibration and threshold statistics of a round of pseudo-labels.
 
-    probs, val = predict_pool(model, dataset, split, device)
     index = ThresholdIndex(rows.label, rows.confidence, num_classes, fit_calibration(...))
     stats = index.stats(0.9)              # or one threshold per class
     stats.passed, stats.coverage, stats.est_precision, stats.per_class
@@ -20,47 +19,11 @@ statistics query for any threshold is a few binary searches: O(K log N), not a p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn as nn
 
-from .data import Dataset
-from .errors import MPLStudioError
-from .inference import predict_logits
-from .splits import Split
-
-
-# --- inference -----------------------------------------------------------------------------------
-
-def predict_pool(model: nn.Module, dataset: Dataset, split: Split, device: torch.device, *,
-                 batch_size: int = 1024, amp: bool = True,
-                 on_batch: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
-    """Class probabilities (U, K) over the unlabeled pool, and the model's validation predictions."""
-    probs = pool_probabilities(model, dataset.train.images[split.unlabeled], device, batch_size=batch_size,
-                               amp=amp, on_batch=on_batch)
-    return probs, validation_predictions(model, dataset, split, device, amp=amp)
-
-
-def pool_probabilities(model: nn.Module, images_u8: torch.Tensor, device: torch.device, *, batch_size: int = 1024,
-                       amp: bool = True, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Class probabilities (N, K) for uint8 images (a pool, or one process's share of it)."""
-    logits = predict_logits(model, images_u8, device, batch_size=batch_size, amp=amp, on_batch=on_batch)
-    return torch.softmax(logits, dim=-1).numpy()
-
-
-def validation_predictions(model: nn.Module, dataset: Dataset, split: Split, device: torch.device,
-                           amp: bool = True) -> dict:
-    """{confidence, label, truth} lists for the validation split (the calibration evidence)."""
-    if len(split.val) == 0:
-        return {"confidence": [], "label": [], "truth": []}
-    logits = predict_logits(model, dataset.train.images[split.val], device, amp=amp)
-    probs = torch.softmax(logits, dim=-1)
-    conf, label = probs.max(dim=-1)
-    return {"confidence": [round(v, 6) for v in conf.tolist()], "label": label.tolist(),
-            "truth": dataset.train.labels[split.val].tolist()}
-
+from mpl_core.errors import MPLStudioError
 
 # --- calibration ---------------------------------------------------------------------------------
 
