@@ -1,4 +1,4 @@
-"""MPL Studio: the Streamlit entry point (page config, sidebar, navigation over pages/)."""
+"""MPL Studio: the Streamlit entry point (page config, sidebar, navigation over app_pages/)."""
 import streamlit as st
 
 import ui
@@ -6,12 +6,12 @@ import ui
 st.set_page_config(page_title="MPL Studio", page_icon=":material/label:", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
-    st.Page("pages/rounds.py", title="Rounds", icon=":material/leaderboard:"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/data.py", title="Data", icon=":material/dataset:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:"),
+    st.Page("app_pages/rounds.py", title="Rounds", icon=":material/leaderboard:"),
+    st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
 ]
 navigation = st.navigation(pages)
 ui.sidebar()

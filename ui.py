@@ -76,7 +76,7 @@ def workspace_or_stop() -> str:
     name = st.session_state.get("workspace")
     if not name:
         st.info("Create a workspace first: pick the data on the Data page.", icon=":material/info:")
-        st.page_link("pages/data.py", label="Go to Data", icon=":material/dataset:")
+        st.page_link("app_pages/data.py", label="Go to Data", icon=":material/dataset:")
         st.stop()
     return name
 

@@ -10,7 +10,7 @@ from mpl_core.service.jobs import start_pseudo_labeling, start_training
 from mpl_core.workspace.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["pages/home.py", "pages/data.py", "pages/train.py", "pages/review.py", "pages/rounds.py", "pages/export.py"]
+PAGES = ["app_pages/home.py", "app_pages/data.py", "app_pages/train.py", "app_pages/review.py", "app_pages/rounds.py", "app_pages/export.py"]
 
 
 def app(page: str, data_root: Path, workspace: str | None = "tiny") -> AppTest:
@@ -54,7 +54,7 @@ def test_every_page_guides_a_new_user_without_a_workspace(tmp_path, monkeypatch,
 
 
 def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
-    at = app("pages/review.py", reviewed_root).run()
+    at = app("app_pages/review.py", reviewed_root).run()
     assert metric(at, "Pending") == "40"
     at.slider(key="threshold").set_value(0.0).run()
     assert metric(at, "Pass") == "40"
@@ -73,7 +73,7 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
     assert metric(at, "Accept") == "0"
     at.button(key="bulk-accept").click().run()
     assert metric(at, "Accept") == "40"
-    again = app("pages/review.py", reviewed_root).run()  # a new session reads the same store
+    again = app("app_pages/review.py", reviewed_root).run()  # a new session reads the same store
     assert metric(again, "Accept") == "40"
 
 
@@ -82,7 +82,7 @@ def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeyp
     from ui import get_studio
     get_studio.clear()
     write_stripes_folder(tmp_path / "mine")
-    at = app("pages/data.py", tmp_path, workspace=None).run()
+    at = app("app_pages/data.py", tmp_path, workspace=None).run()
     at.text_input[0].set_value("proj")
     at.radio[0].set_value("My images: a folder under the data folder")
     at.text_input[1].set_value("/etc")
@@ -99,14 +99,14 @@ def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_d
     from mpl_core.service.jobs import TrainingJob
     from ui import get_studio
 
-    at = app("pages/review.py", reviewed_root).run()
+    at = app("app_pages/review.py", reviewed_root).run()
     full_disk(True)
     tile = next(b for b in at.button_group if b.key and b.key.startswith("d-"))
     tile.set_value("✓").run()
     assert not at.exception
     assert any("disk is full" in e.value and "Free disk space" in e.value for e in at.error)
     full_disk(False)
-    at = app("pages/review.py", reviewed_root).run()
+    at = app("app_pages/review.py", reviewed_root).run()
     assert metric(at, "Accept") == "0" and metric(at, "Pending") == "40"  # nothing half-saved
 
     def failing(job):
@@ -118,7 +118,7 @@ def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_d
     job = TrainingJob(ws, "train", failing).start()
     job.join(10)
     studio._jobs["tiny"] = job  # as if started from the Train page
-    at = app("pages/train.py", reviewed_root).run()
+    at = app("app_pages/train.py", reviewed_root).run()
     assert not at.exception
     assert any("ZeroDivisionError" in e.value and "boom" in e.value for e in at.error)
     assert any("retrying with batch size 32" in w.value for w in at.warning)
@@ -138,7 +138,7 @@ def test_a_job_from_another_process_shows_its_progress_and_blocks_starts(reviewe
     lock = JobLock(ws.lock_path)  # another open file: held against this process's checks too
     lock.acquire({"kind": "train", "pid": 4242, "started": time.time(), "run_id": run_id})
     try:
-        at = app("pages/train.py", reviewed_root).run()
+        at = app("app_pages/train.py", reviewed_root).run()
         assert not at.exception
         assert any("started outside the app" in i.value and "process 4242" in i.value for i in at.info)
         assert next(b for b in at.button if b.label == "Start training").disabled
@@ -146,6 +146,6 @@ def test_a_job_from_another_process_shows_its_progress_and_blocks_starts(reviewe
         assert any(f"run {run_id} · train · step 3/6" in text for text in bars), bars
     finally:
         lock.release()
-    at = app("pages/train.py", reviewed_root).run()
+    at = app("app_pages/train.py", reviewed_root).run()
     assert not any("outside the app" in i.value for i in at.info)
     assert not next(b for b in at.button if b.label == "Start training").disabled

@@ -63,7 +63,7 @@ def test_train_page_adds_a_run_from_a_folder(tmp_path, monkeypatch):
     get_studio.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.session_state["workspace"] = "tiny"
-    at = at.switch_page("pages/train.py").run()
+    at = at.switch_page("app_pages/train.py").run()
     box = next(t for t in at.text_input if t.label == "Checkpoint or run folder")
     box.set_value("nowhere").run()
     next(b for b in at.button if b.label == "Add as a run").click().run()

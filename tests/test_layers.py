@@ -1,5 +1,5 @@
 """The house rules, checked on the source: mpl_core's layers import downwards only, mpl_core never
-imports Streamlit, and the app (app.py, ui.py, pages/) imports no torch and only mpl_core's
+imports Streamlit, and the app (app.py, ui.py, app_pages/) imports no torch and only mpl_core's
 public API."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Rank of each part of mpl_core: a module may import its own rank or lower, never higher.
 LAYERS = {"errors": 0, "config": 0, "presets": 0, "data": 1, "engine": 2, "workspace": 3, "service": 4}
 TOP = 5  # mpl_core/__init__.py and __main__.py sit above everything
-APP_FILES = ["app.py", "ui.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
+APP_FILES = ["app.py", "ui.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "app_pages").glob("*.py"))]
 
 
 def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
@@ -109,5 +109,5 @@ def test_the_checker_allows_imports_that_point_down():
     ("from mpl_core.engine.train import train\n", "public API"),
 ])
 def test_a_page_that_imports_torch_or_internals_is_caught(source, expected):
-    problems = app_violations(source, "pages/x.py")
+    problems = app_violations(source, "app_pages/x.py")
     assert len(problems) == 1 and expected in problems[0]
