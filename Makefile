@@ -29,6 +29,7 @@ run: deps-run $(VENV)/.installed
 	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 test: deps-test $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed

@@ -100,7 +100,27 @@ def fmt_eta(seconds: float) -> str:
 
 
 def pct(v) -> str:
+    """0.716 -> '71.6%'; '-' for None or NaN."""
     return "-" if v is None or v != v else f"{v * 100:.1f}%"
+
+
+def points(v) -> str:
+    """A difference of two rates: 0.028 -> '+2.8 points'."""
+    return "-" if v is None or v != v else f"{v * 100:+.1f} points"
+
+
+def run_label(run: dict, with_status: bool = False) -> str:
+    """'run 3 · train · mpl · test 71.6%' (or its status and message instead of the accuracy)."""
+    parts = [f"run {run['id']}", run["kind"], run["config"]["algorithm"]["name"]]
+    parts += [run["status"], run["message"]] if with_status else [f"test {pct(run['metrics'].get('test_acc'))}"]
+    return " · ".join(p for p in parts if p)
+
+
+def pick_run(label: str, runs: list[dict], with_status: bool = False, container=st, **kwargs) -> int:
+    """A selectbox of runs (newest first) by run_label; returns the chosen run's id."""
+    by_id = {r["id"]: r for r in runs}
+    return container.selectbox(label, list(reversed(by_id)), format_func=lambda i: run_label(by_id[i], with_status),
+                               **kwargs)
 
 
 def job_status_block(name: str, controls: bool = True) -> None:

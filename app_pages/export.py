@@ -14,8 +14,7 @@ FORMATS = {"csv": ("CSV of every label and decision", "text/csv"),
 runs = [r for r in studio.runs(name) if r["checkpoint"]]
 run_id = None
 if runs:
-    run_id = st.selectbox("Checkpoint of run", [r["id"] for r in reversed(runs)],
-                          format_func=lambda i: next(ui.run_label(r) for r in runs if r["id"] == i))
+    run_id = ui.pick_run("Checkpoint of run", runs)
 for fmt, (label, mime) in FORMATS.items():
     c = st.columns([3, 1, 1])
     c[0].markdown(f"**{label}**")

@@ -2,7 +2,7 @@
 import streamlit as st
 
 import ui
-from mpl_core import DataConfig, builtin_dataset_status, default_run_config
+from mpl_core import DataConfig, build_run_config, builtin_dataset_status
 
 st.title("MPL Studio")
 st.markdown(
@@ -44,8 +44,8 @@ st.markdown("Trains MPL (quick-demo preset, a few minutes on a CPU), pseudo-labe
 busy = ui.job_active(name)
 if st.button("Run the demo", type="primary", icon=":material/play_arrow:", disabled=busy):
     with ui.user_errors():
-        studio.start(name, "demo", cfg=default_run_config("quick-demo", "mpl"),
-                     retrain_cfg=default_run_config("quick-demo", "supervised"))
+        studio.start(name, "demo", cfg=build_run_config("quick-demo", algorithm="mpl"),
+                     retrain_cfg=build_run_config("quick-demo", algorithm="supervised"))
         st.rerun()
 
 
@@ -61,7 +61,7 @@ def demo_panel() -> None:
         c = st.columns(4)
         c[0].metric("Test accuracy before", ui.pct(r.get("before_test_acc")), help="MPL student, given labels only")
         c[1].metric("After the retrain", ui.pct(r.get("after_test_acc")),
-                    delta=f"{(r['after_test_acc'] - r['before_test_acc']) * 100:+.1f} points")
+                    delta=ui.points(r["after_test_acc"] - r["before_test_acc"]))
         c[2].metric("Labels given", f"{r['labels_given']:,}")
         c[3].metric("Pseudo-labels accepted", f"{r['accepted']:,}", help=f"confidence ≥ {r['threshold']:.2f}")
         st.success(f"With {r['labels_given']} hand labels, the teacher labeled {r['pseudo_labels']:,} images; "

@@ -30,9 +30,7 @@ def generate_panel(expanded: bool) -> None:
             st.info("Train a model first (Train page).")
             return
         c = st.columns([2, 1, 1])
-        run = c[0].selectbox("From run", [r["id"] for r in reversed(runs)], format_func=lambda i: next(
-            f"run {r['id']} · {r['kind']} · {r['config']['algorithm']['name']} · test {ui.pct(r['metrics'].get('test_acc'))}"
-            for r in runs if r["id"] == i))
+        run = ui.pick_run("From run", runs, container=c[0])
         model = c[1].selectbox("Model", ["auto", "teacher", "student"], help="auto = the teacher for MPL runs")
         if c[2].button("Generate", type="primary", icon=":material/auto_awesome:"):
             with ui.user_errors():

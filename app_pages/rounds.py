@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from mpl_core import ALGORITHMS, PRESETS, default_run_config
+from mpl_core import ALGORITHMS, PRESETS, build_run_config
 
 st.title("Rounds")
 studio = ui.get_studio()
@@ -21,7 +21,7 @@ with st.form("retrain"):
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
 if go:
     with ui.user_errors():
-        studio.start(name, "retrain", cfg=default_run_config(preset, algorithm))
+        studio.start(name, "retrain", cfg=build_run_config(preset, algorithm=algorithm))
         st.rerun()
 
 
@@ -64,4 +64,4 @@ if view is not None and view.truth is not None:
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
     st.plotly_chart(fig, key="confusion")
     total = matrix.sum()
-    st.caption(f"{total:,} samples; {matrix.trace() / total * 100:.1f}% correct" if total else "no samples")
+    st.caption(f"{total:,} samples; {ui.pct(matrix.trace() / total)} correct" if total else "no samples")

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core import ALGORITHMS, FEEDBACK_SIGNS, PRESETS, VIEW_BATCHES, default_run_config
+from mpl_core import ALGORITHMS, FEEDBACK_SIGNS, PRESETS, VIEW_BATCHES, build_run_config
 
 st.title("Train")
 studio = ui.get_studio()
@@ -38,23 +38,17 @@ with st.form("train-settings"):
     start = st.form_submit_button("Start training", type="primary", disabled=busy, icon=":material/play_arrow:")
 if start:
     with ui.user_errors():
-        cfg = default_run_config(preset, algorithm)
-        if steps:
-            cfg.train.steps = int(steps)
-        cfg.algorithm.threshold = float(threshold) if threshold > 0 else None
-        cfg.algorithm.feedback_sign = sign
-        cfg.algorithm.view_batches = views
-        cfg.train.lr, cfg.train.seed, cfg.train.device = float(lr), int(seed), device
-        cfg.train.compile, cfg.train.amp = bool(compiled), bool(amp)
+        cfg = build_run_config(preset, algorithm=algorithm, steps=int(steps) or None,
+                               threshold=float(threshold) if threshold > 0 else None, feedback_sign=sign,
+                               view_batches=views, lr=float(lr), seed=int(seed), device=device,
+                               compile=bool(compiled), amp=bool(amp))
         studio.start(name, "train", cfg=cfg)
         st.rerun()
 
 resumable = [r for r in studio.runs(name) if r["status"] in ("stopped", "interrupted", "failed")]
 if resumable and not busy:
     with st.expander(f"Resume a run ({len(resumable)} can continue from a checkpoint)"):
-        pick = st.selectbox("Run", [r["id"] for r in resumable],
-                            format_func=lambda i: next(f"run {r['id']} · {r['kind']} · {r['status']} · {r['message']}"
-                                                       for r in resumable if r["id"] == i))
+        pick = ui.pick_run("Run", resumable, with_status=True)
         if st.button("Resume", icon=":material/replay:"):
             with ui.user_errors():
                 studio.start(name, "resume", run_id=int(pick))

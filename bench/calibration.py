@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpl_core.config import DataConfig, RunConfig  # noqa: E402
 from mpl_core.presets import apply_preset  # noqa: E402
-from mpl_core.service.jobs import start_pseudo_labeling, start_training  # noqa: E402
+from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa: E402
 from mpl_core.workspace.review import threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 

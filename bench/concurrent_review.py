@@ -32,14 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser import browser_pages, choose, metric, streamlit_server  # noqa: E402
 from mpl_core.config import DataConfig  # noqa: E402
-from mpl_core.service.jobs import start_pseudo_labeling, start_training  # noqa: E402
-from mpl_core.service.studio import default_run_config  # noqa: E402
+from mpl_core.presets import build_run_config  # noqa: E402
+from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace, open_workspace  # noqa: E402
 
 
 def prepare(root: Path, pool: int) -> None:
     ws = create_workspace("bench", DataConfig(dataset="fashion-mnist", max_unlabeled=pool), root)
-    if start_training(ws, default_run_config("smoke", "mpl")).join().state != "done":
+    if start_training(ws, build_run_config("smoke", algorithm="mpl")).join().state != "done":
         raise SystemExit("could not train the workspace's first model")
     if start_pseudo_labeling(ws).join().state != "done":
         raise SystemExit("could not pseudo-label the pool")

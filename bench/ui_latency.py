@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser import browser_pages, choose, metric, streamlit_app  # noqa: E402
 from mpl_core.config import DataConfig  # noqa: E402
-from mpl_core.service.jobs import start_pseudo_labeling, start_training  # noqa: E402
-from mpl_core.service.studio import default_run_config  # noqa: E402
+from mpl_core.presets import build_run_config  # noqa: E402
+from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
 IDLE = '[data-testid="stStatusWidget"]'  # shown while a script run is in progress
@@ -45,7 +45,7 @@ def settle(page, changed, timeout=30.0) -> float:
 
 def prepare(root: Path) -> None:
     ws = create_workspace("bench", DataConfig(dataset="fashion-mnist"), root)
-    cfg = default_run_config("smoke", "mpl")
+    cfg = build_run_config("smoke", algorithm="mpl")
     if start_training(ws, cfg).join().state != "done" or start_pseudo_labeling(ws).join().state != "done":
         raise SystemExit("could not prepare the workspace")
     print(f"workspace ready: {len(ws.store.pseudo_labels()):,} pseudo-labels", file=sys.stderr)

@@ -27,7 +27,8 @@ _EXPORTS = {
     "AlgorithmConfig": "mpl_core.config", "TrainConfig": "mpl_core.config",
     "ALGORITHMS": "mpl_core.config", "FEEDBACK_SIGNS": "mpl_core.config", "VIEW_BATCHES": "mpl_core.config",
     "EXPORT_FORMATS": "mpl_core.config",
-    "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets",
+    "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets", "build_run_config": "mpl_core.presets",
+    "OVERRIDES": "mpl_core.config", "override": "mpl_core.config",
     "Dataset": "mpl_core.data.dataset", "ImageSet": "mpl_core.data.dataset",
     "load_dataset": "mpl_core.data.sources", "default_data_root": "mpl_core.data.sources",
     "builtin_dataset_status": "mpl_core.data.sources",
@@ -37,8 +38,7 @@ _EXPORTS = {
     "Workspace": "mpl_core.workspace.workspace", "open_workspace": "mpl_core.workspace.workspace",
     "create_workspace": "mpl_core.workspace.workspace",
     "reliability_table": "mpl_core.workspace.calibration",
-    "Studio": "mpl_core.service.studio", "SORTS": "mpl_core.service.studio",
-    "default_run_config": "mpl_core.service.studio",
+    "Studio": "mpl_core.service.studio", "SORTS": "mpl_core.workspace.review_session",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -119,6 +119,36 @@ class RunConfig:
         return self
 
 
+# The settings a person changes by name (command-line flags, the Train page): name -> the config
+# fields it sets. The seed drives the split and the training draws alike.
+OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
+    "dataset": (("data", "dataset"),), "labels_per_class": (("data", "labels_per_class"),),
+    "val_per_class": (("data", "val_per_class"),), "max_unlabeled": (("data", "max_unlabeled"),),
+    "seed": (("data", "seed"), ("train", "seed")),
+    "model": (("model", "name"),), "width": (("model", "width"),),
+    "algorithm": (("algorithm", "name"),), "threshold": (("algorithm", "threshold"),),
+    "feedback_sign": (("algorithm", "feedback_sign"),), "feedback_baseline": (("algorithm", "feedback_baseline"),),
+    "view_batches": (("algorithm", "view_batches"),),
+    "steps": (("train", "steps"),), "finetune_steps": (("train", "finetune_steps"),),
+    "batch_size": (("train", "batch_size"),), "mu": (("train", "mu"),), "lr": (("train", "lr"),),
+    "eval_every": (("train", "eval_every"),), "checkpoint_every": (("train", "checkpoint_every"),),
+    "device": (("train", "device"),), "threads": (("train", "threads"),), "compile": (("train", "compile"),),
+    "amp": (("train", "amp"),),
+}
+
+
+def override(cfg: RunConfig, **values) -> RunConfig:
+    """A validated copy of cfg with the named settings (keys of OVERRIDES) changed; None keeps a
+    setting as it is. The command line and the Train page both build their configs with it."""
+    unknown = sorted(set(values) - set(OVERRIDES))
+    _check(not unknown, f"unknown setting(s): {', '.join(unknown)}")
+    d = cfg.to_dict()
+    for key, value in values.items():
+        for section, name in OVERRIDES[key] if value is not None else ():
+            d[section][name] = value
+    return RunConfig.from_dict(d).validate()
+
+
 def _build(cls, values: dict):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mpl_core.config import RunConfig
+from mpl_core.config import RunConfig, override
 from mpl_core.errors import MPLStudioError
 
 # Each preset overrides TrainConfig/ModelConfig fields; everything else keeps its default.
@@ -27,3 +27,10 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     p = PRESETS[name]
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **p.get("train", {})),
                                model=dataclasses.replace(cfg.model, **p.get("model", {})))
+
+
+def build_run_config(preset: str | None = None, **overrides) -> RunConfig:
+    """The default config, then the preset's fields, then the named overrides (see config.OVERRIDES;
+    None keeps the value): what the command line's flags and the Train page's fields give."""
+    cfg = apply_preset(RunConfig(), preset) if preset else RunConfig()
+    return override(cfg, **overrides)

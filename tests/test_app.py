@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_run_config, write_stripes_folder
 from mpl_core.config import DataConfig
-from mpl_core.service.jobs import start_pseudo_labeling, start_training
+from mpl_core.service.work import start_pseudo_labeling, start_training
 from mpl_core.workspace.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeyp
 
 def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_disk):
     """A full disk during a decision, a failed job and an OOM note: messages on the page, no traceback."""
-    from mpl_core.service.jobs import TrainingJob
+    from mpl_core.service.job import TrainingJob
     from ui import get_studio
 
     at = app("app_pages/review.py", reviewed_root).run()
@@ -117,7 +117,7 @@ def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_d
     ws = studio.open("tiny")
     job = TrainingJob(ws, "train", failing).start()
     job.join(10)
-    studio._jobs["tiny"] = job  # as if started from the Train page
+    studio.adopt("tiny", job)  # as if started from the Train page
     at = app("app_pages/train.py", reviewed_root).run()
     assert not at.exception
     assert any("ZeroDivisionError" in e.value and "boom" in e.value for e in at.error)
@@ -130,7 +130,7 @@ def test_a_job_from_another_process_shows_its_progress_and_blocks_starts(reviewe
     """torchrun or the CLI training in the workspace: the Train page shows who and how far."""
     import time
 
-    from mpl_core.service.jobs import JobLock
+    from mpl_core.service.lock import JobLock
     from mpl_core.workspace.workspace import open_workspace
     ws = open_workspace("tiny", reviewed_root)
     run_id = ws.store.create_run("train", tiny_run_config("mpl").to_dict())

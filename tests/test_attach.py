@@ -5,8 +5,8 @@ from conftest import write_stripes_folder
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
 from mpl_core.service.cli import main
-from mpl_core.service.jobs import start_pseudo_labeling
 from mpl_core.service.studio import Studio
+from mpl_core.service.work import start_pseudo_labeling
 
 SMALL = ["--steps", "10", "--finetune-steps", "2", "--batch-size", "4", "--mu", "2", "--width", "4",
          "--device", "cpu", "--quiet", "--eval-every", "5"]

@@ -8,7 +8,7 @@ from browser import browser_page, chromium_available, streamlit_app
 from conftest import tiny_run_config
 from malformed import base_files, noise, write_folder, write_zip
 from mpl_core.config import DataConfig
-from mpl_core.service.jobs import start_pseudo_labeling, start_training
+from mpl_core.service.work import start_pseudo_labeling, start_training
 from mpl_core.workspace.workspace import create_workspace
 
 pytestmark = pytest.mark.skipif(not chromium_available(),

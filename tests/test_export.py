@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 import zipfile
 
@@ -7,9 +8,11 @@ import pytest
 from PIL import Image
 from test_review import labeled_ws  # noqa: F401 (fixture)
 
+from mpl_core.config import EXPORT_FORMATS
 from mpl_core.engine.checkpoint import load_checkpoint
 from mpl_core.errors import MPLStudioError
-from mpl_core.workspace.export import class_folder_names, export, image_name
+from mpl_core.service.studio import Studio
+from mpl_core.workspace.export import FORMATS, class_folder_names, export, image_name
 from mpl_core.workspace.review import decide_rows
 
 
@@ -87,3 +90,20 @@ def test_names_are_safe_and_unique():
     assert image_name("train/00012", 12) == "000012_train_00012.png"
     folders = class_folder_names(["T-shirt/top", "T-shirt top", "../x", ""])
     assert folders == ["T-shirt_top", "T-shirt_top_1", "x", "class_3"]
+
+
+def test_one_table_of_formats_serves_the_cli_and_the_downloads(reviewed_ws, tmp_path):
+    ws, _ = reviewed_ws
+    assert tuple(FORMATS) == EXPORT_FORMATS  # the CLI's choices are the table's formats
+    studio = Studio(ws.data_root)
+    data, name = studio.export_bytes("tiny", "csv")
+    assert name == "tiny-labels.csv" and data == export(ws, "csv", tmp_path / "labels.csv").read_bytes()
+    for fmt, file_name in (("imagefolder-zip", "tiny-imagefolder.zip"), ("label-studio", "tiny-label-studio.zip")):
+        data, name = studio.export_bytes("tiny", fmt)
+        assert name == file_name and zipfile.ZipFile(io.BytesIO(data)).testzip() is None
+    data, name = studio.export_bytes("tiny", "checkpoint")
+    assert name.startswith("tiny-run1-ckpt-") and name.endswith(".safetensors") and len(data) > 1000
+    with pytest.raises(MPLStudioError, match="download imagefolder-zip"):
+        studio.export_bytes("tiny", "imagefolder")
+    with pytest.raises(MPLStudioError, match="format must be one of"):
+        studio.export_bytes("tiny", "xml")

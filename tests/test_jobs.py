@@ -10,7 +10,9 @@ import torch
 from conftest import ROOT, tiny_run_config
 from mpl_core.engine.checkpoint import latest_checkpoint, list_checkpoints
 from mpl_core.engine.train import SINGLE_MODEL_STEPS, load_model
-from mpl_core.service.jobs import JobBusy, JobLock, TrainingJob, recover, start_pseudo_labeling, start_training
+from mpl_core.service.job import TrainingJob
+from mpl_core.service.lock import JobBusy, JobLock
+from mpl_core.service.work import recover, start_pseudo_labeling, start_training
 from mpl_core.workspace.workspace import open_workspace
 
 
@@ -96,7 +98,7 @@ def test_one_job_at_a_time_in_threads_and_processes(tiny_workspace):
     job.join(60)
     assert len(ws.store.runs()) == 1  # the refused job left no run behind
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from mpl_core.jobs import JobLock; "
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from mpl_core.service.lock import JobLock; "
         "JobLock(sys.argv[2]).acquire({'kind': 'train'}); print('held', flush=True); time.sleep(60)"),
         str(ROOT), str(ws.lock_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -137,7 +139,7 @@ def test_training_process_killed_mid_run_resumes_from_its_checkpoint(tiny_worksp
 
 
 def test_demo_job_trains_pseudo_labels_accepts_and_retrains(tiny_workspace):
-    from mpl_core.service.jobs import start_demo
+    from mpl_core.service.work import start_demo
     job = start_demo(tiny_workspace, tiny_run_config("mpl"), tiny_run_config("supervised"), target_precision=0.5)
     st = job.join(120)
     assert st.state == "done", st.error

@@ -5,14 +5,15 @@ import pytest
 
 from mpl_core.config import AlgorithmConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.pseudo_labels import (
+from mpl_core.service.work import start_pseudo_labeling, start_training
+from mpl_core.workspace.calibration import (
     Calibration,
     ThresholdIndex,
     confidence_histogram,
     fit_calibration,
+    precision_coverage_table,
     threshold_for_precision,
 )
-from mpl_core.service.jobs import start_pseudo_labeling, start_training
 from mpl_core.workspace.review import threshold_index
 from mpl_core.workspace.workspace import create_workspace
 
@@ -69,6 +70,15 @@ def test_threshold_for_precision_and_histogram():
     hist = confidence_histogram(np.array([0, 0, 1]), np.array([0.05, 1.0, 0.5]), 2, bins=10)
     assert hist.shape == (2, 10) and hist[0, 0] == 1 and hist[0, 9] == 1 and hist[1, 5] == 1
 
+
+def test_precision_coverage_table_keeps_only_columns_with_values():
+    table = precision_coverage_table(hand_example(), [0.5, 0.8, 1.0])
+    assert [list(r) for r in table] == [["threshold", "est_precision", "true_precision", "coverage"]] * 3
+    assert table[1]["coverage"] == pytest.approx(0.6) and table[1]["true_precision"] == pytest.approx(2 / 3)
+    no_truth = ThresholdIndex(np.array([0, 1]), np.array([0.9, 0.6]), 2, IDENTITY)
+    rows = precision_coverage_table(no_truth)  # the default sweep: 34 thresholds from 0 to 0.99
+    assert len(rows) == 34 and rows[-1]["threshold"] == pytest.approx(0.99)
+    assert list(rows[0]) == ["threshold", "est_precision", "coverage"]  # no true labels, no true precision
 
 def test_estimated_precision_tracks_true_precision_on_fashion_mnist(fmnist, tmp_path):
     """A small supervised model labels 10k pool images; the calibrated estimate from 500 validation

@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_run_config
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.service.jobs import start_pseudo_labeling, start_retrain, start_training
-from mpl_core.workspace.review import decide_rows, label_by_hand, reviewed_training_set, select_by_threshold, status_of
+from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training
+from mpl_core.workspace.review import decide_rows, reviewed_training_set, select_by_threshold, status_of
 from mpl_core.workspace.workspace import create_workspace, open_workspace
 
 
@@ -35,6 +35,20 @@ def test_bulk_decisions_skip_samples_a_person_decided(labeled_ws):
         decide_rows(ws, rows, [1], "relabel", "ana", label=7)
 
 
+def test_relabel_takes_one_class_or_one_per_row_in_one_undo_step(labeled_ws):
+    ws = labeled_ws
+    rows = ws.store.pseudo_labels()
+    assert decide_rows(ws, rows, [0, 1, 2], "relabel", "ana", label=[1, 0, 1]) == 3
+    decisions = ws.store.current_decisions()
+    assert dict(zip(decisions["idx"].tolist(), decisions["label"].tolist())) == {
+        int(rows.idx[0]): 1, int(rows.idx[1]): 0, int(rows.idx[2]): 1}
+    assert ws.store.undo_last() == 3  # one batch
+    for bad in ([1, 0], [1, 2, 0], [1, None, 0]):  # too few, a class out of range, no class: nothing saved
+        with pytest.raises(MPLStudioError):
+            decide_rows(ws, rows, [0, 1, 2], "relabel", "ana", label=bad)
+    assert ws.store.decision_total() == 3 and (status_of(rows, ws.store.current_decisions()) == "pending").all()
+
+
 def test_reviewed_training_set_uses_reviewed_labels_and_hides_the_truth(tmp_path, fmnist):
     ws = create_workspace("r", DataConfig(labels_per_class=2, val_per_class=2, max_unlabeled=50), tmp_path)
     split = ws.split()
@@ -43,7 +57,7 @@ def test_reviewed_training_set_uses_reviewed_labels_and_hides_the_truth(tmp_path
     wrong = (int(true[pool[0]]) + 1) % 10
     ws.store.decide([(f"id{pool[0]}", pool[0])], "accept", wrong, "ana")  # a wrong pseudo-label, accepted
     ws.store.decide([(f"id{pool[1]}", pool[1])], "reject", int(true[pool[1]]), "ana")
-    label_by_hand(ws, [pool[2]], 4, "bo")
+    ws.store.decide([(f"id{pool[2]}", pool[2])], "manual", 4, "bo")  # labeled by hand from the queue
     reviewed = reviewed_training_set(ws)
     labels = reviewed.dataset.train.labels
     assert labels[pool[0]] == wrong  # what the reviewer accepted, not the benchmark's answer
@@ -52,8 +66,6 @@ def test_reviewed_training_set_uses_reviewed_labels_and_hides_the_truth(tmp_path
     assert set(reviewed.split.labeled.tolist()) == set(split.labeled.tolist()) | {pool[0], pool[2]}
     assert pool[1] in reviewed.split.unlabeled.tolist() and pool[0] not in reviewed.split.unlabeled.tolist()
     assert reviewed.counts == {"given": 20, "accepted": 1, "human": 1, "rejected": 1}
-    with pytest.raises(MPLStudioError, match="only unlabeled pool samples"):
-        label_by_hand(ws, [split.labeled[0].item()], 1, "bo")
 
 
 def test_retrain_round_records_labels_used_and_test_accuracy(labeled_ws):

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from mpl_core.config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, VIEW_BATCHES, RunConfig
+from mpl_core.config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, OVERRIDES, VIEW_BATCHES, RunConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import PRESETS, apply_preset
+from mpl_core.presets import PRESETS, build_run_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,32 +117,12 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
         t.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-_FLAG_FIELDS = {  # CLI flag -> (config section, field)
-    "labels_per_class": ("data", "labels_per_class"), "val_per_class": ("data", "val_per_class"),
-    "max_unlabeled": ("data", "max_unlabeled"), "steps": ("train", "steps"),
-    "finetune_steps": ("train", "finetune_steps"), "batch_size": ("train", "batch_size"), "mu": ("train", "mu"),
-    "lr": ("train", "lr"), "eval_every": ("train", "eval_every"), "checkpoint_every": ("train", "checkpoint_every"),
-    "compile": ("train", "compile"), "amp": ("train", "amp"),
-    "threshold": ("algorithm", "threshold"), "feedback_sign": ("algorithm", "feedback_sign"),
-    "feedback_baseline": ("algorithm", "feedback_baseline"), "view_batches": ("algorithm", "view_batches"),
-    "model": ("model", "name"), "width": ("model", "width"),
-}
-
-
 def config_from_args(args) -> RunConfig:
-    cfg = RunConfig()
-    if args.preset:
-        cfg = apply_preset(cfg, args.preset)
-    d = cfg.to_dict()
-    seed = args.seed if args.seed is not None else 0
-    d["data"].update(dataset=getattr(args, "dataset", None) or "fashion-mnist", seed=seed)
-    d["algorithm"]["name"] = args.algorithm
-    d["train"].update(seed=seed, device=args.device, threads=args.threads)
-    for flag, (section, field) in _FLAG_FIELDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            d[section][field] = value
-    return RunConfig.from_dict(d).validate()
+    """The run config the flags describe: the preset, then every flag given (config.OVERRIDES)."""
+    flags = {key: getattr(args, key) for key in OVERRIDES if hasattr(args, key)}
+    flags["seed"] = flags.get("seed") or 0
+    flags["dataset"] = flags.get("dataset") or "fashion-mnist"
+    return build_run_config(args.preset, **flags)
 
 
 def cmd_train(args) -> int:
@@ -206,13 +186,13 @@ def _check_same_data(split, ctx) -> None:
 
 def _follow(args) -> int:
     """Ranks other than 0 in a workspace: do this rank's part of rank 0's job, write nothing."""
-    from mpl_core.service.jobs import follow
+    from mpl_core.service.work import follow
     follow(args.workspace, args.data_root)
     return 0
 
 
 def _train_in_workspace(args, cfg: RunConfig) -> int:
-    from mpl_core.service.jobs import recover, start_training
+    from mpl_core.service.work import recover, start_training
     from mpl_core.workspace.workspace import open_or_create_workspace
     ws = open_or_create_workspace(args.workspace, args.data_root, dataset=args.dataset,
                                   labels_per_class=args.labels_per_class, val_per_class=args.val_per_class,
@@ -246,7 +226,7 @@ def _run_job(args, start):
 
 
 def _workspace(args):
-    from mpl_core.service.jobs import recover
+    from mpl_core.service.work import recover
     from mpl_core.workspace.workspace import open_workspace
     ws = open_workspace(args.workspace, args.data_root)
     recover(ws)
@@ -254,7 +234,7 @@ def _workspace(args):
 
 
 def cmd_pseudo_label(args) -> int:
-    from mpl_core.service.jobs import start_pseudo_labeling
+    from mpl_core.service.work import start_pseudo_labeling
     ctx = _join_process_group(args)
     if ctx is not None and not ctx.is_main:
         return _follow(args)
@@ -319,7 +299,7 @@ def _class_ids(values: list[str], names: list[str]) -> list[int]:
 
 
 def cmd_retrain(args) -> int:
-    from mpl_core.service.jobs import start_retrain
+    from mpl_core.service.work import start_retrain
     ctx = _join_process_group(args)
     if ctx is not None and not ctx.is_main:
         return _follow(args)
@@ -353,7 +333,7 @@ def cmd_attach(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from mpl_core.service.jobs import describe_holder, lock_is_held
+    from mpl_core.service.lock import describe_holder, lock_is_held
     ws = _workspace(args)
     print(f"workspace {ws.name}: {ws.data.dataset}, {ws.data.labels_per_class} labels/class, seed {ws.data.seed}")
     if lock_is_held(ws.lock_path):

@@ -1,4 +1,4 @@
-"""The app's one entry into the library: open workspaces, their jobs, and cached review state.
+"""The app's one entry into the library: open workspaces, their jobs, review sessions and media.
 
     studio = Studio(data_root)                   # the app keeps one per process
     studio.start(name, "train", cfg=cfg)         # one job per workspace; a second tab sees it
@@ -6,87 +6,42 @@
     studio.decide(name, positions, "accept", who="ana")
 
 No Streamlit here: the app wraps a Studio in `st.cache_resource`, pages call its methods and
-poll job status. Review state is cached per (round, decisions version), so moving a threshold
-or paging the grid never touches SQLite; a decision updates the cache in place after it has
-been committed.
+poll job status. Studio holds state and delegates the work: review state and decisions to a
+ReviewSession per workspace (workspace/review_session.py), jobs to service/work.py, images to
+workspace/media.py and exports to workspace/export.py's table of formats.
 """
 from __future__ import annotations
 
-import io
 import os
+import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from mpl_core.config import DataConfig, RunConfig
+from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.workspace.store import PseudoLabelRows
-from mpl_core.workspace.workspace import Workspace, create_workspace, inside, list_workspaces, open_workspace
+from mpl_core.service import work
+from mpl_core.service.job import TrainingJob
+from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
+from mpl_core.workspace import media
+from mpl_core.workspace.attach import attach_checkpoint
+from mpl_core.workspace.export import export_bytes
+from mpl_core.workspace.review_session import SORTS, ReviewSession, ReviewView
+from mpl_core.workspace.workspace import (
+    WORKSPACE_FILE,
+    Workspace,
+    check_name,
+    create_workspace,
+    inside,
+    list_workspaces,
+    open_workspace,
+    workspaces_root,
+)
 
-SORTS = ("least sure first", "most sure first", "smallest margin first", "pool order")
-
-
-@dataclass
-class ReviewView:
-    """One pseudo-label round with its threshold index and each row's review status."""
-    rows: PseudoLabelRows
-    index: object  # ThresholdIndex
-    status: np.ndarray  # (N,) object: pending / accept / reject / relabel / manual
-    final_label: np.ndarray  # (N,) int64: the label a decision set (-1 if none)
-    class_names: list[str]
-    version: int
-    truth: np.ndarray | None = None  # true labels where the dataset knows them
-    _position: dict = field(default_factory=dict)  # pool index -> row position
-
-    def counts(self) -> dict[str, int]:
-        names, counts = np.unique(self.status, return_counts=True)
-        out = {s: 0 for s in ("pending", "accept", "reject", "relabel", "manual")}
-        out.update({str(n): int(c) for n, c in zip(names, counts)})
-        return out
-
-    def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
-               conf_range: tuple[float, float] | None = None, sort: str = SORTS[0]) -> np.ndarray:
-        """Row positions matching the filters, in the chosen order."""
-        mask = np.ones(len(self.rows), dtype=bool)
-        if classes is not None:
-            mask &= np.isin(self.rows.label, classes)
-        if statuses is not None:
-            mask &= np.isin(self.status, statuses)
-        if conf_range is not None:
-            mask &= (self.rows.confidence >= conf_range[0]) & (self.rows.confidence <= conf_range[1])
-        pos = np.nonzero(mask)[0]
-        key = {SORTS[0]: self.rows.confidence, SORTS[1]: -self.rows.confidence,
-               SORTS[2]: self.rows.margin}.get(sort)
-        return pos if key is None else pos[np.argsort(key[pos], kind="stable")]
-
-    def tiles(self, positions: np.ndarray) -> list[dict]:
-        r = self.rows
-        return [{"position": int(p), "sample_id": r.sample_ids[p], "pool_index": int(r.idx[p]),
-                 "label": int(r.label[p]), "label_name": self.class_names[int(r.label[p])],
-                 "confidence": float(r.confidence[p]), "margin": float(r.margin[p]),
-                 "status": str(self.status[p]),
-                 "final_name": self.class_names[int(self.final_label[p])] if self.final_label[p] >= 0 else ""}
-                for p in positions]
-
-    def queue(self, n: int) -> np.ndarray:
-        """The n most uncertain pending samples (smallest top-1 margin): to label by hand."""
-        pending = np.nonzero(self.status == "pending")[0]
-        return pending[np.argsort(self.rows.margin[pending], kind="stable")[:n]]
-
-    def histogram(self, bins: int = 20) -> np.ndarray:
-        from mpl_core.workspace.calibration import confidence_histogram
-        return confidence_histogram(self.rows.label, self.rows.confidence, len(self.class_names), bins)
-
-    def confusion(self, statuses: list[str] | None = None) -> np.ndarray | None:
-        """(K, K) counts: true class (rows) x pseudo-label (columns); None without true labels."""
-        if self.truth is None:
-            return None
-        keep = np.ones(len(self.rows), dtype=bool) if statuses is None else np.isin(self.status, statuses)
-        k = len(self.class_names)
-        flat = np.bincount(self.truth[keep] * k + self.rows.label[keep], minlength=k * k)
-        return flat.reshape(k, k)
+# SORTS and ReviewView live in workspace.review_session; scripts still import them from here.
+__all__ = ["SORTS", "ReviewView", "Studio", "app_threads"]
 
 
 class Studio:
@@ -96,8 +51,8 @@ class Studio:
         self.data_root = Path(data_root)
         self._lock = threading.RLock()
         self._workspaces: dict[str, Workspace] = {}
-        self._jobs: dict[str, object] = {}
-        self._views: dict[str, ReviewView] = {}
+        self._jobs: dict[str, TrainingJob] = {}
+        self._sessions: dict[str, ReviewSession] = {}
 
     # --- workspaces ----------------------------------------------------------------------------
 
@@ -110,7 +65,6 @@ class Studio:
         try:
             ws.split()  # load now: a bad folder or budget is an error here, not later in a job
         except MPLStudioError:
-            import shutil
             shutil.rmtree(ws.root, ignore_errors=True)
             raise
         with self._lock:
@@ -123,7 +77,6 @@ class Studio:
         Refused when the workspace exists: its zip is its data, and overwriting it would change
         a workspace that already has runs and decisions.
         """
-        from mpl_core.workspace.workspace import WORKSPACE_FILE, check_name, workspaces_root
         if (workspaces_root(self.data_root) / check_name(name) / WORKSPACE_FILE).exists():
             raise MPLStudioError(f"workspace {name!r} already exists; pick another name for the new data")
         target = self.data_root / "uploads" / f"{name}.zip"
@@ -134,39 +87,42 @@ class Studio:
         return str(target.relative_to(self.data_root))
 
     def open(self, name: str) -> Workspace:
-        from mpl_core.service.jobs import recover
         with self._lock:
             if name not in self._workspaces:
                 ws = open_workspace(name, self.data_root)
-                recover(ws)
+                work.recover(ws)
                 self._workspaces[name] = ws
             return self._workspaces[name]
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def job(self, name: str):
+    def job(self, name: str) -> TrainingJob | None:
         """The job started from this process for the workspace (running or finished), or None."""
         with self._lock:
             return self._jobs.get(name)
 
-    def start(self, name: str, kind: str, **kwargs):
+    def start(self, name: str, kind: str, **kwargs) -> TrainingJob:
         """Start a job: kind = train, resume, pseudo_label, retrain or demo."""
-        from mpl_core.service import jobs
         ws = self.open(name)
         for key in ("cfg", "retrain_cfg"):
             if key in kwargs and not kwargs[key].train.threads:
                 kwargs[key].train.threads = app_threads()
-        starters = {"train": lambda: jobs.start_training(ws, kwargs["cfg"]),
-                    "resume": lambda: jobs.start_training(ws, run_id=kwargs["run_id"]),
-                    "pseudo_label": lambda: jobs.start_pseudo_labeling(ws, kwargs.get("run_id"),
+        starters = {"train": lambda: work.start_training(ws, kwargs["cfg"]),
+                    "resume": lambda: work.start_training(ws, run_id=kwargs["run_id"]),
+                    "pseudo_label": lambda: work.start_pseudo_labeling(ws, kwargs.get("run_id"),
                                                                        kwargs.get("model", "auto")),
-                    "retrain": lambda: jobs.start_retrain(ws, kwargs["cfg"]),
-                    "demo": lambda: jobs.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"],
+                    "retrain": lambda: work.start_retrain(ws, kwargs["cfg"]),
+                    "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"],
                                                     target_precision=kwargs.get("target_precision", 0.95))}
         if kind not in starters:
             raise MPLStudioError(f"unknown job kind {kind!r}")
         with self._lock:
-            job = starters[kind]()
+            return self.adopt(name, starters[kind]())
+
+    def adopt(self, name: str, job: TrainingJob) -> TrainingJob:
+        """Make a job started elsewhere in this process (a script, a test) the workspace's job, as if
+        start() had started it: the pages show and control it."""
+        with self._lock:
             self._jobs[name] = job
         return job
 
@@ -176,7 +132,6 @@ class Studio:
     def outside_job(self, name: str) -> dict | None:
         """A job another process runs on the workspace (the CLI, torchrun), or None: who runs it and
         how far its run is, from the metrics it logs to the store."""
-        from mpl_core.service.jobs import describe_holder, lock_is_held, read_holder
         own = self.job(name)
         ws = self.open(name)
         if (own is not None and own.status().active) or not lock_is_held(ws.lock_path):
@@ -200,7 +155,6 @@ class Studio:
         """Add a checkpoint trained elsewhere (e.g. `torchrun ... train --out runs/x`) as a run.
 
         path is typed by a user, so it must lie inside the data folder."""
-        from mpl_core.workspace.attach import attach_checkpoint
         ws = self.open(name)
         if not path.strip():
             raise MPLStudioError("type the path of a checkpoint (.safetensors) or run folder inside the data folder")
@@ -209,90 +163,51 @@ class Studio:
     def metric_rows(self, name: str, run_id: int) -> list[dict]:
         return self.open(name).store.metric_rows(run_id)
 
-    # --- review --------------------------------------------------------------------------------
+    # --- review (see ReviewSession) ------------------------------------------------------------
 
     def review(self, name: str) -> ReviewView | None:
-        """The newest round's review state, rebuilt only when the round or the decisions changed."""
-        from mpl_core.workspace.review import decision_state, threshold_index
-        ws = self.open(name)
-        latest, version = ws.store.latest_round(), ws.store.decisions_version()
-        if latest is None:
-            return None
-        with self._lock:
-            view = self._views.get(name)
-            if view is not None and view.rows.round == latest and view.version == version:
-                return view
-            rows = view.rows if view is not None and view.rows.round == latest else ws.store.pseudo_labels(latest)
-            index = view.index if view is not None and view.rows.round == latest else threshold_index(ws, latest)
-            decisions = ws.store.current_decisions()
-            ds = ws.dataset()
-            status, final = decision_state(rows, decisions)
-            truth = ds.train.labels.numpy()[rows.idx] if ds.fully_labeled else None
-            view = ReviewView(rows, index, status, final, ds.class_names, version, truth)
-            self._views[name] = view
-            return view
+        """The newest round's review state (cached per round and decisions version), or None."""
+        return self._session(name).view()
 
-    def decide(self, name: str, positions, action: str, who: str, label: int | None = None,
+    def latest_round(self, name: str) -> int | None:
+        """The newest pseudo-label round: a page that saw an older one redraws when this changes."""
+        return self._session(name).latest_round()
+
+    def decide(self, name: str, positions, action: str, who: str, label: int | Sequence[int] | None = None,
                expect: str | None = None) -> int:
-        """Record a decision for rows of the newest round (committed before this returns); with
-        `expect`, only rows still in that state (what the reviewer saw). Returns how many."""
-        from mpl_core.workspace.review import decide_rows
-        view = self.review(name)
-        if view is None:
-            raise MPLStudioError("no pseudo-labels to review yet")
-        positions = np.asarray(positions, dtype=np.int64)
-        n = decide_rows(self.open(name), view.rows, positions, action, who, label, expect=expect)
-        if n != len(positions):  # some were decided elsewhere first: read the state again next time
-            with self._lock:
-                view.version = -1
-            return n
-        with self._lock:  # keep the cached view in step without re-reading the store
-            view.status[positions] = action
-            view.final_label[positions] = -1 if action == "reject" else (
-                int(label) if label is not None else view.rows.label[positions])
-            view.version = self.open(name).store.decisions_version()
-        return n
+        """Record a decision for rows of the newest round in one transaction; with `expect`, only
+        rows still in that state (what the reviewer saw). Returns how many."""
+        return self._session(name).decide(positions, action, who, label, expect=expect)
 
     def decide_by_threshold(self, name: str, action: str, thresholds, who: str,
                             classes: list[int] | None = None) -> int:
         """Accept pending rows at or above their class threshold, or reject those below it."""
-        from mpl_core.workspace.review import select_by_threshold
-        view = self.review(name)
-        if view is None:
-            raise MPLStudioError("no pseudo-labels to review yet")
-        bound = {"above": thresholds} if action == "accept" else {"below": thresholds}
-        positions = select_by_threshold(view.rows, None, classes=classes, status=view.status, **bound)
-        return self.decide(name, positions, action, who)
+        return self._session(name).decide_by_threshold(action, thresholds, who, classes)
 
-    def label_by_hand(self, name: str, positions, label: int, who: str) -> int:
-        return self.decide(name, positions, "manual", who, label)
+    def label_by_hand(self, name: str, positions, labels: int | Sequence[int], who: str) -> int:
+        """Manual labels for rows (the labeling queue): one class for all or one per row, in one
+        transaction: one undo takes them all back, and a bad class saves none of them."""
+        return self._session(name).label_by_hand(positions, labels, who)
 
     def undo(self, name: str, who: str | None = None) -> int:
-        return self.open(name).store.undo_last(who)
+        return self._session(name).undo(who)
+
+    def _session(self, name: str) -> ReviewSession:
+        ws = self.open(name)
+        with self._lock:
+            if name not in self._sessions:
+                self._sessions[name] = ReviewSession(ws)
+            return self._sessions[name]
 
     # --- images --------------------------------------------------------------------------------
 
     def thumbnails(self, name: str, pool_indices, scale: int = 3) -> list[np.ndarray]:
         """Images as (H, W) or (H, W, 3) uint8 arrays, enlarged by `scale` without smoothing."""
-        images = self.open(name).dataset().train.images
-        out = []
-        for i in pool_indices:
-            arr = images[int(i)].numpy()
-            arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
-            out.append(np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1))
-        return out
+        return media.thumbnails(self.open(name).dataset().train.images, pool_indices, scale)
 
     def thumbnail_uris(self, name: str, pool_indices, scale: int = 3) -> list[str]:
         """Thumbnails as PNG data URIs: the browser gets them inline with the page, no extra requests."""
-        import base64
-
-        from PIL import Image
-        out = []
-        for arr in self.thumbnails(name, pool_indices, scale):
-            buf = io.BytesIO()
-            Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
-            out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
-        return out
+        return [media.data_uri(arr) for arr in self.thumbnails(name, pool_indices, scale)]
 
     def preview(self, name: str, per_class: int = 8) -> dict[str, list[int]]:
         """Pool indices of a few labeled images per class (for the data page's grid)."""
@@ -315,34 +230,9 @@ class Studio:
 
     def export_bytes(self, name: str, fmt: str, run_id: int | None = None) -> tuple[bytes, str]:
         """(file contents, file name) for a download button."""
-        from mpl_core.workspace import export as ex
-        ws = self.open(name)
-        if fmt == "csv":
-            return ex.csv_bytes(ws), f"{name}-labels.csv"
-        if fmt == "imagefolder-zip":
-            buf = io.BytesIO()
-            ex.write_zip(ex.imagefolder_files(ws), buf)
-            return buf.getvalue(), f"{name}-imagefolder.zip"
-        if fmt == "label-studio":
-            buf = io.BytesIO()
-            ex.write_zip(ex.label_studio_files(ws), buf)
-            return buf.getvalue(), f"{name}-label-studio.zip"
-        if fmt == "checkpoint":
-            import tempfile
-            with tempfile.TemporaryDirectory() as tmp:
-                path = ex.export_checkpoint(ws, run_id, tmp)
-                return path.read_bytes(), path.name
-        raise MPLStudioError(f"unknown export format {fmt!r}")
+        return export_bytes(self.open(name), fmt, run_id)
 
 
 def app_threads() -> int:
     """CPU threads for a job started from the app: all cores but one, which serves the pages."""
-    import os
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def default_run_config(preset: str = "quick-demo", algorithm: str = "mpl") -> RunConfig:
-    from mpl_core.presets import apply_preset
-    cfg = apply_preset(RunConfig(), preset)
-    cfg.algorithm.name = algorithm
-    return cfg

@@ -182,3 +182,13 @@ def confidence_histogram(label: np.ndarray, confidence: np.ndarray, num_classes:
     b = np.minimum((np.asarray(confidence) * bins).astype(np.int64), bins - 1)
     flat = np.bincount(np.asarray(label) * bins + b, minlength=num_classes * bins)
     return flat.reshape(num_classes, bins)
+
+
+def precision_coverage_table(index: ThresholdIndex, thresholds: Sequence[float] | None = None) -> list[dict]:
+    """Estimated precision, true precision and coverage per global threshold (34 from 0 to 0.99 by
+    default), for a precision/coverage plot. A column with no value at any threshold is left out:
+    true precision without true labels, estimated precision when nothing ever passes."""
+    rows = index.sweep(np.linspace(0.0, 0.99, 34) if thresholds is None else thresholds)
+    keep = [k for k in ("est_precision", "true_precision", "coverage")
+            if any(r[k] is not None and not np.isnan(r[k]) for r in rows)]
+    return [{"threshold": r["threshold"], **{k: r[k] for k in keep}} for r in rows]

@@ -1,5 +1,5 @@
 """Export reviewed labels: CSV, Label Studio JSON (with the model's predictions), an ImageFolder
-tree (or zip), and a run's checkpoint.
+tree (or zip), and a run's checkpoint; FORMATS says how each is written to disk and downloaded.
 
 One row per sample a person or the model has said something about: the given labeled and
 validation samples, and every pool sample with a pseudo-label or a decision. `final_label` is
@@ -12,17 +12,16 @@ import io
 import json
 import re
 import shutil
+import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
-import numpy as np
-from PIL import Image
-
-from mpl_core.config import EXPORT_FORMATS
 from mpl_core.engine.checkpoint import latest_checkpoint
 from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.media import png_bytes
 from mpl_core.workspace.review import status_of
 from mpl_core.workspace.workspace import Workspace
 
@@ -203,17 +202,6 @@ def write_zip(files: Iterable[tuple[str, bytes]], target: BinaryIO) -> None:
             zf.writestr(rel, data)
 
 
-def _to_pil(image) -> Image.Image:
-    arr = image.numpy() if hasattr(image, "numpy") else np.asarray(image)  # (C, H, W) uint8
-    return Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(np.transpose(arr, (1, 2, 0)))
-
-
-def png_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    _to_pil(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 # --- checkpoint --------------------------------------------------------------------------------------
 
 def export_checkpoint(ws: Workspace, run_id: int | None, out: str | Path) -> Path:
@@ -238,13 +226,56 @@ def export_checkpoint(ws: Workspace, run_id: int | None, out: str | Path) -> Pat
     return out
 
 
+# --- the formats -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """How one format is written to a file or folder (the CLI) and made into a download (the app)."""
+    write: Callable[[Workspace, Path, int | None], Path]  # (workspace, out, run_id) -> what was written
+    download: Callable[[Workspace, int | None], tuple[bytes, str]] | None  # -> (contents, file name); None: a folder
+
+
+def _zip_download(files: Callable[[Workspace], Iterable[tuple[str, bytes]]], what: str):
+    def download(ws: Workspace, run_id: int | None) -> tuple[bytes, str]:
+        buf = io.BytesIO()
+        write_zip(files(ws), buf)
+        return buf.getvalue(), f"{ws.name}-{what}.zip"
+    return download
+
+
+def _checkpoint_download(ws: Workspace, run_id: int | None) -> tuple[bytes, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_checkpoint(ws, run_id, tmp)
+        return path.read_bytes(), path.name
+
+
+# In the order of config.EXPORT_FORMATS (the CLI's choices), which a test keeps equal to these keys.
+FORMATS: dict[str, ExportFormat] = {
+    "csv": ExportFormat(lambda ws, out, run_id: export_csv(ws, out),
+                        lambda ws, run_id: (csv_bytes(ws), f"{ws.name}-labels.csv")),
+    "label-studio": ExportFormat(lambda ws, out, run_id: export_label_studio(ws, out),
+                                 _zip_download(label_studio_files, "label-studio")),
+    "imagefolder": ExportFormat(lambda ws, out, run_id: export_imagefolder(ws, out), None),
+    "imagefolder-zip": ExportFormat(lambda ws, out, run_id: export_imagefolder(ws, out, as_zip=True),
+                                    _zip_download(imagefolder_files, "imagefolder")),
+    "checkpoint": ExportFormat(lambda ws, out, run_id: export_checkpoint(ws, run_id, out), _checkpoint_download),
+}
+
+
+def _format(fmt: str) -> ExportFormat:
+    if fmt not in FORMATS:
+        raise MPLStudioError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    return FORMATS[fmt]
+
+
 def export(ws: Workspace, fmt: str, out: str | Path, *, run_id: int | None = None) -> Path:
-    if fmt == "csv":
-        return export_csv(ws, out)
-    if fmt == "label-studio":
-        return export_label_studio(ws, out)
-    if fmt in ("imagefolder", "imagefolder-zip"):
-        return export_imagefolder(ws, out, as_zip=fmt.endswith("zip"))
-    if fmt == "checkpoint":
-        return export_checkpoint(ws, run_id, out)
-    raise MPLStudioError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
+    """Write the workspace's labels (or a run's checkpoint) in format fmt to out; returns the path."""
+    return _format(fmt).write(ws, Path(out), run_id)
+
+
+def export_bytes(ws: Workspace, fmt: str, run_id: int | None = None) -> tuple[bytes, str]:
+    """(file contents, file name) of format fmt, for a download."""
+    download = _format(fmt).download
+    if download is None:
+        raise MPLStudioError(f"{fmt} is written as a folder; download {fmt}-zip instead")
+    return download(ws, run_id)

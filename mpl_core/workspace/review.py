@@ -8,6 +8,7 @@ relabel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -67,32 +68,36 @@ def select_by_threshold(rows: PseudoLabelRows, decisions: dict | None, *, above=
 
 
 def decide_rows(ws: Workspace, rows: PseudoLabelRows, positions, action: str, who: str,
-                label: int | None = None, expect: str | None = None) -> int:
-    """Record `action` for the given row positions; accept/reject record the predicted label.
-    With `expect`, only rows still in that state are decided (see Store.decide); returns how many."""
+                label: int | Sequence[int] | None = None, expect: str | None = None) -> int:
+    """Record `action` for the given row positions, all in one store transaction (one undo step);
+    accept/reject record the predicted label, relabel/manual `label`: one class for every row or
+    one per row. With `expect`, only rows still in that state are decided (see Store.decide);
+    returns how many."""
     positions = np.asarray(positions, dtype=np.int64)
     if action in HUMAN_LABEL_ACTIONS:
-        k = ws.dataset().num_classes
-        if label is None or not 0 <= int(label) < k:
-            raise MPLStudioError(f"{action} needs a class between 0 and {k - 1}")
-        labels = [int(label)] * len(positions)
+        labels = _human_labels(label, len(positions), ws.dataset().num_classes, action)
     else:
         labels = rows.label[positions].tolist()
     samples = [(rows.sample_ids[p], int(rows.idx[p])) for p in positions.tolist()]
     return ws.store.decide(samples, action, labels, who, expect=expect)
 
 
-def label_by_hand(ws: Workspace, pool_indices, label: int, who: str) -> int:
-    """Manual labels for pool samples (from the labeling queue), pseudo-labeled or not."""
-    ds, split = ws.dataset(), ws.split()
-    allowed = set(split.unlabeled.tolist())
-    idx = [int(i) for i in pool_indices]
-    if any(i not in allowed for i in idx):
-        raise MPLStudioError("only unlabeled pool samples can be labeled by hand here")
-    if not 0 <= int(label) < ds.num_classes:
-        raise MPLStudioError(f"label must be between 0 and {ds.num_classes - 1}")
-    ws.store.decide([(ds.train.ids[i], i) for i in idx], "manual", int(label), who)
-    return len(idx)
+def _human_labels(label, n: int, num_classes: int, action: str) -> list[int]:
+    """One class per row from one class or a list of them; any class out of range refuses them all."""
+    if label is None:
+        raise MPLStudioError(f"{action} needs a class between 0 and {num_classes - 1}")
+    given = np.asarray(label, dtype=object).reshape(-1).tolist()
+    if len(given) == 1:
+        given = given * n
+    if len(given) != n:
+        raise MPLStudioError(f"give one class for all {n} rows or one per row, not {len(given)}")
+    try:
+        labels = [int(v) for v in given]
+    except (TypeError, ValueError):
+        labels = [-1]
+    if any(not 0 <= v < num_classes for v in labels):
+        raise MPLStudioError(f"{action} needs a class between 0 and {num_classes - 1}")
+    return labels
 
 
 @dataclass

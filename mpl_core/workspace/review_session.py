@@ -1,0 +1,198 @@
+"""One workspace's review: the newest round's cached ReviewView, decisions on it, undo, paging.
+
+    session = ReviewSession(ws)
+    view = session.view()                            # rebuilt only when the round or decisions changed
+    session.decide(positions, "accept", who="ana")    # committed, then the cached view is updated in place
+    page = view.page(view.select(sort=SORTS[0]), size=48, page=2)
+
+The view is cached per (round, decisions version), so moving a threshold or paging the grid never
+touches SQLite. A decision made elsewhere (another process, the CLI) bumps the store's version and
+the next view() call reads the state again.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.calibration import (
+    ThresholdIndex,
+    confidence_histogram,
+    precision_coverage_table,
+    reliability_table,
+)
+from mpl_core.workspace.review import decide_rows, decision_state, select_by_threshold, threshold_index
+from mpl_core.workspace.store import HUMAN_LABEL_ACTIONS, PseudoLabelRows
+from mpl_core.workspace.workspace import Workspace
+
+SORTS = ("least sure first", "most sure first", "smallest margin first", "pool order")
+STATUS_NAMES = ("pending", "accept", "reject", "relabel", "manual")
+
+
+@dataclass
+class Page:
+    """One page of a list of row positions."""
+    items: np.ndarray  # the row positions on this page
+    page: int  # 1-based, clamped into 1..pages
+    pages: int  # at least 1, so an empty list still has a page to show
+    total: int  # positions on all pages
+
+
+def paginate(positions, size: int, page: int) -> Page:
+    """The given page (clamped to the pages there are) of positions, size per page."""
+    if size < 1:
+        raise MPLStudioError(f"a page holds at least one item, not {size}")
+    positions = np.asarray(positions, dtype=np.int64)
+    pages = max(1, -(-len(positions) // size))
+    page = min(max(1, int(page)), pages)
+    return Page(positions[(page - 1) * size: page * size], page, pages, len(positions))
+
+
+@dataclass
+class ReviewView:
+    """One pseudo-label round with its threshold index and each row's review status."""
+    rows: PseudoLabelRows
+    index: ThresholdIndex
+    status: np.ndarray  # (N,) object: pending / accept / reject / relabel / manual
+    final_label: np.ndarray  # (N,) int64: the label a decision set (-1 if none)
+    class_names: list[str]
+    version: int  # the store's decisions version this view reflects (-1: read it again)
+    truth: np.ndarray | None = None  # true labels where the dataset knows them
+
+    def counts(self) -> dict[str, int]:
+        names, counts = np.unique(self.status, return_counts=True)
+        out = {s: 0 for s in STATUS_NAMES}
+        out.update({str(n): int(c) for n, c in zip(names, counts)})
+        return out
+
+    def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
+               conf_range: tuple[float, float] | None = None, sort: str = SORTS[0]) -> np.ndarray:
+        """Row positions matching the filters, in the chosen order."""
+        mask = np.ones(len(self.rows), dtype=bool)
+        if classes is not None:
+            mask &= np.isin(self.rows.label, classes)
+        if statuses is not None:
+            mask &= np.isin(self.status, statuses)
+        if conf_range is not None:
+            mask &= (self.rows.confidence >= conf_range[0]) & (self.rows.confidence <= conf_range[1])
+        pos = np.nonzero(mask)[0]
+        key = {SORTS[0]: self.rows.confidence, SORTS[1]: -self.rows.confidence,
+               SORTS[2]: self.rows.margin}.get(sort)
+        return pos if key is None else pos[np.argsort(key[pos], kind="stable")]
+
+    def page(self, positions, size: int, page: int) -> Page:
+        """One page of positions (from select): see paginate."""
+        return paginate(positions, size, page)
+
+    def tiles(self, positions: np.ndarray) -> list[dict]:
+        r = self.rows
+        return [{"position": int(p), "sample_id": r.sample_ids[p], "pool_index": int(r.idx[p]),
+                 "label": int(r.label[p]), "label_name": self.class_names[int(r.label[p])],
+                 "confidence": float(r.confidence[p]), "margin": float(r.margin[p]),
+                 "status": str(self.status[p]),
+                 "final_name": self.class_names[int(self.final_label[p])] if self.final_label[p] >= 0 else ""}
+                for p in positions]
+
+    def queue(self, n: int) -> np.ndarray:
+        """The n most uncertain pending samples (smallest top-1 margin): to label by hand."""
+        pending = np.nonzero(self.status == "pending")[0]
+        return pending[np.argsort(self.rows.margin[pending], kind="stable")[:n]]
+
+    def histogram(self, bins: int = 20) -> np.ndarray:
+        return confidence_histogram(self.rows.label, self.rows.confidence, len(self.class_names), bins)
+
+    def confusion(self, statuses: list[str] | None = None) -> np.ndarray | None:
+        """(K, K) counts: true class (rows) x pseudo-label (columns); None without true labels."""
+        if self.truth is None:
+            return None
+        keep = np.ones(len(self.rows), dtype=bool) if statuses is None else np.isin(self.status, statuses)
+        k = len(self.class_names)
+        flat = np.bincount(self.truth[keep] * k + self.rows.label[keep], minlength=k * k)
+        return flat.reshape(k, k)
+
+    def reliability(self, bins: int = 10) -> list[dict]:
+        """Validation accuracy per confidence bin, only the bins with validation images in them."""
+        return [r for r in reliability_table(self.rows.validation, bins) if r["count"]]
+
+    def precision_coverage(self, thresholds: Sequence[float] | None = None) -> list[dict]:
+        """Precision and coverage per global threshold: see calibration.precision_coverage_table."""
+        return precision_coverage_table(self.index, thresholds)
+
+
+class ReviewSession:
+    """The review state of one workspace, shared by every page and tab of a process (thread-safe)."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self._lock = threading.RLock()
+        self._view: ReviewView | None = None
+
+    def latest_round(self) -> int | None:
+        """The newest pseudo-label round in the store (another tab or process may have added it)."""
+        return self.ws.store.latest_round()
+
+    def view(self) -> ReviewView | None:
+        """The newest round's review state, rebuilt only when the round or the decisions changed."""
+        store = self.ws.store
+        latest, version = store.latest_round(), store.decisions_version()
+        if latest is None:
+            return None
+        with self._lock:
+            view = self._view
+            if view is not None and view.rows.round == latest and view.version == version:
+                return view
+            same_round = view is not None and view.rows.round == latest
+            rows = view.rows if same_round else store.pseudo_labels(latest)
+            index = view.index if same_round else threshold_index(self.ws, latest)
+            ds = self.ws.dataset()
+            status, final = decision_state(rows, store.current_decisions())
+            truth = ds.train.labels.numpy()[rows.idx] if ds.fully_labeled else None
+            self._view = ReviewView(rows, index, status, final, ds.class_names, version, truth)
+            return self._view
+
+    def decide(self, positions, action: str, who: str, label: int | Sequence[int] | None = None,
+               expect: str | None = None) -> int:
+        """Record a decision for rows of the newest round in one transaction (committed before this
+        returns); relabel/manual take one class or one per row. With `expect`, only rows still in
+        that state (what the reviewer saw). Returns how many."""
+        view = self._current()
+        positions = np.asarray(positions, dtype=np.int64)
+        n = decide_rows(self.ws, view.rows, positions, action, who, label, expect=expect)
+        with self._lock:
+            if n != len(positions):  # some were decided elsewhere first: read the state again next time
+                view.version = -1
+                return n
+            # keep the cached view in step without re-reading the store
+            view.status[positions] = action
+            if action == "reject":
+                view.final_label[positions] = -1
+            else:
+                view.final_label[positions] = (np.asarray(label, dtype=np.int64) if action in HUMAN_LABEL_ACTIONS
+                                               else view.rows.label[positions])
+            view.version = self.ws.store.decisions_version()
+        return n
+
+    def decide_by_threshold(self, action: str, thresholds, who: str, classes: list[int] | None = None) -> int:
+        """Accept pending rows at or above their class threshold, or reject those below it."""
+        view = self._current()
+        bound = {"above": thresholds} if action == "accept" else {"below": thresholds}
+        positions = select_by_threshold(view.rows, None, classes=classes, status=view.status, **bound)
+        return self.decide(positions, action, who)
+
+    def label_by_hand(self, positions, labels: int | Sequence[int], who: str) -> int:
+        """Manual labels for rows (the labeling queue): one class for all or one per row, saved
+        together in one transaction, so one undo takes them all back and a bad class saves none."""
+        return self.decide(positions, "manual", who, labels)
+
+    def undo(self, who: str | None = None) -> int:
+        """Undo the newest batch of decisions (by `who` if given); the next view() reads the store."""
+        return self.ws.store.undo_last(who)
+
+    def _current(self) -> ReviewView:
+        view = self.view()
+        if view is None:
+            raise MPLStudioError("no pseudo-labels to review yet")
+        return view

@@ -1,0 +1,38 @@
+import pytest
+
+from mpl_core.config import OVERRIDES, RunConfig, override
+from mpl_core.errors import MPLStudioError
+from mpl_core.presets import PRESETS, build_run_config
+from mpl_core.service.cli import build_parser, config_from_args
+
+
+def test_override_sets_the_named_fields_and_keeps_the_rest():
+    cfg = override(RunConfig(), steps=7, seed=3, threshold=None, algorithm="uda")
+    assert cfg.train.steps == 7 and cfg.train.seed == 3 and cfg.data.seed == 3
+    assert cfg.algorithm.name == "uda" and cfg.algorithm.threshold == 0.6  # None kept the default: UDA's
+    assert cfg.train.lr == RunConfig().train.lr
+
+
+def test_override_refuses_unknown_settings_and_bad_values():
+    with pytest.raises(MPLStudioError, match="unknown setting"):
+        override(RunConfig(), stepz=3)
+    with pytest.raises(MPLStudioError, match="threshold must be between 0 and 1"):
+        override(RunConfig(), threshold=1.5)
+
+
+def test_the_command_line_and_the_train_page_build_the_same_config():
+    args = build_parser().parse_args(["train", "--preset", "quick-demo", "--algorithm", "uda", "--steps", "50",
+                                      "--lr", "0.02", "--seed", "4", "--view-batches", "separate", "--no-amp"])
+    from_flags = config_from_args(args)
+    # What app_pages/train.py passes for the same choices.
+    from_page = build_run_config("quick-demo", algorithm="uda", steps=50, threshold=None, feedback_sign="derivation",
+                                 view_batches="separate", lr=0.02, seed=4, device="auto", compile=False, amp=False)
+    assert from_flags.to_dict() == from_page.to_dict()
+    assert from_flags.model.width == PRESETS["quick-demo"]["model"]["width"]
+
+
+def test_every_override_names_a_real_field():
+    fields = RunConfig().to_dict()
+    for targets in OVERRIDES.values():
+        for section, name in targets:
+            assert name in fields[section]
