@@ -6,16 +6,11 @@ import ui
 st.title("Export")
 studio = ui.get_studio()
 name = ui.workspace_or_stop()
-FORMATS = {"csv": ("CSV of every label and decision", "text/csv"),
-           "label-studio": ("Label Studio tasks (zip: tasks.json, label_config.xml, images)", "application/zip"),
-           "imagefolder-zip": ("ImageFolder zip (class/image.png) of every usable label", "application/zip"),
-           "checkpoint": ("Model checkpoint (safetensors)", "application/octet-stream")}
-
 runs = [r for r in studio.runs(name) if r["checkpoint"]]
 run_id = None
 if runs:
     run_id = ui.pick_run("Checkpoint of run", runs)
-for fmt, (label, mime) in FORMATS.items():
+for fmt, (label, mime) in studio.export_formats().items():
     c = st.columns([3, 1, 1])
     c[0].markdown(f"**{label}**")
     if fmt == "checkpoint" and not runs:

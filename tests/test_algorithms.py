@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import stripes
-from mpl_core.algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, feedback_coefficient, mpl_step
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
+from mpl_core.engine.algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, feedback_coefficient, mpl_step
 from mpl_core.engine.augment import strong_view, to_float, weak_view
 from mpl_core.engine.models import build_model
 from mpl_core.engine.train import make_learner

@@ -10,7 +10,7 @@ from mpl_core.service.work import start_pseudo_labeling, start_training
 from mpl_core.workspace.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["app_pages/home.py", "app_pages/data.py", "app_pages/train.py", "app_pages/review.py", "app_pages/rounds.py", "app_pages/export.py"]
+PAGES = [f"app_pages/{p}.py" for p in ("home", "data", "train", "review", "rounds", "export")]
 
 
 def app(page: str, data_root: Path, workspace: str | None = "tiny") -> AppTest:
@@ -75,6 +75,18 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
     assert metric(at, "Accept") == "40"
     again = app("app_pages/review.py", reviewed_root).run()  # a new session reads the same store
     assert metric(again, "Accept") == "40"
+
+
+def test_the_labeling_queue_saves_its_labels_together_and_one_undo_takes_them_back(reviewed_root):
+    at = app("app_pages/review.py", reviewed_root).run()
+    queue = [s for s in at.selectbox if s.key and s.key.startswith("q-")]
+    assert len(queue) == 12
+    for box in queue[:3]:
+        box.set_value(1 - box.value)  # disagree with the model on three tiles, keep the others
+    at.button[[b.label for b in at.button].index("Save these labels")].click().run()
+    assert not at.exception and metric(at, "Labeled by hand") == "12"
+    at.button(key="undo").click().run()
+    assert metric(at, "Labeled by hand") == "0" and metric(at, "Pending") == "40"
 
 
 def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeypatch):

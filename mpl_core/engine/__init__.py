@@ -1,2 +1,3 @@
-"""Engine: models, the training algorithms (pure steps), augmentation, sampling, EMA, inference,
-checkpoints, several processes and the training loop. Imports data and the foundation."""
+"""Engine: models, the training algorithms (pure steps and their registry), augmentation, sampling,
+EMA, inference, checkpoints and the run state they hold, evaluation, several processes (DDP,
+compile) and the training loop. Imports data and the foundation."""

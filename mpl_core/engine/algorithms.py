@@ -1,8 +1,9 @@
-"""One training step of each algorithm: supervised, pseudo_label, uda and mpl.
+"""One training step of each algorithm (supervised, pseudo_label, uda, mpl) and their registry.
 
 Pure functions of tensors and modules: no I/O, no global state, no host syncs (metrics come
 back as detached tensors; the loop calls `.item()` only when it logs). Each step updates
-the models through their `Learner`s and returns its metrics.
+the models through their `Learner`s and returns its metrics. ALGORITHM_REGISTRY says, for each
+name in config.ALGORITHMS, which step to run and what the loop must prepare for it.
 
 Where MPL here differs from the paper (Pham et al., CVPR 2021) and the official code:
 - The teacher's feedback coefficient follows the first-order derivation by default:
@@ -23,6 +24,8 @@ Where MPL here differs from the paper (Pham et al., CVPR 2021) and the official 
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mpl_core.config import AlgorithmConfig
+from mpl_core.errors import MPLStudioError
 
 
 @dataclass
@@ -198,4 +202,75 @@ def _student_logits(student: Learner, batch: Batch, cfg: AlgorithmConfig):
     return logits.float().split([b, n_u])
 
 
-SINGLE_MODEL_STEPS = {"supervised": supervised_step, "pseudo_label": pseudo_label_step, "uda": uda_step}
+# --- the registry ---------------------------------------------------------------------------------
+
+def _one_forward(cfg: AlgorithmConfig) -> bool:
+    return False
+
+
+def _separate_views(cfg: AlgorithmConfig) -> bool:
+    return cfg.view_batches == "separate"
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What the training loop needs to know about an algorithm, so that it never tests its name."""
+    name: str  # as in config.ALGORITHMS and the saved configs
+    step: Callable[..., dict]  # (student, batch, cfg, step); with a teacher mpl_step's arguments
+    teacher: bool = False  # trains a teacher beside the student: built, saved, evaluated and stepped too
+    unlabeled: bool = True  # each step draws batch_size * mu unlabeled images beside the labeled ones
+    finetune: bool = False  # after the main phase the student fine-tunes on labeled data (finetune_steps)
+    # Whether a main-phase step calls a model more than once before its backward (DDP allows one
+    # forward per backward, so under torchrun the gradients are then averaged by hand).
+    several_forwards: Callable[[AlgorithmConfig], bool] = _one_forward
+
+
+ALGORITHM_REGISTRY: dict[str, Algorithm] = {}
+
+
+def register_algorithm(algorithm: Algorithm) -> Algorithm:
+    ALGORITHM_REGISTRY[algorithm.name] = algorithm
+    return algorithm
+
+
+def get_algorithm(name: str) -> Algorithm:
+    if name not in ALGORITHM_REGISTRY:
+        raise MPLStudioError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHM_REGISTRY)}")
+    return ALGORITHM_REGISTRY[name]
+
+
+# In config.ALGORITHMS's order (a test keeps the two equal; config cannot import the engine).
+register_algorithm(Algorithm("supervised", supervised_step, unlabeled=False))
+register_algorithm(Algorithm("pseudo_label", pseudo_label_step))
+register_algorithm(Algorithm("uda", uda_step))
+register_algorithm(Algorithm("mpl", mpl_step, teacher=True, finetune=True, several_forwards=_separate_views))
+
+
+class _SingleModelSteps(MutableMapping):
+    """name -> step of the algorithms without a teacher, read from and written to the registry:
+    a step swapped in here (tests use monkeypatch.setitem) is the one the training loop runs."""
+
+    def __getitem__(self, name: str) -> Callable[..., dict]:
+        algorithm = ALGORITHM_REGISTRY[name]
+        if algorithm.teacher:
+            raise KeyError(name)
+        return algorithm.step
+
+    def __setitem__(self, name: str, step: Callable[..., dict]) -> None:
+        if name not in self:  # only a registered single-model algorithm's step can be replaced
+            raise KeyError(name)
+        ALGORITHM_REGISTRY[name] = dataclasses.replace(ALGORITHM_REGISTRY[name], step=step)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        del ALGORITHM_REGISTRY[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, algorithm in ALGORITHM_REGISTRY.items() if not algorithm.teacher])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+SINGLE_MODEL_STEPS: MutableMapping[str, Callable[..., dict]] = _SingleModelSteps()

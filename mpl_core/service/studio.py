@@ -27,7 +27,7 @@ from mpl_core.service.job import TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
 from mpl_core.workspace import media
 from mpl_core.workspace.attach import attach_checkpoint
-from mpl_core.workspace.export import export_bytes
+from mpl_core.workspace.export import downloads, export_bytes
 from mpl_core.workspace.review_session import SORTS, ReviewSession, ReviewView
 from mpl_core.workspace.workspace import (
     WORKSPACE_FILE,
@@ -227,6 +227,11 @@ class Studio:
                 "report": report.summary_lines() if report is not None else []}
 
     # --- export --------------------------------------------------------------------------------
+
+    @staticmethod
+    def export_formats() -> dict[str, tuple[str, str]]:
+        """The download formats: name -> (title, MIME type)."""
+        return downloads()
 
     def export_bytes(self, name: str, fmt: str, run_id: int | None = None) -> tuple[bytes, str]:
         """(file contents, file name) for a download button."""

@@ -231,8 +231,10 @@ def export_checkpoint(ws: Workspace, run_id: int | None, out: str | Path) -> Pat
 @dataclass(frozen=True)
 class ExportFormat:
     """How one format is written to a file or folder (the CLI) and made into a download (the app)."""
+    title: str  # what a person is offered, in words
     write: Callable[[Workspace, Path, int | None], Path]  # (workspace, out, run_id) -> what was written
     download: Callable[[Workspace, int | None], tuple[bytes, str]] | None  # -> (contents, file name); None: a folder
+    mime: str = "application/zip"  # of the download
 
 
 def _zip_download(files: Callable[[Workspace], Iterable[tuple[str, bytes]]], what: str):
@@ -251,15 +253,25 @@ def _checkpoint_download(ws: Workspace, run_id: int | None) -> tuple[bytes, str]
 
 # In the order of config.EXPORT_FORMATS (the CLI's choices), which a test keeps equal to these keys.
 FORMATS: dict[str, ExportFormat] = {
-    "csv": ExportFormat(lambda ws, out, run_id: export_csv(ws, out),
-                        lambda ws, run_id: (csv_bytes(ws), f"{ws.name}-labels.csv")),
-    "label-studio": ExportFormat(lambda ws, out, run_id: export_label_studio(ws, out),
+    "csv": ExportFormat("CSV of every label and decision", lambda ws, out, run_id: export_csv(ws, out),
+                        lambda ws, run_id: (csv_bytes(ws), f"{ws.name}-labels.csv"), "text/csv"),
+    "label-studio": ExportFormat("Label Studio tasks (zip: tasks.json, label_config.xml, images)",
+                                 lambda ws, out, run_id: export_label_studio(ws, out),
                                  _zip_download(label_studio_files, "label-studio")),
-    "imagefolder": ExportFormat(lambda ws, out, run_id: export_imagefolder(ws, out), None),
-    "imagefolder-zip": ExportFormat(lambda ws, out, run_id: export_imagefolder(ws, out, as_zip=True),
+    "imagefolder": ExportFormat("ImageFolder tree (class/image.png) of every usable label",
+                                lambda ws, out, run_id: export_imagefolder(ws, out), None),
+    "imagefolder-zip": ExportFormat("ImageFolder zip (class/image.png) of every usable label",
+                                    lambda ws, out, run_id: export_imagefolder(ws, out, as_zip=True),
                                     _zip_download(imagefolder_files, "imagefolder")),
-    "checkpoint": ExportFormat(lambda ws, out, run_id: export_checkpoint(ws, run_id, out), _checkpoint_download),
+    "checkpoint": ExportFormat("Model checkpoint (safetensors)",
+                               lambda ws, out, run_id: export_checkpoint(ws, run_id, out), _checkpoint_download,
+                               "application/octet-stream"),
 }
+
+
+def downloads() -> dict[str, tuple[str, str]]:
+    """The formats the app offers as downloads: name -> (title, MIME type)."""
+    return {name: (f.title, f.mime) for name, f in FORMATS.items() if f.download is not None}
 
 
 def _format(fmt: str) -> ExportFormat:

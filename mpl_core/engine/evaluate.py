@@ -1,0 +1,55 @@
+"""A run's accuracies: on the validation split while it trains, on the test set when it ends.
+
+Every rank evaluates the whole validation split (not its shard), so all ranks log the same numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from mpl_core.data.dataset import Dataset
+from mpl_core.engine.inference import accuracy
+from mpl_core.engine.state import TrainState
+
+
+def current_model(state: TrainState) -> nn.Module:
+    """The model a user gets now: the EMA student while training, the fine-tuned one after."""
+    if state.phase != "train":
+        return state.student.model
+    return state.ema.model if state.ema is not None else state.student.model
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Accuracy of a run's models on its validation split and the dataset's test set."""
+    dataset: Dataset
+    val: torch.Tensor  # indices of the validation images in dataset.train
+    device: torch.device
+    amp: bool  # bf16 autocast where it applies, as in training
+
+    def val_acc(self, model: nn.Module) -> float:
+        if len(self.val) == 0:
+            return float("nan")
+        return accuracy(model, self.dataset.train.images[self.val], self.dataset.train.labels[self.val],
+                        self.device, amp=self.amp)
+
+    def val_metrics(self, state: TrainState) -> dict:
+        """What a log step adds when it evaluates: val_acc, and teacher_val_acc with a teacher."""
+        out = {"val_acc": self.val_acc(current_model(state))}
+        if state.teacher is not None:
+            out["teacher_val_acc"] = self.val_acc(state.teacher.model)
+        return out
+
+    def final_metrics(self, state: TrainState) -> dict:
+        """The run's result: val_acc, the kept metrics (state.best) and, where the test set has
+        labels, test_acc (and teacher_test_acc)."""
+        model, test = current_model(state), self.dataset.test
+        m = {"val_acc": self.val_acc(model), **state.best}
+        if test is not None and (test.labels >= 0).all():
+            m["test_acc"] = accuracy(model, test.images, test.labels, self.device, amp=self.amp)
+            if state.teacher is not None:
+                m["teacher_test_acc"] = accuracy(state.teacher.model, test.images, test.labels, self.device,
+                                                 amp=self.amp)
+        return m

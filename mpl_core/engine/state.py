@@ -1,0 +1,234 @@
+"""A run's state (models, optimizers, EMA, generators, step) and its trip to and from a checkpoint.
+
+    state = init_state(cfg, model_cfg, device)         # fresh, seeded
+    restore_state(state, *load_resume_state(out, device, ctx), cfg)
+    Checkpointer(out, cfg, model_cfg, dataset, ctx).save(state, metrics)
+    model, info = load_model("runs/x/ckpt-0001000.safetensors")
+
+Everything random lives in the state's own generators (never the global RNG), and every one of
+them is saved, so a resumed run draws exactly what the uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from mpl_core.config import ModelConfig, RunConfig
+from mpl_core.data.dataset import Dataset
+from mpl_core.engine import checkpoint as ckpt
+from mpl_core.engine import distributed as dist_
+from mpl_core.engine.algorithms import FeedbackState, Learner, get_algorithm
+from mpl_core.engine.ema import ModelEMA
+from mpl_core.engine.models import build_model
+from mpl_core.errors import MPLStudioError
+
+
+class TrainingDiverged(MPLStudioError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds; the loop changes it, step by step."""
+    step: int  # main-phase steps done
+    student: Learner
+    teacher: Learner | None  # algorithms with a teacher (MPL) only
+    ema: ModelEMA | None  # ema_decay > 0, until the fine-tune folds it into the student
+    feedback: FeedbackState
+    index_gen: torch.Generator  # CPU: which samples go in each batch
+    aug_gen: torch.Generator  # on the device: augmentation choices
+    phase: str = "train"  # "train", "finetune" or "done"
+    finetune_step: int = 0
+    best: dict = field(default_factory=dict)  # metrics kept from earlier phases (val_acc_before_finetune)
+
+
+# --- learners ------------------------------------------------------------------------------------
+
+def _param_groups(model: nn.Module, weight_decay: float):
+    """No weight decay on BatchNorm and biases (as in the official code)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return factor
+
+
+def make_learner(model: nn.Module, lr: float, cfg: RunConfig, total: int, warmup: int) -> Learner:
+    """Nesterov SGD with a linear warm-up then a cosine decay to zero at `total` steps."""
+    t = cfg.train
+    opt = torch.optim.SGD(_param_groups(model, t.weight_decay), lr=lr, momentum=t.momentum, nesterov=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_with_warmup(total, warmup))
+    return Learner(model, opt, sched)
+
+
+def finetune_learner(model: nn.Module, cfg: RunConfig) -> Learner:
+    """SGD at the constant fine-tuning learning rate."""
+    learner = make_learner(model, cfg.train.finetune_lr, cfg, 1, 0)
+    learner.scheduler = torch.optim.lr_scheduler.LambdaLR(learner.optimizer, lambda _: 1.0)
+    return learner
+
+
+# --- fresh ---------------------------------------------------------------------------------------
+
+def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, rank: int = 0) -> TrainState:
+    """Fresh models and generators. Every rank builds the same weights; each draws its own batches
+    and augmentations (seeds offset by rank; rank 0's are those of a single-process run)."""
+    t = cfg.train
+    # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        student = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+        teacher = None
+        if get_algorithm(cfg.algorithm.name).teacher:
+            teacher = make_learner(build_model(model_cfg).to(device, memory_format=torch.channels_last),
+                                   t.lr, cfg, t.steps, t.warmup_steps)
+    offset = rank * dist_.RANK_SEED_STRIDE
+    aug_gen = torch.Generator(device=device).manual_seed(t.seed + 1 + offset)
+    return TrainState(0, make_learner(student, t.lr, cfg, t.steps, t.warmup_steps), teacher,
+                      ModelEMA(student, t.ema_decay) if t.ema_decay > 0 else None, FeedbackState(),
+                      torch.Generator().manual_seed(t.seed + offset), aug_gen)
+
+
+# --- saved ---------------------------------------------------------------------------------------
+
+def state_tensors(state: TrainState) -> tuple[dict, dict]:
+    """(tensors, JSON meta) of the state, flattened for one safetensors file."""
+    tensors, meta = {}, {}
+    learners = {"student": state.student, "teacher": state.teacher}
+    for name, learner in learners.items():
+        if learner is None:
+            continue
+        ckpt.flatten_state(f"{name}.model", learner.model.state_dict(), tensors, meta)
+        ckpt.flatten_state(f"{name}.optimizer", learner.optimizer.state_dict(), tensors, meta)
+        ckpt.flatten_state(f"{name}.scheduler", learner.scheduler.state_dict(), tensors, meta)
+    if state.ema is not None:
+        ckpt.flatten_state("ema.model", state.ema.model.state_dict(), tensors, meta)
+    tensors["rng.index"] = state.index_gen.get_state()
+    tensors["rng.augment"] = state.aug_gen.get_state()
+    if state.feedback.baseline is not None:
+        tensors["feedback.baseline"] = state.feedback.baseline.detach().cpu().reshape(1)
+    return tensors, meta
+
+
+def save_state(out_dir: Path, state: TrainState, cfg: RunConfig, model_cfg: ModelConfig, dataset: Dataset,
+               metrics: dict, rank_rngs: list[tuple] | None = None) -> Path:
+    """Write a checkpoint; rank_rngs (several processes) are every rank's generator states, saved
+    so that each rank resumes its own batch and augmentation draws."""
+    tensors, meta = state_tensors(state)
+    for r, (index_state, aug_state) in enumerate(rank_rngs or []):
+        if r > 0:
+            tensors[f"rng.rank{r}.index"], tensors[f"rng.rank{r}.augment"] = index_state, aug_state
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise TrainingDiverged(f"weights became NaN/inf ({bad[0]}); not saving over the last good checkpoint. "
+                               "Lower the learning rate and resume")
+    info = {"config": cfg.to_dict(), "model": dataclasses.asdict(model_cfg), "step": state.step,
+            "phase": state.phase, "finetune_step": state.finetune_step, "best": state.best,
+            "class_names": dataset.class_names, "dataset": dataset.name, "metrics": metrics, "state_meta": meta,
+            "world_size": len(rank_rngs) if rank_rngs else 1}
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(out_dir, state.step + state.finetune_step), tensors, info)
+    ckpt.prune_checkpoints(out_dir, keep=2)
+    return path
+
+
+@dataclass(frozen=True)
+class Checkpointer:
+    """Where and how a run saves: rank 0 writes; under torchrun every rank must call save, since
+    rank 0 gathers every rank's generators into the checkpoint."""
+    out: Path | None  # None on the ranks other than 0
+    cfg: RunConfig
+    model_cfg: ModelConfig
+    dataset: Dataset
+    ctx: dist_.DistContext | None = None
+
+    def save(self, state: TrainState, metrics: dict) -> Path | None:
+        if self.ctx is None:
+            return save_state(self.out, state, self.cfg, self.model_cfg, self.dataset, metrics)
+        rngs = dist_.gather_objects((state.index_gen.get_state(), state.aug_gen.get_state()), self.ctx)
+        if not self.ctx.is_main or self.out is None:
+            return None
+        return save_state(self.out, state, self.cfg, self.model_cfg, self.dataset, metrics, rngs)
+
+
+# --- restored ------------------------------------------------------------------------------------
+
+def load_resume_state(out: Path | None, device: torch.device,
+                      ctx: dist_.DistContext | None) -> tuple[dict, dict] | None:
+    """(tensors, info) of out's newest checkpoint, or None. Under torchrun rank 0 reads it and sends
+    it to the others, so only rank 0 needs the output folder."""
+    if ctx is None:
+        path = ckpt.latest_checkpoint(out) if out else None
+        return ckpt.load_checkpoint(path, device) if path else None
+    path = ckpt.latest_checkpoint(out) if out and ctx.is_main else None
+    return dist_.broadcast_object(ckpt.load_checkpoint(path, "cpu") if path else None, ctx)
+
+
+def check_compatible(info: dict, cfg: RunConfig) -> None:
+    """Refuse to resume a checkpoint trained on other data or with another algorithm or model."""
+    saved = info["config"]
+    for section, key in (("algorithm", "name"), ("model", "name"), ("data", "dataset"), ("data", "seed")):
+        if saved[section][key] != cfg.to_dict()[section][key] and not (section == "model" and cfg.model.name == "auto"):
+            raise MPLStudioError(f"the checkpoint in this folder was trained with {section}.{key}="
+                                 f"{saved[section][key]!r}; use another output folder or the same setting")
+
+
+def restore_state(state: TrainState, tensors: dict, info: dict, cfg: RunConfig, rank: int = 0) -> None:
+    """Load a checkpoint into a fresh state (built by init_state with the same config)."""
+    meta = info["state_meta"]
+    if info["phase"] in ("finetune", "done") and get_algorithm(cfg.algorithm.name).finetune:
+        # The fine-tune switched the student to its own optimizer and folded the EMA into it.
+        state.student, state.ema = finetune_learner(state.student.model, cfg), None
+    for name in ("student", "teacher"):
+        learner = getattr(state, name)
+        if learner is None:
+            continue
+        learner.model.load_state_dict(ckpt.module_state(f"{name}.model", tensors))
+        learner.optimizer.load_state_dict(ckpt.unflatten_state(f"{name}.optimizer", tensors, meta))
+        learner.scheduler.load_state_dict(ckpt.unflatten_state(f"{name}.scheduler", tensors, meta))
+    if state.ema is not None:
+        state.ema.model.load_state_dict(ckpt.module_state("ema.model", tensors))
+    prefix = "rng" if rank == 0 else f"rng.rank{rank}"
+    if f"{prefix}.index" in tensors:
+        state.index_gen.set_state(tensors[f"{prefix}.index"])
+        state.aug_gen.set_state(tensors[f"{prefix}.augment"])
+    else:  # saved by fewer processes: a fresh stream for this rank, still seeded
+        seed = cfg.train.seed + rank * dist_.RANK_SEED_STRIDE + info["step"]
+        state.index_gen.manual_seed(seed)
+        state.aug_gen.manual_seed(seed + 1)
+    if "feedback.baseline" in tensors:
+        state.feedback.baseline = tensors["feedback.baseline"].reshape(()).to(_device_of(state))
+    state.step, state.phase = info["step"], info["phase"]
+    state.finetune_step, state.best = info.get("finetune_step", 0), info.get("best", {})
+
+
+def _device_of(state: TrainState) -> torch.device:
+    return next(state.student.model.parameters()).device
+
+
+def load_model(path: str | Path, which: str = "student", device: str | torch.device = "cpu"):
+    """(model, info) from a checkpoint; which = "student" (EMA weights if kept), "teacher"."""
+    tensors, info = ckpt.load_checkpoint(path)
+    model_cfg = ModelConfig(**{**info["model"], "mean": tuple(info["model"]["mean"]),
+                               "std": tuple(info["model"]["std"])})
+    prefix = {"student": "ema.model" if any(k.startswith("ema.model.") for k in tensors) else "student.model",
+              "teacher": "teacher.model"}[which]
+    if not any(k.startswith(prefix + ".") for k in tensors):
+        algorithm = info["config"]["algorithm"]["name"]
+        raise MPLStudioError(f"{Path(path).name} has no {which} model (algorithm {algorithm})")
+    model = build_model(model_cfg)
+    model.load_state_dict(ckpt.module_state(prefix, tensors))
+    return model.to(device).eval(), info
