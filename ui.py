@@ -1,6 +1,6 @@
 """Shared pieces of the app's pages: the Studio singleton, the workspace picker, job panels.
 
-Streamlit code only; everything it shows comes from mpl_core.studio.Studio.
+Streamlit code only; everything it shows comes from mpl_core.Studio.
 """
 from __future__ import annotations
 

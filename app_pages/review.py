@@ -9,11 +9,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from mpl_core import SORTS, MPLStudioError, Studio
+from mpl_core import SORTS, STATUSES, MPLStudioError, Studio
 
 BINS = 20  # histogram bins over [0, 1]
 MARKS = {"✓": "accept", "✗": "reject", "✎": "relabel"}  # ✎ selects the tile for the relabel bar
-STATUSES = ["pending", "accept", "reject", "relabel", "manual"]
 TILES_PER_ROW = 6  # fits the ✓/✗/✎ control under each thumbnail at 1280 px
 
 
@@ -66,7 +65,7 @@ def labeling_job_to_watch(desk: Desk) -> bool:
 def job_panel(desk: Desk) -> None:
     """Polls only while pseudo-labels are being made: eight idle reviewers cost nothing."""
     job = desk.studio.job(desk.name)
-    if job is not None and job.status().active:
+    if job is not None and job.kind == "pseudo_label" and job.status().active:
         ui.job_status_block(desk.name, controls=False)
     elif labeling_job_to_watch(desk):
         st.session_state["seen_round"] = desk.studio.latest_round(desk.name)

@@ -22,7 +22,7 @@ from mpl_core.config import VIEW_BATCHES, RunConfig  # noqa: E402
 from mpl_core.data.sources import load_dataset  # noqa: E402
 from mpl_core.data.splits import make_split  # noqa: E402
 from mpl_core.engine.train import device_label, pick_device, train  # noqa: E402
-from mpl_core.presets import apply_preset  # noqa: E402
+from mpl_core.presets import build_run_config  # noqa: E402
 
 VARIANTS = {  # row name -> (algorithm, feedback_sign)
     "supervised": ("supervised", "derivation"), "pseudo_label": ("pseudo_label", "derivation"),
@@ -32,10 +32,7 @@ VARIANTS = {  # row name -> (algorithm, feedback_sign)
 
 def configure(variant: str, preset: str, amp: bool, view_batches: str) -> RunConfig:
     algorithm, sign = VARIANTS[variant]
-    cfg = apply_preset(RunConfig(), preset)
-    cfg.algorithm.name, cfg.algorithm.feedback_sign = algorithm, sign
-    cfg.algorithm.view_batches, cfg.train.amp = view_batches, amp
-    return cfg
+    return build_run_config(preset, algorithm=algorithm, feedback_sign=sign, view_batches=view_batches, amp=amp)
 
 
 def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: int | None) -> dict:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpl_core.config import DataConfig, RunConfig  # noqa: E402
-from mpl_core.presets import apply_preset  # noqa: E402
+from mpl_core.config import DataConfig  # noqa: E402
+from mpl_core.presets import build_run_config  # noqa: E402
 from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa: E402
 from mpl_core.workspace.review import threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
@@ -35,8 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         ws = create_workspace("bench", DataConfig(seed=args.seed), root)
-        cfg = apply_preset(RunConfig(), args.preset)
-        cfg.algorithm.name, cfg.train.seed = args.algorithm, args.seed
+        cfg = build_run_config(args.preset, algorithm=args.algorithm, seed=args.seed)
         t0 = time.time()
         st = start_training(ws, cfg).join()
         if st.state != "done":

@@ -38,7 +38,7 @@ from mpl_core.engine.inference import autocast_for, bf16_autocast_applies  # noq
 from mpl_core.engine.models import build_model  # noqa: E402
 from mpl_core.engine.reference import reference_mpl_step  # noqa: E402
 from mpl_core.engine.sampling import to_device  # noqa: E402
-from mpl_core.engine.train import make_learner  # noqa: E402
+from mpl_core.engine.state import make_learner  # noqa: E402
 
 SHAPES = {"cpu": (8, 2), "paper": (128, 7)}
 

@@ -10,10 +10,10 @@ the foundation: `errors`, `config`, `presets`). A test (tests/test_layers.py) ke
 
 The public API below is what the app's pages and most scripts need:
 
-    from mpl_core import Studio, RunConfig, DataConfig, apply_preset
+    from mpl_core import Studio, DataConfig, build_run_config
     studio = Studio("data")
     studio.create("demo", DataConfig(labels_per_class=10))
-    studio.start("demo", "train", cfg=apply_preset(RunConfig(), "quick-demo"))
+    studio.start("demo", "train", cfg=build_run_config("quick-demo", algorithm="mpl"))
 
 Names are imported on first use, so `import mpl_core` stays cheap (no torch) until one is needed.
 """
@@ -34,11 +34,12 @@ _EXPORTS = {
     "builtin_dataset_status": "mpl_core.data.sources",
     "Split": "mpl_core.data.splits", "make_split": "mpl_core.data.splits",
     "build_model": "mpl_core.engine.models",
-    "train": "mpl_core.engine.train", "load_model": "mpl_core.engine.train", "TrainControl": "mpl_core.engine.train",
+    "train": "mpl_core.engine.train", "load_model": "mpl_core.engine.state", "TrainControl": "mpl_core.engine.train",
     "Workspace": "mpl_core.workspace.workspace", "open_workspace": "mpl_core.workspace.workspace",
     "create_workspace": "mpl_core.workspace.workspace",
     "reliability_table": "mpl_core.workspace.calibration",
     "Studio": "mpl_core.service.studio", "SORTS": "mpl_core.workspace.review_session",
+    "STATUSES": "mpl_core.workspace.review",
 }
 __all__ = sorted(_EXPORTS)
 

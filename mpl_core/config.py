@@ -143,6 +143,8 @@ def override(cfg: RunConfig, **values) -> RunConfig:
     unknown = sorted(set(values) - set(OVERRIDES))
     _check(not unknown, f"unknown setting(s): {', '.join(unknown)}")
     d = cfg.to_dict()
+    if values.get("algorithm") not in (None, cfg.algorithm.name) and values.get("threshold") is None:
+        d["algorithm"]["threshold"] = None  # the new algorithm's own default, not the old one's
     for key, value in values.items():
         for section, name in OVERRIDES[key] if value is not None else ():
             d[section][name] = value

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny data, CPU only, nothing downloaded."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -18,6 +19,12 @@ from mpl_core.data.dataset import Dataset, ImageSet  # noqa: E402
 from mpl_core.data.sources import find_fashion_mnist, load_fashion_mnist  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+def swap_step(monkeypatch, name: str, step) -> None:
+    """Make the training loop run `step` for algorithm `name` for the rest of this test."""
+    from mpl_core.engine.algorithms import ALGORITHM_REGISTRY
+    monkeypatch.setitem(ALGORITHM_REGISTRY, name, dataclasses.replace(ALGORITHM_REGISTRY[name], step=step))
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,17 @@ import torch
 
 from conftest import stripes
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
-from mpl_core.engine.algorithms import SINGLE_MODEL_STEPS, Batch, FeedbackState, feedback_coefficient, mpl_step
+from mpl_core.engine.algorithms import (
+    ALGORITHM_REGISTRY,
+    Batch,
+    FeedbackState,
+    feedback_coefficient,
+    get_algorithm,
+    mpl_step,
+)
 from mpl_core.engine.augment import strong_view, to_float, weak_view
 from mpl_core.engine.models import build_model
-from mpl_core.engine.train import make_learner
+from mpl_core.engine.state import make_learner
 
 
 def tiny_model(seed=0):
@@ -31,12 +38,12 @@ def params(model):
     return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("name", sorted(SINGLE_MODEL_STEPS))
+@pytest.mark.parametrize("name", sorted(n for n, a in ALGORITHM_REGISTRY.items() if not a.teacher))
 def test_single_model_steps_are_finite_and_learn(name):
     cfg = AlgorithmConfig(name=name, threshold=0.0, unlabeled_ramp_steps=0)
     student = learner(tiny_model())
     before = params(student.model)
-    metrics = SINGLE_MODEL_STEPS[name](student, random_batch(), cfg, step=0)
+    metrics = get_algorithm(name).step(student, random_batch(), cfg, step=0)
     assert all(torch.isfinite(v).all() for v in metrics.values())
     assert not torch.equal(before, params(student.model))
 

@@ -36,3 +36,10 @@ def test_every_override_names_a_real_field():
     for targets in OVERRIDES.values():
         for section, name in targets:
             assert name in fields[section]
+
+
+def test_a_new_algorithm_gets_its_own_default_threshold_unless_one_is_given():
+    mpl = build_run_config(algorithm="mpl")
+    assert override(mpl, algorithm="pseudo_label").algorithm.threshold == 0.95
+    assert override(mpl, algorithm="pseudo_label", threshold=0.8).algorithm.threshold == 0.8
+    assert override(override(mpl, threshold=0.7), steps=5).algorithm.threshold == 0.7  # same algorithm: kept

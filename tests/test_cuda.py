@@ -12,7 +12,7 @@ from mpl_core.engine.ema import ModelEMA
 from mpl_core.engine.inference import autocast_for
 from mpl_core.engine.models import build_model
 from mpl_core.engine.sampling import to_device
-from mpl_core.engine.train import make_learner
+from mpl_core.engine.state import make_learner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

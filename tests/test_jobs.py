@@ -7,9 +7,10 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, tiny_run_config
+from conftest import ROOT, swap_step, tiny_run_config
+from mpl_core.engine.algorithms import get_algorithm
 from mpl_core.engine.checkpoint import latest_checkpoint, list_checkpoints
-from mpl_core.engine.train import SINGLE_MODEL_STEPS, load_model
+from mpl_core.engine.state import load_model
 from mpl_core.service.job import TrainingJob
 from mpl_core.service.lock import JobBusy, JobLock
 from mpl_core.service.work import recover, start_pseudo_labeling, start_training
@@ -67,7 +68,7 @@ def test_worker_exception_fails_the_job_and_frees_the_workspace(tiny_workspace):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_workspace, monkeypatch):
-    honest = SINGLE_MODEL_STEPS["supervised"]
+    honest = get_algorithm("supervised").step
 
     def diverging(learner, batch, cfg, step):
         metrics = honest(learner, batch, cfg, step)
@@ -75,7 +76,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_w
             metrics["loss"] = torch.tensor(float("nan"))
         return metrics
 
-    monkeypatch.setitem(SINGLE_MODEL_STEPS, "supervised", diverging)
+    swap_step(monkeypatch, "supervised", diverging)
     job = start_training(tiny_workspace, tiny_run_config("supervised", steps=100, checkpoint_every=10))
     st = job.join(60)
     assert st.state == "failed" and "loss became nan" in st.error and "last good checkpoint" in st.error
@@ -153,7 +154,7 @@ def test_demo_job_trains_pseudo_labels_accepts_and_retrains(tiny_workspace):
 
 def test_out_of_gpu_memory_retries_with_a_smaller_batch_and_says_so(tiny_workspace, monkeypatch):
     """CUDA OOM, simulated on the CPU: any step with more than 8 labeled images runs out of memory."""
-    honest = SINGLE_MODEL_STEPS["supervised"]
+    honest = get_algorithm("supervised").step
     seen = []
 
     def hungry(learner, batch, cfg, step):
@@ -162,7 +163,7 @@ def test_out_of_gpu_memory_retries_with_a_smaller_batch_and_says_so(tiny_workspa
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return honest(learner, batch, cfg, step)
 
-    monkeypatch.setitem(SINGLE_MODEL_STEPS, "supervised", hungry)
+    swap_step(monkeypatch, "supervised", hungry)
     job = start_training(tiny_workspace, tiny_run_config("supervised", steps=30, batch_size=32, checkpoint_every=10))
     st = job.join(120)
     assert st.state == "done", st.error
@@ -177,7 +178,7 @@ def test_out_of_memory_at_the_smallest_batch_is_a_clear_failure(tiny_workspace, 
     def always(learner, batch, cfg, step):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setitem(SINGLE_MODEL_STEPS, "supervised", always)
+    swap_step(monkeypatch, "supervised", always)
     st = start_training(tiny_workspace, tiny_run_config("supervised", steps=30, batch_size=4)).join(60)
     assert st.state == "failed" and "out of GPU memory even with batch size 2" in st.error
 

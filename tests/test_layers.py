@@ -50,7 +50,10 @@ def layer_violations(source: str, module: str) -> list[str]:
         if name.split(".")[0] == "streamlit":
             problems.append(f"{module}:{line} imports streamlit")
         target = rank(name)
-        if target is not None and own is not None and target > own and name != "mpl_core":
+        if name.split(".")[:2] == ["mpl_core"] or name.startswith("mpl_core.__init__"):
+            if own is not None and own < TOP:  # the lazy API reaches every layer, the service included
+                problems.append(f"{module}:{line} imports mpl_core's public API; import the module itself")
+        elif target is not None and own is not None and target > own:
             problems.append(f"{module}:{line} imports {name}, a higher layer")
     return problems
 
@@ -90,7 +93,8 @@ def test_every_public_name_resolves():
 @pytest.mark.parametrize("module, source, expected", [
     ("mpl_core.engine.train", "from mpl_core.workspace.store import Store\n", "a higher layer"),
     ("mpl_core.data.splits", "def f():\n    from mpl_core.engine import models\n", "a higher layer"),
-    ("mpl_core.workspace.review", "from ..service.jobs import recover\n", "a higher layer"),
+    ("mpl_core.workspace.review", "from ..service.work import recover\n", "a higher layer"),
+    ("mpl_core.engine.train", "from mpl_core import Studio\n", "public API"),
     ("mpl_core.engine.train", "import streamlit as st\n", "imports streamlit"),
 ])
 def test_a_wrong_import_is_caught(module, source, expected):

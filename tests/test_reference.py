@@ -10,7 +10,7 @@ from mpl_core.engine.algorithms import Batch, FeedbackState, mpl_step
 from mpl_core.engine.inference import autocast_for, bf16_autocast_applies
 from mpl_core.engine.models import build_model
 from mpl_core.engine.reference import reference_mpl_step
-from mpl_core.engine.train import make_learner
+from mpl_core.engine.state import make_learner
 
 # CUDA where there is one: the same checks then cover the GPU kernels (cuDNN with TF32 off, so that
 # fp32 means fp32) and bf16 autocast there.

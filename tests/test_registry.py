@@ -2,12 +2,11 @@
 instead of testing algorithm names."""
 import pytest
 
-from conftest import tiny_config
+from conftest import swap_step, tiny_config
 from mpl_core.config import ALGORITHMS, AlgorithmConfig
 from mpl_core.data.splits import make_split
 from mpl_core.engine.algorithms import (
     ALGORITHM_REGISTRY,
-    SINGLE_MODEL_STEPS,
     get_algorithm,
     mpl_step,
     supervised_step,
@@ -33,28 +32,14 @@ def test_what_each_algorithm_asks_of_the_loop():
         get_algorithm("fixmatch")
 
 
-def test_single_model_steps_is_a_live_view_of_the_registry(monkeypatch):
-    assert list(SINGLE_MODEL_STEPS) == ["supervised", "pseudo_label", "uda"] and "mpl" not in SINGLE_MODEL_STEPS
-    with pytest.raises(KeyError):
-        SINGLE_MODEL_STEPS["mpl"] = supervised_step  # MPL's step takes a teacher: not swappable here
-
-    def other(*args):
-        return {}
-
-    with monkeypatch.context() as m:
-        m.setitem(SINGLE_MODEL_STEPS, "uda", other)
-        assert get_algorithm("uda").step is other
-    assert get_algorithm("uda").step is SINGLE_MODEL_STEPS["uda"] is not other  # undone
-
-
 def test_the_loop_runs_the_registered_step(tiny_dataset, monkeypatch):
     cfg = tiny_config("supervised", steps=4, eval_every=0)
-    honest, steps = SINGLE_MODEL_STEPS["supervised"], []
+    honest, steps = get_algorithm("supervised").step, []
 
     def counting(learner, batch, algorithm_cfg, step):
         steps.append(step)
         return honest(learner, batch, algorithm_cfg, step)
 
-    monkeypatch.setitem(SINGLE_MODEL_STEPS, "supervised", counting)
+    swap_step(monkeypatch, "supervised", counting)
     train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data))
     assert steps == [0, 1, 2, 3]

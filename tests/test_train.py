@@ -8,7 +8,8 @@ from mpl_core.config import DataConfig
 from mpl_core.data.dataset import select_classes
 from mpl_core.data.splits import make_split
 from mpl_core.engine.checkpoint import latest_checkpoint
-from mpl_core.engine.train import TrainControl, load_model, train
+from mpl_core.engine.state import load_model
+from mpl_core.engine.train import TrainControl, train
 from mpl_core.errors import MPLStudioError
 
 

@@ -55,7 +55,6 @@ def channel_stats(images_u8: torch.Tensor, max_samples: int = 10000) -> tuple[tu
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
-
 def select_classes(dataset: Dataset, class_ids: list[int]) -> Dataset:
     """A dataset restricted to some classes, relabeled 0..len(class_ids)-1 (ids unchanged)."""
     remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)

@@ -157,7 +157,8 @@ def _folder_entries(root: Path, reader: "_Reader") -> Iterator[_Entry]:
             reader.class_folders.add(cls)
         for name in [d for d in dirs if (here / d).is_symlink()]:
             dirs.remove(name)  # a linked folder is never walked; say so
-            report.skipped.append(((here / name).relative_to(root).as_posix(), "symbolic link to a folder (not followed)"))
+            rel = (here / name).relative_to(root).as_posix()
+            report.skipped.append((rel, "symbolic link to a folder (not followed)"))
         for name in sorted(files):
             count += 1
             if count > reader.limits.max_files:

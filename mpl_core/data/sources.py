@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mpl_core.errors import MPLStudioError
 from mpl_core.data.dataset import Dataset, ImageSet
 from mpl_core.data.imagefolder import load_image_folder
+from mpl_core.errors import MPLStudioError
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -96,8 +96,8 @@ def _download_fashion_mnist(data_root: Path) -> Path:
         torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
         torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
     except Exception as exc:  # network errors come in many types
-        raise MPLStudioError(f"could not download Fashion-MNIST ({exc.__class__.__name__}): install the "
-                             "Debian package dataset-fashion-mnist or copy the IDX files to data/fashion-mnist/") from exc
+        raise MPLStudioError(f"could not download Fashion-MNIST ({exc.__class__.__name__}): install the Debian "
+                             "package dataset-fashion-mnist or copy the IDX files to data/fashion-mnist/") from exc
     return root / "FashionMNIST" / "raw"
 
 
@@ -143,8 +143,6 @@ def load_torchvision(name: str, data_root: str | Path = "data", *, download: boo
 def default_data_root() -> Path:
     """data/ next to the project, or $MPL_DATA_ROOT."""
     return Path(os.environ.get("MPL_DATA_ROOT", "data"))
-
-
 
 
 def builtin_dataset_status(data_root: str | Path | None = None) -> dict:

@@ -24,8 +24,6 @@ Where MPL here differs from the paper (Pham et al., CVPR 2021) and the official 
 """
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -244,33 +242,3 @@ register_algorithm(Algorithm("supervised", supervised_step, unlabeled=False))
 register_algorithm(Algorithm("pseudo_label", pseudo_label_step))
 register_algorithm(Algorithm("uda", uda_step))
 register_algorithm(Algorithm("mpl", mpl_step, teacher=True, finetune=True, several_forwards=_separate_views))
-
-
-class _SingleModelSteps(MutableMapping):
-    """name -> step of the algorithms without a teacher, read from and written to the registry:
-    a step swapped in here (tests use monkeypatch.setitem) is the one the training loop runs."""
-
-    def __getitem__(self, name: str) -> Callable[..., dict]:
-        algorithm = ALGORITHM_REGISTRY[name]
-        if algorithm.teacher:
-            raise KeyError(name)
-        return algorithm.step
-
-    def __setitem__(self, name: str, step: Callable[..., dict]) -> None:
-        if name not in self:  # only a registered single-model algorithm's step can be replaced
-            raise KeyError(name)
-        ALGORITHM_REGISTRY[name] = dataclasses.replace(ALGORITHM_REGISTRY[name], step=step)
-
-    def __delitem__(self, name: str) -> None:
-        if name not in self:
-            raise KeyError(name)
-        del ALGORITHM_REGISTRY[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([name for name, algorithm in ALGORITHM_REGISTRY.items() if not algorithm.teacher])
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-SINGLE_MODEL_STEPS: MutableMapping[str, Callable[..., dict]] = _SingleModelSteps()

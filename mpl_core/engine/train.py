@@ -25,7 +25,7 @@ from mpl_core.config import ModelConfig, RunConfig, TrainConfig
 from mpl_core.data.dataset import Dataset, channel_stats
 from mpl_core.data.splits import Split
 from mpl_core.engine import distributed as dist_
-from mpl_core.engine.algorithms import SINGLE_MODEL_STEPS, Algorithm, Batch, get_algorithm, supervised_step
+from mpl_core.engine.algorithms import Algorithm, Batch, get_algorithm, supervised_step
 from mpl_core.engine.augment import make_batch
 from mpl_core.engine.evaluate import Evaluator
 from mpl_core.engine.inference import bf16_autocast_applies
@@ -39,17 +39,10 @@ from mpl_core.engine.state import (
     check_compatible,
     finetune_learner,
     init_state,
-    load_model,
     load_resume_state,
-    make_learner,
     restore_state,
 )
 from mpl_core.errors import MPLStudioError
-
-# What callers import from here; the names from state.py and algorithms.py are re-exported for them.
-__all__ = ["LOG_EVERY", "Progress", "SINGLE_MODEL_STEPS", "TrainControl", "TrainResult", "TrainingDiverged",
-           "device_label", "finetune_learner", "load_model", "make_learner", "pick_device", "resolve_model_config",
-           "train"]
 
 LOG_EVERY = 10  # steps between progress reports (each costs one host sync)
 

@@ -358,7 +358,8 @@ def cmd_evaluate(args) -> int:
     from mpl_core.data.sources import load_dataset
     from mpl_core.engine.checkpoint import latest_checkpoint
     from mpl_core.engine.inference import accuracy
-    from mpl_core.engine.train import load_model, pick_device
+    from mpl_core.engine.state import load_model
+    from mpl_core.engine.train import pick_device
 
     path = Path(args.checkpoint)
     if path.is_dir():

@@ -28,7 +28,7 @@ from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
 from mpl_core.workspace import media
 from mpl_core.workspace.attach import attach_checkpoint
 from mpl_core.workspace.export import downloads, export_bytes
-from mpl_core.workspace.review_session import SORTS, ReviewSession, ReviewView
+from mpl_core.workspace.review_session import ReviewSession, ReviewView
 from mpl_core.workspace.workspace import (
     WORKSPACE_FILE,
     Workspace,
@@ -39,9 +39,6 @@ from mpl_core.workspace.workspace import (
     open_workspace,
     workspaces_root,
 )
-
-# SORTS and ReviewView live in workspace.review_session; scripts still import them from here.
-__all__ = ["SORTS", "ReviewView", "Studio", "app_threads"]
 
 
 class Studio:

@@ -20,9 +20,11 @@ import torch
 
 from mpl_core.config import RunConfig
 from mpl_core.engine import distributed as dist_
+from mpl_core.engine.algorithms import get_algorithm
 from mpl_core.engine.checkpoint import latest_checkpoint
 from mpl_core.engine.predict import pool_probabilities, predict_pool
-from mpl_core.engine.train import Progress, device_label, load_model, pick_device, train
+from mpl_core.engine.state import load_model
+from mpl_core.engine.train import Progress, device_label, pick_device, train
 from mpl_core.errors import MPLStudioError
 from mpl_core.service.job import JobStopped, TrainingJob
 from mpl_core.service.lock import busy_error, lock_is_held
@@ -183,7 +185,8 @@ def _pseudo_label_work(run_id: int, which: str):
         ws = job.ws
         nonlocal which
         if which == "auto":
-            which = "teacher" if ws.store.run(run_id)["config"]["algorithm"]["name"] == "mpl" else "student"
+            algorithm = get_algorithm(ws.store.run(run_id)["config"]["algorithm"]["name"])
+            which = "teacher" if algorithm.teacher else "student"  # MPL's teacher labels the pool
         path = latest_checkpoint(ws.run_dir(run_id))
         if path is None:
             raise MPLStudioError(f"run {run_id} has no checkpoint yet; train it first")

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from mpl_core.engine.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
-from mpl_core.engine.train import load_model
+from mpl_core.engine.state import load_model
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.workspace import Workspace
 

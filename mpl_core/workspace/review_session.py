@@ -24,12 +24,17 @@ from mpl_core.workspace.calibration import (
     precision_coverage_table,
     reliability_table,
 )
-from mpl_core.workspace.review import decide_rows, decision_state, select_by_threshold, threshold_index
+from mpl_core.workspace.review import (
+    STATUSES,
+    decide_rows,
+    decision_state,
+    select_by_threshold,
+    threshold_index,
+)
 from mpl_core.workspace.store import HUMAN_LABEL_ACTIONS, PseudoLabelRows
 from mpl_core.workspace.workspace import Workspace
 
 SORTS = ("least sure first", "most sure first", "smallest margin first", "pool order")
-STATUS_NAMES = ("pending", "accept", "reject", "relabel", "manual")
 
 
 @dataclass
@@ -64,7 +69,7 @@ class ReviewView:
 
     def counts(self) -> dict[str, int]:
         names, counts = np.unique(self.status, return_counts=True)
-        out = {s: 0 for s in STATUS_NAMES}
+        out = {s: 0 for s in STATUSES}
         out.update({str(n): int(c) for n, c in zip(names, counts)})
         return out
 
