@@ -1,6 +1,5 @@
 import csv
 import io
-import json
 import zipfile
 
 import numpy as np
@@ -12,7 +11,8 @@ from mpl_core.config import EXPORT_FORMATS
 from mpl_core.engine.checkpoint import load_checkpoint
 from mpl_core.errors import MPLStudioError
 from mpl_core.service.studio import Studio
-from mpl_core.workspace.export import FORMATS, class_folder_names, export, image_name
+from mpl_core.workspace.export import class_folder_names, image_name
+from mpl_core.workspace.formats import FORMATS, export
 from mpl_core.workspace.review import decide_rows
 
 
@@ -41,22 +41,6 @@ def test_csv_export_reads_back(reviewed_ws, tmp_path):
     assert r3["pseudo_label"] == names[rows.label[3]]
     assert float(r0["confidence"]) == pytest.approx(float(rows.confidence[0]), abs=1e-4)
     assert sum(r["status"] == "pending" for r in table) == 36
-
-
-def test_label_studio_export_reads_back(reviewed_ws, tmp_path):
-    ws, rows = reviewed_ws
-    path = export(ws, "label-studio", tmp_path / "ls")
-    tasks = json.loads(path.read_text())
-    assert len(tasks) == 40
-    by_id = {t["data"]["sample_id"]: t for t in tasks}
-    t3 = by_id[rows.sample_ids[3]]
-    names = ws.dataset().class_names
-    assert t3["predictions"][0]["result"][0]["value"]["choices"] == [names[rows.label[3]]]
-    assert t3["annotations"][0]["result"][0]["value"]["choices"] == [names[1 - rows.label[3]]]
-    assert "annotations" not in by_id[rows.sample_ids[2]]  # rejected: a prediction, no annotation
-    image = Image.open(tmp_path / "ls" / t3["data"]["image"])
-    assert image.size == (28, 28)  # own grayscale images are imported at 28 px
-    assert 'value="horizontal"' in (tmp_path / "ls" / "label_config.xml").read_text()
 
 
 def test_imagefolder_zip_and_tree_read_back(reviewed_ws, tmp_path):

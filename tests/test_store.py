@@ -33,8 +33,20 @@ def test_decide_refuses_bad_input(tmp_path):
         store.decide([("a", 0)], "maybe", 1, who="ana")
     with pytest.raises(MPLStudioError, match="reviewer"):
         store.decide([("a", 0)], "accept", 1, who="")
-    with pytest.raises(MPLStudioError, match="one label per sample"):
+    with pytest.raises(MPLStudioError, match="one label and one action per sample"):
         store.decide([("a", 0), ("b", 1)], "accept", [1], who="ana")
+    with pytest.raises(MPLStudioError, match="one label and one action per sample"):
+        store.decide([("a", 0), ("b", 1)], ["accept"], 1, who="ana")
+    with pytest.raises(MPLStudioError, match="action must be one of"):
+        store.decide([("a", 0), ("b", 1)], ["accept", "maybe"], 1, who="ana")
+
+
+def test_one_batch_may_mix_actions_and_one_undo_takes_it_back(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    assert store.decide([("a", 0), ("b", 1)], ["accept", "relabel"], [2, 3], who="ana") == 2
+    dec = store.current_decisions()
+    assert dec["action"].tolist() == ["accept", "relabel"] and dec["label"].tolist() == [2, 3]
+    assert store.undo_last() == 2 and len(store.current_decisions()["idx"]) == 0
 
 
 def test_eight_threads_500_decisions_each_give_4000_rows(tmp_path):

@@ -1,5 +1,5 @@
 """The headless command line:
-`python -m mpl_core {train,evaluate,inspect,pseudo-label,review,retrain,export,status,attach}`."""
+`python -m mpl_core {train,evaluate,inspect,pseudo-label,review,retrain,export,import,status,attach}`."""
 from __future__ import annotations
 
 import argparse
@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     x.add_argument("--out", required=True, help="file (csv, zip) or folder (label-studio, imagefolder, checkpoint)")
     x.add_argument("--run", type=int, default=None, help="checkpoint: run id (default: newest)")
+    x.add_argument("--image-url-prefix", default=None,
+                   help="label-studio: the URL the images will be served under (default: Label Studio's local "
+                        "files, /data/local-files/?d=images/, as the export's README.txt explains)")
+
+    im = sub.add_parser("import", help="record labels corrected elsewhere (a Label Studio JSON export) as decisions")
+    _workspace_flags(im)
+    im.add_argument("--format", choices=("label-studio",), default="label-studio")
+    im.add_argument("file", help="the JSON file of Label Studio's Export > JSON")
+    im.add_argument("--who", default="label-studio", help="reviewer name recorded with the decisions")
+    im.add_argument("--dry-run", action="store_true", help="check and count, record nothing")
 
     at = sub.add_parser("attach", help="add a checkpoint trained elsewhere (train --out, torchrun) as a run")
     _workspace_flags(at)
@@ -315,10 +325,26 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from mpl_core.workspace.export import export
+    from mpl_core.workspace.formats import export
+    from mpl_core.workspace.label_studio import LOCAL_FILES_PREFIX
     ws = _workspace(args)
-    path = export(ws, args.format, args.out, run_id=args.run)
+    path = export(ws, args.format, args.out, run_id=args.run, image_prefix=args.image_url_prefix or LOCAL_FILES_PREFIX)
     print(f"wrote {path}")
+    if args.format == "label-studio":
+        print(f"to load it into Label Studio with its images, follow {Path(path).parent / 'README.txt'}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from mpl_core.workspace.label_studio import import_label_studio
+    ws = _workspace(args)
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise MPLStudioError(f"cannot read {args.file}: {exc.strerror}") from None
+    summary = import_label_studio(ws, data, who=args.who, dry_run=args.dry_run)
+    for line in summary.lines():
+        print(line)
     return 0
 
 
@@ -410,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "inspect": cmd_inspect,
                 "pseudo-label": cmd_pseudo_label, "review": cmd_review, "retrain": cmd_retrain,
-                "export": cmd_export, "status": cmd_status, "attach": cmd_attach}
+                "export": cmd_export, "import": cmd_import, "status": cmd_status,
+                "attach": cmd_attach}
     if args.command not in _PARALLEL_COMMANDS and os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, a one-process command (review, export, ...) runs once, on rank 0
     code = 1

@@ -27,7 +27,8 @@ from mpl_core.service.job import TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
 from mpl_core.workspace import media
 from mpl_core.workspace.attach import attach_checkpoint
-from mpl_core.workspace.export import downloads, export_bytes
+from mpl_core.workspace.formats import downloads, export_bytes
+from mpl_core.workspace.label_studio import LOCAL_FILES_PREFIX, import_label_studio
 from mpl_core.workspace.review_session import ReviewSession, ReviewView
 from mpl_core.workspace.workspace import (
     WORKSPACE_FILE,
@@ -230,9 +231,15 @@ class Studio:
         """The download formats: name -> (title, MIME type)."""
         return downloads()
 
-    def export_bytes(self, name: str, fmt: str, run_id: int | None = None) -> tuple[bytes, str]:
-        """(file contents, file name) for a download button."""
-        return export_bytes(self.open(name), fmt, run_id)
+    def export_bytes(self, name: str, fmt: str, run_id: int | None = None,
+                     image_prefix: str | None = None) -> tuple[bytes, str]:
+        """(file contents, file name) for a download button; image_prefix: where Label Studio finds
+        the images (None: its local files, as the export's README.txt explains)."""
+        return export_bytes(self.open(name), fmt, run_id, image_prefix or LOCAL_FILES_PREFIX)
+
+    def import_label_studio(self, name: str, data: bytes, who: str, dry_run: bool = False) -> list[str]:
+        """Record a Label Studio JSON export's labels as one batch of decisions; what happened, in words."""
+        return import_label_studio(self.open(name), data, who, dry_run).lines()  # the view sees the new version
 
 
 def app_threads() -> int:

@@ -1,5 +1,5 @@
-"""Export reviewed labels: CSV, Label Studio JSON (with the model's predictions), an ImageFolder
-tree (or zip), and a run's checkpoint; FORMATS says how each is written to disk and downloaded.
+"""Export reviewed labels: the rows every format shares, CSV, an ImageFolder tree (or zip) and a
+run's checkpoint. Label Studio has its own module (label_studio.py); formats.py is the table of all.
 
 One row per sample a person or the model has said something about: the given labeled and
 validation samples, and every pool sample with a pseudo-label or a decision. `final_label` is
@@ -12,12 +12,10 @@ import io
 import json
 import re
 import shutil
-import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from mpl_core.engine.checkpoint import latest_checkpoint
 from mpl_core.errors import MPLStudioError
@@ -86,56 +84,6 @@ def export_csv(ws: Workspace, out: str | Path) -> Path:
     return out
 
 
-# --- Label Studio ----------------------------------------------------------------------------------
-
-def label_studio_config(class_names: list[str]) -> str:
-    """The labeling interface XML that matches the exported tasks."""
-    from xml.sax.saxutils import quoteattr
-    choices = "\n".join(f"    <Choice value={quoteattr(n)}/>" for n in class_names)
-    return ('<View>\n  <Image name="image" value="$image"/>\n  <Choices name="label" toName="image" '
-            f'choice="single">\n{choices}\n  </Choices>\n</View>\n')
-
-
-def label_studio_tasks(ws: Workspace, image_prefix: str = "images/") -> list[dict]:
-    """Label Studio tasks: the model's pseudo-label as a prediction, human/accepted labels as annotations."""
-    pl = ws.store.pseudo_labels()
-    version = f"run-{pl.run_id}-{pl.model}-round-{pl.round}" if pl is not None else "none"
-    tasks = []
-    for n, row in enumerate(r for r in export_rows(ws) if r["split"] == "unlabeled"):
-        task = {"id": n + 1, "data": {"image": image_prefix + image_name(row["sample_id"], row["pool_index"]),
-                                      "sample_id": row["sample_id"], "pool_index": row["pool_index"],
-                                      "status": row["status"]}}
-        if row["pseudo_label"]:
-            task["predictions"] = [{"model_version": version, "score": row["confidence"],
-                                    "result": [_choice(row["pseudo_label"])]}]
-        if row["final_label"]:
-            task["annotations"] = [{"result": [_choice(row["final_label"])],
-                                    "completed_by": {"email": row["reviewer"]} if "@" in row["reviewer"] else 1}]
-        tasks.append(task)
-    return tasks
-
-
-def _choice(label: str) -> dict:
-    return {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
-
-
-def label_studio_files(ws: Workspace, images: bool = True) -> Iterator[tuple[str, bytes]]:
-    """(relative path, contents): tasks.json, label_config.xml and the PNGs the tasks point at."""
-    tasks = label_studio_tasks(ws)
-    ds = ws.dataset()
-    yield "tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False).encode("utf-8")
-    yield "label_config.xml", label_studio_config(ds.class_names).encode("utf-8")
-    if images:
-        for t in tasks:
-            yield t["data"]["image"], png_bytes(ds.train.images[t["data"]["pool_index"]])
-
-
-def export_label_studio(ws: Workspace, out_dir: str | Path, *, images: bool = True) -> Path:
-    """out_dir/tasks.json, label_config.xml and images/ (PNG files the tasks point at)."""
-    write_tree(label_studio_files(ws, images), out_dir)
-    return Path(out_dir) / "tasks.json"
-
-
 # --- ImageFolder -------------------------------------------------------------------------------------
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -169,8 +117,9 @@ def imagefolder_items(ws: Workspace) -> list[tuple[str, int]]:
 def imagefolder_files(ws: Workspace) -> Iterator[tuple[str, bytes]]:
     """(relative path, contents): classes.json and class/file.png for every usable label."""
     ds = ws.dataset()
-    yield "classes.json", json.dumps({"classes": ds.class_names, "folders": class_folder_names(ds.class_names)},
-                                     indent=1).encode("utf-8")
+    folders = class_folder_names(ds.class_names)  # "T-shirt/top" is the folder "T-shirt_top"
+    yield "classes.json", json.dumps({"folder_to_class": dict(zip(folders, ds.class_names)),
+                                      "classes": ds.class_names}, indent=1, ensure_ascii=False).encode("utf-8")
     for rel, idx in imagefolder_items(ws):
         yield rel, png_bytes(ds.train.images[idx])
 
@@ -224,70 +173,3 @@ def export_checkpoint(ws: Workspace, run_id: int | None, out: str | Path) -> Pat
     if src.with_suffix(".json").exists():
         shutil.copyfile(src.with_suffix(".json"), out.with_suffix(".json"))
     return out
-
-
-# --- the formats -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """How one format is written to a file or folder (the CLI) and made into a download (the app)."""
-    title: str  # what a person is offered, in words
-    write: Callable[[Workspace, Path, int | None], Path]  # (workspace, out, run_id) -> what was written
-    download: Callable[[Workspace, int | None], tuple[bytes, str]] | None  # -> (contents, file name); None: a folder
-    mime: str = "application/zip"  # of the download
-
-
-def _zip_download(files: Callable[[Workspace], Iterable[tuple[str, bytes]]], what: str):
-    def download(ws: Workspace, run_id: int | None) -> tuple[bytes, str]:
-        buf = io.BytesIO()
-        write_zip(files(ws), buf)
-        return buf.getvalue(), f"{ws.name}-{what}.zip"
-    return download
-
-
-def _checkpoint_download(ws: Workspace, run_id: int | None) -> tuple[bytes, str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_checkpoint(ws, run_id, tmp)
-        return path.read_bytes(), path.name
-
-
-# In the order of config.EXPORT_FORMATS (the CLI's choices), which a test keeps equal to these keys.
-FORMATS: dict[str, ExportFormat] = {
-    "csv": ExportFormat("CSV of every label and decision", lambda ws, out, run_id: export_csv(ws, out),
-                        lambda ws, run_id: (csv_bytes(ws), f"{ws.name}-labels.csv"), "text/csv"),
-    "label-studio": ExportFormat("Label Studio tasks (zip: tasks.json, label_config.xml, images)",
-                                 lambda ws, out, run_id: export_label_studio(ws, out),
-                                 _zip_download(label_studio_files, "label-studio")),
-    "imagefolder": ExportFormat("ImageFolder tree (class/image.png) of every usable label",
-                                lambda ws, out, run_id: export_imagefolder(ws, out), None),
-    "imagefolder-zip": ExportFormat("ImageFolder zip (class/image.png) of every usable label",
-                                    lambda ws, out, run_id: export_imagefolder(ws, out, as_zip=True),
-                                    _zip_download(imagefolder_files, "imagefolder")),
-    "checkpoint": ExportFormat("Model checkpoint (safetensors)",
-                               lambda ws, out, run_id: export_checkpoint(ws, run_id, out), _checkpoint_download,
-                               "application/octet-stream"),
-}
-
-
-def downloads() -> dict[str, tuple[str, str]]:
-    """The formats the app offers as downloads: name -> (title, MIME type)."""
-    return {name: (f.title, f.mime) for name, f in FORMATS.items() if f.download is not None}
-
-
-def _format(fmt: str) -> ExportFormat:
-    if fmt not in FORMATS:
-        raise MPLStudioError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    return FORMATS[fmt]
-
-
-def export(ws: Workspace, fmt: str, out: str | Path, *, run_id: int | None = None) -> Path:
-    """Write the workspace's labels (or a run's checkpoint) in format fmt to out; returns the path."""
-    return _format(fmt).write(ws, Path(out), run_id)
-
-
-def export_bytes(ws: Workspace, fmt: str, run_id: int | None = None) -> tuple[bytes, str]:
-    """(file contents, file name) of format fmt, for a download."""
-    download = _format(fmt).download
-    if download is None:
-        raise MPLStudioError(f"{fmt} is written as a folder; download {fmt}-zip instead")
-    return download(ws, run_id)

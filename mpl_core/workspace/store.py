@@ -288,42 +288,44 @@ class Store:
 
     # --- review decisions ------------------------------------------------------------------------
 
-    def decide(self, samples: list[tuple[str, int]], action: str, labels: list[int] | int, who: str,
+    def decide(self, samples: list[tuple[str, int]], action: str | list[str], labels: list[int] | int, who: str,
                expect: str | None = None) -> int:
         """Record one decision per (sample_id, pool index), committed before this returns; returns
-        how many were recorded (all of them, one batch).
+        how many were recorded (all of them, one batch: one undo takes them back). `action` is one
+        for all or one per sample (an import mixes accepts and relabels).
 
         `expect` makes it conditional, checked in the same transaction: only samples whose
         current state is still `expect` ("pending" = no decision yet, or an action) are decided.
         A click made on a tile shown as pending then never overwrites what another reviewer
         decided in the meantime, and a click the browser replays is recorded once.
         """
-        if action not in ACTIONS:
-            raise MPLStudioError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        actions = [action] * len(samples) if isinstance(action, str) else list(action)
+        if bad := sorted({a for a in actions if a not in ACTIONS}):
+            raise MPLStudioError(f"action must be one of {', '.join(ACTIONS)}, not {bad[0]!r}")
         if not who or len(who) > 64:
             raise MPLStudioError("give a reviewer name of 1 to 64 characters")
         labels = [labels] * len(samples) if isinstance(labels, int) else list(labels)
-        if len(labels) != len(samples):
-            raise MPLStudioError("one label per sample is needed")
+        if len(labels) != len(samples) or len(actions) != len(samples):
+            raise MPLStudioError("one label and one action per sample are needed")
         if expect is not None and expect not in ("pending", *ACTIONS):
             raise MPLStudioError(f"expect must be pending or one of {', '.join(ACTIONS)}, not {expect!r}")
         if not samples:
             return 0
         now = time.time()
         with self._write() as con:
-            pairs = list(zip(samples, labels))
+            triples = list(zip(samples, actions, labels))
             if expect is not None:
-                pairs = [(s, lab) for s, lab in pairs if _current_action(con, s[0]) == expect]
-                if not pairs:
+                triples = [t for t in triples if _current_action(con, t[0][0]) == expect]
+                if not triples:
                     return 0
             batch = (con.execute("SELECT COALESCE(MAX(batch), 0) FROM decisions").fetchone()[0] or 0) + 1
             first = (con.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()[0] or 0) + 1
-            rows = [(first + i, batch, sid, int(ix), action, int(lab), who, now)
-                    for i, ((sid, ix), lab) in enumerate(pairs)]
+            rows = [(first + i, batch, sid, int(ix), act, int(lab), who, now)
+                    for i, ((sid, ix), act, lab) in enumerate(triples)]
             con.executemany("INSERT INTO decisions(id, batch, sample_id, idx, action, label, who, at) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             con.executemany("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [(sid, ix, action, lab, did, who, now) for did, _, sid, ix, _, lab, _, _ in rows])
+                            [(sid, ix, act, lab, did, who, now) for did, _, sid, ix, act, lab, _, _ in rows])
             _bump_version(con)
         return len(rows)
 
