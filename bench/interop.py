@@ -2,6 +2,7 @@
 reads the ImageFolder export.
 
     python bench/interop.py                     # Label Studio from PATH (pip install label-studio)
+    python bench/interop.py --screenshot ls.png # and a Chromium picture of a task in Label Studio
     LABEL_STUDIO=/path/to/bin/label-studio python bench/interop.py
 
 Makes a small workspace of generated images with pseudo-labels and decisions, exports it, starts
@@ -42,6 +43,7 @@ from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 TOKEN = "mplstudio-interop-token"
 CLASSES = ["T-shirt top", "Trouser", "Ankle boot"]  # spaces: ImageFolder folders must map back to the names
 CHECKS: list[tuple[str, bool, str]] = []
+SCREENSHOT = Path(sys.argv[sys.argv.index("--screenshot") + 1]) if "--screenshot" in sys.argv else None
 
 
 def check(name: str, ok: bool, detail: str = "") -> bool:
@@ -160,9 +162,31 @@ def label_studio_checks(exe: str, ws, out: Path, work: Path) -> None:
         n_ann = sum(t.get("total_annotations", len(t.get("annotations") or [])) for t in served)
         check("predictions and annotations imported", n_pred == sum("predictions" in t for t in tasks)
               and n_ann == sum("annotations" in t for t in tasks), f"{n_pred} predictions, {n_ann} annotations")
+        columns = json.dumps(ls.json("GET", f"/api/dm/columns?project={pid}"))
+        check("status, pseudo_label and confidence are Data Manager columns (filter status = reject)",
+              all(f'"id": "{c}"' in columns for c in ("status", "pseudo_label", "confidence")))
+        if SCREENSHOT:
+            screenshot(ls, pid, next(t for t in served if t["data"]["status"] == "relabel"), SCREENSHOT)
         round_trip(ls, pid, served, ws)
     finally:
         ls.stop()
+
+
+def screenshot(ls: LabelStudio, pid: int, task: dict, path: Path) -> None:
+    """Log in as a person would and photograph a task: image, prediction and annotation on screen."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import browser_page
+    with browser_page(1280, 800) as page:
+        page.goto(ls.url + "/user/login/")
+        page.fill("input[name=email]", "interop@example.com")
+        page.fill("input[name=password]", "interop-pass-1")
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        page.goto(f"{ls.url}/projects/{pid}/data?task={task['id']}")
+        page.wait_for_selector("img", timeout=60000)
+        time.sleep(3)
+        page.screenshot(path=str(path))
+    print(f"screenshot of task {task['id']} in {path}")
 
 
 def round_trip(ls: LabelStudio, pid: int, served: list[dict], ws) -> None:
