@@ -10,10 +10,9 @@ import streamlit as st
 
 import ui
 from mpl_core import SORTS, STATUSES, MPLStudioError, Studio
+from review_grid import payload, review_grid
 
 BINS = 20  # histogram bins over [0, 1]
-MARKS = {"✓": "accept", "✗": "reject", "✎": "relabel"}  # ✎ selects the tile for the relabel bar
-TILES_PER_ROW = 6  # fits the ✓/✗/✎ control under each thumbnail at 1280 px
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ def select_range(fig: go.Figure) -> None:
         st.rerun()
 
 
-# Decisions and page turns rerun only this fragment: the counts, filters and tiles.
+# Decisions and page turns rerun only this fragment: the counts, filters and the grid.
 @st.fragment
 def grid(desk: Desk) -> None:
     view = desk.studio.review(desk.name)
@@ -153,104 +152,71 @@ def grid(desk: Desk) -> None:
     c = st.columns(6)
     for col, key in zip(c, STATUSES):
         col.metric(key.capitalize() if key != "manual" else "Labeled by hand", f"{counts[key]:,}")
-    c[5].button("Undo last", icon=":material/undo:", on_click=act, args=(desk.studio.undo, desk.name), key="undo")
-    f = st.columns([2, 2, 2, 1, 1])
+    c[5].button("Undo last", icon=":material/undo:", on_click=act, args=(desk.studio.undo, desk.name, desk.who),
+                key="undo", help="your last decision (U in the grid)")
+    f = st.columns([2, 2, 2, 1, 1, 1.4])
     classes = f[0].multiselect("Predicted class", range(len(names)), format_func=lambda k: names[k], key="f-class")
     statuses = f[1].multiselect("Status", STATUSES, default=["pending"], key="f-status")
     sort = f[2].selectbox("Order", SORTS, key="f-sort")
-    size = f[3].selectbox("Per page", [24, 48, 100], key="f-size")
+    focus = f[5].toggle("Focus mode", key="f-focus", help="one large image at a time, Prodigy-style")
+    size = 50 if focus else f[3].selectbox("Per page", [24, 48, 100], key="f-size")
     conf_range = st.session_state.get("conf_range")
-    positions = view.select(classes=classes or None, statuses=statuses or None, conf_range=conf_range, sort=sort)
+    positions = view.select(classes=classes or None, statuses=statuses or None, conf_range=conf_range, sort=sort,
+                            thresholds=current_thresholds(len(names)))
     page = view.page(positions, size, st.session_state.get("f-page", 1))
     f[4].number_input("Page", 1, page.pages, page.page, key="f-page")
     st.caption(f"{page.total:,} match" + (f" · confidence {conf_range[0]:.2f}–{conf_range[1]:.2f} "
                                           "(from the histogram selection)" if conf_range else "")
                + f" · page {page.page} of {page.pages}")
-    p = st.columns(2)
-    for col, action, label, icon in ((p[0], "accept", "Accept this page", ":material/done_all:"),
-                                     (p[1], "reject", "Reject this page", ":material/remove_done:")):
-        col.button(label, on_click=act, args=(desk.studio.decide, desk.name, page.items, action, desk.who),
-                   disabled=len(page.items) == 0, key=f"page-{action}", icon=icon)
-    relabel_bar(desk, names)
-    tiles(desk, view, page.items)
+    if not focus:
+        p = st.columns(2)
+        for col, action, label, icon in ((p[0], "accept", "Accept this page", ":material/done_all:"),
+                                         (p[1], "reject", "Reject this page", ":material/remove_done:")):
+            col.button(label, on_click=act, args=(desk.studio.decide, desk.name, page.items, action, desk.who),
+                       disabled=len(page.items) == 0, key=f"page-{action}", icon=icon)
+    show_grid(desk, view, page, "focus" if focus else "grid", key="review-grid")
 
 
-def on_mark(desk: Desk, pos: int, key: str, shown_status: str) -> None:
-    """A tile's ✓/✗ applies only if the tile is still as the reviewer saw it: another reviewer's
-    decision in the meantime wins, and a change event the browser sends twice is recorded once."""
-    mark = st.session_state.get(key)
-    chosen = st.session_state.setdefault("relabel_selection", set())
-    chosen.discard(pos)
-    if mark == "✎":
-        chosen.add(pos)
-    elif mark in ("✓", "✗"):
-        try:
-            if (desk.studio.decide(desk.name, [pos], MARKS[mark], desk.who, expect=shown_status) == 0
-                    and desk.studio.review(desk.name).status[pos] != MARKS[mark]):  # a replayed click: no word
-                st.session_state["review_flash"] = ("Another reviewer decided that tile first; "
-                                                    "the grid shows their decision")
-        except MPLStudioError as exc:
-            st.session_state["review_error"] = str(exc)
+def current_thresholds(k: int) -> list[float]:
+    """The threshold panel's thresholds (one per class), for the order "closest to the threshold"."""
+    t = st.session_state.get("threshold", 0.9)
+    return [st.session_state.get(f"t-{c}", t) if st.session_state.get("per_class") else t for c in range(k)]
 
 
-def relabel_bar(desk: Desk, names: list[str]) -> None:
-    chosen = sorted(st.session_state.get("relabel_selection", set()))
-    if not chosen:
-        return
-
-    def apply() -> None:
-        act(desk.studio.decide, desk.name, chosen, "relabel", desk.who, st.session_state["relabel-target"])
-        st.session_state["relabel_selection"] = set()
-
-    c = st.columns([2, 2, 1, 1])
-    c[0].markdown(f"**{len(chosen)}** tile(s) marked ✎")
-    c[1].selectbox("Relabel as", range(len(names)), format_func=lambda k: names[k], key="relabel-target",
-                   label_visibility="collapsed")
-    c[2].button("Relabel", type="primary", key="relabel-apply", icon=":material/edit:", on_click=apply)
-    c[3].button("Clear", key="relabel-clear", on_click=lambda: st.session_state.update(relabel_selection=set()))
+def show_grid(desk: Desk, view, page, mode: str, key: str) -> None:
+    """The review component over one page; its callbacks commit decisions and turn pages."""
+    tiles = desk.studio.review_tiles(desk.name, page.items, scale=3)
+    data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode,
+                   ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.get(f"{key}-last", False))
+    review_grid(key=key, data=data, on_batch_change=lambda: commit(desk, key),
+                on_turn_change=lambda: turn(key, "f-page" if mode != "queue" else None))
 
 
-def tiles(desk: Desk, view, shown) -> None:
-    """Two elements per tile (image with caption, one ✓/✗/✎ control): a 100-tile page stays light."""
-    items = view.tiles(shown)
-    uris = desk.studio.thumbnail_uris(desk.name, [t["pool_index"] for t in items], scale=3)
-    chosen = st.session_state.get("relabel_selection", set())
-    for start in range(0, len(items), TILES_PER_ROW):
-        cols = st.columns(TILES_PER_ROW)
-        for col, tile, uri in zip(cols, items[start: start + TILES_PER_ROW], uris[start: start + TILES_PER_ROW]):
-            pos, status = tile["position"], tile["status"]
-            after = f" → {tile['final_name']}" if status in ("relabel", "manual") else ""
-            note = "" if status == "pending" else f" · {status}{after}"
-            col.image(uri, caption=f"{ui.plain(tile['label_name'])} {tile['confidence']:.2f}{note}", width="stretch")
-            key = f"d-{pos}-{status}"  # a new widget when the status changes elsewhere (bulk, undo)
-            current = "✎" if pos in chosen else {"accept": "✓", "reject": "✗"}.get(status)
-            col.segmented_control("Decision", list(MARKS), default=current, key=key, label_visibility="collapsed",
-                                  on_change=on_mark, args=(desk, pos, key, status))
+def commit(desk: Desk, key: str) -> None:
+    """The grid's batch of keyed decisions and undos, committed in order (each its own transaction)."""
+    batch = (st.session_state.get(key) or {}).get("batch")
+    last = st.session_state.get(f"{key}-ack")
+    if not isinstance(batch, dict) or (last and last.get("id") == batch.get("id")):
+        return  # nothing new, or a batch sent again whose ack is already on its way
+    st.session_state[f"{key}-ack"] = desk.studio.apply_review_batch(desk.name, batch, desk.who)
+
+
+def turn(key: str, page_key: str | None) -> None:
+    request = (st.session_state.get(key) or {}).get("turn") or {}
+    if page_key and isinstance(request.get("page"), int):
+        st.session_state[page_key] = max(1, request["page"])
+        st.session_state[f"{key}-last"] = bool(request.get("last"))
 
 
 def queue_tab(desk: Desk, view) -> None:
-    queue = view.queue(12)
-    st.caption("The most uncertain pending samples (smallest gap between the top two classes). "
-               "Labeling these by hand teaches the next round the most.")
+    st.caption("The most uncertain pending samples (smallest gap between the top two classes): labeling these "
+               "by hand teaches the next round the most. A keeps the model's class, a digit (or C) picks another, "
+               "X rejects; each is saved as a label by hand.")
+    queue = view.queue(24)
     if len(queue) == 0:
         st.success("Nothing pending.")
         return
-    names = view.class_names
-    with st.form("queue"):
-        q_tiles = view.tiles(queue)
-        images = desk.studio.thumbnails(desk.name, [t["pool_index"] for t in q_tiles], scale=3)
-        cols = st.columns(TILES_PER_ROW)
-        for i, (tile, img) in enumerate(zip(q_tiles, images)):
-            with cols[i % TILES_PER_ROW]:
-                st.image(img, width="stretch")
-                st.selectbox("Label", range(len(names)), index=tile["label"], format_func=lambda k: names[k],
-                             key=f"q-{tile['position']}")
-        if st.form_submit_button("Save these labels", type="primary"):
-            positions = [t["position"] for t in q_tiles]
-            with ui.user_errors():  # one transaction: one undo takes the whole batch back
-                desk.studio.label_by_hand(desk.name, positions, [st.session_state[f"q-{p}"] for p in positions],
-                                          desk.who)
-                st.rerun()
+    show_grid(desk, view, view.page(queue, len(queue), 1), "queue", key="queue-grid")
 
 
 def calibration_tab(view) -> None:

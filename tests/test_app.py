@@ -54,6 +54,7 @@ def test_every_page_guides_a_new_user_without_a_workspace(tmp_path, monkeypatch,
 
 
 def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
+    """The threshold panel and the bulk actions; the grid's keys are tested in Chromium (test_e2e_review.py)."""
     at = app("app_pages/review.py", reviewed_root).run()
     assert metric(at, "Pending") == "40"
     at.slider(key="threshold").set_value(0.0).run()
@@ -61,32 +62,16 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
     at.slider(key="threshold").set_value(1.0).run()
     assert metric(at, "Pass") != "40"
     at.slider(key="threshold").set_value(0.0).run()
-    first_tile = next(b for b in at.button_group if b.key and b.key.startswith("d-"))
-    first_tile.set_value("✓").run()
-    assert metric(at, "Accept") == "1" and metric(at, "Pending") == "39"
-    second = [b for b in at.button_group if b.key and b.key.startswith("d-")][1]
-    second.set_value("✎").run()
-    at.button(key="relabel-apply").click().run()
-    assert metric(at, "Relabel") == "1"
-    at.button(key="undo").click().run()
-    at.button(key="undo").click().run()
-    assert metric(at, "Accept") == "0"
     at.button(key="bulk-accept").click().run()
     assert metric(at, "Accept") == "40"
-    again = app("app_pages/review.py", reviewed_root).run()  # a new session reads the same store
-    assert metric(again, "Accept") == "40"
-
-
-def test_the_labeling_queue_saves_its_labels_together_and_one_undo_takes_them_back(reviewed_root):
-    at = app("app_pages/review.py", reviewed_root).run()
-    queue = [s for s in at.selectbox if s.key and s.key.startswith("q-")]
-    assert len(queue) == 12
-    for box in queue[:3]:
-        box.set_value(1 - box.value)  # disagree with the model on three tiles, keep the others
-    at.button[[b.label for b in at.button].index("Save these labels")].click().run()
-    assert not at.exception and metric(at, "Labeled by hand") == "12"
     at.button(key="undo").click().run()
-    assert metric(at, "Labeled by hand") == "0" and metric(at, "Pending") == "40"
+    assert metric(at, "Accept") == "0" and metric(at, "Pending") == "40"
+    at.button(key="page-reject").click().run()  # the page on show: 24 tiles
+    assert metric(at, "Reject") == "24"
+    at.button(key="bulk-accept").click().run()  # only the pending ones
+    assert metric(at, "Accept") == "16"
+    again = app("app_pages/review.py", reviewed_root).run()  # a new session reads the same store
+    assert metric(again, "Accept") == "16" and metric(again, "Reject") == "24"
 
 
 def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeypatch):
@@ -113,8 +98,7 @@ def test_faults_show_as_messages_and_the_app_keeps_serving(reviewed_root, full_d
 
     at = app("app_pages/review.py", reviewed_root).run()
     full_disk(True)
-    tile = next(b for b in at.button_group if b.key and b.key.startswith("d-"))
-    tile.set_value("✓").run()
+    at.button(key="page-accept").click().run()
     assert not at.exception
     assert any("disk is full" in e.value and "Free disk space" in e.value for e in at.error)
     full_disk(False)

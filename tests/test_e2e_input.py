@@ -67,6 +67,9 @@ def test_malformed_uploads_and_odd_class_names_in_the_browser(tmp_path):
         page.get_by_text("Per-class thresholds").first.click()
         page.get_by_text(ODD[1], exact=True).first.wait_for(timeout=30000)  # a slider label, as typed
         page.get_by_text(ODD[0], exact=True).first.wait_for()
+        legend = page.locator(".grid-root").first.locator(".legend")  # the review grid shows names as text
+        legend.get_by_text(ODD[0]).wait_for(timeout=30000)
+        legend.get_by_text(ODD[1]).wait_for()
         time.sleep(2)
         assert page.locator('a[href="x.html"]').count() == 0  # the markdown link was not rendered
         assert page.locator('img[src="x"]').count() == 0  # nor the HTML image

@@ -90,3 +90,89 @@ def test_adopt_makes_a_job_the_workspaces_job(studio):
     job = TrainingJob(studio.open("tiny"), "train", lambda job: {"completed": True}).start()
     assert studio.adopt("tiny", job) is job and studio.job("tiny") is job
     assert job.join(10).state == "done"
+
+
+def batch(round_, *ops, id_=1):
+    return {"id": id_, "round": round_, "ops": list(ops)}
+
+
+def decide(positions, action, expect="pending", label=None):
+    return {"op": "decide", "positions": positions, "action": action, "label": label,
+            "expect": [expect] * len(positions)}
+
+
+def test_a_grid_batch_commits_each_key_press_as_its_own_undo_step(studio):
+    view = studio.review("tiny")
+    r = int(view.rows.round)
+    other = 1 - int(view.rows.label[4])
+    ack = studio.apply_review_batch("tiny", batch(r, decide([0], "accept"), decide([1, 2, 3], "reject"),
+                                                  decide([4], "relabel", label=other), {"op": "undo"},
+                                                  decide([5], "accept")), "ana")
+    assert ack["id"] == 1 and ack["message"] == ""
+    assert [x.get("decided", x.get("undone")) for x in ack["results"]] == [1, 3, 1, 1, 1]
+    status = studio.review("tiny").status
+    assert status[:6].tolist() == ["accept", "reject", "reject", "reject", "pending", "accept"]  # the relabel undone
+    assert studio.undo("tiny", "ana") == 1 and studio.undo("tiny", "ana") == 3  # one key press at a time
+    assert studio.review("tiny").status[:6].tolist() == ["accept"] + ["pending"] * 5
+
+
+def test_a_tile_another_reviewer_decided_first_keeps_their_decision(studio):
+    r = int(studio.review("tiny").rows.round)
+    studio.apply_review_batch("tiny", batch(r, decide([0], "reject")), "bo")
+    ack = studio.apply_review_batch("tiny", batch(r, decide([0, 1], "accept")), "ana")  # ana saw both pending
+    assert ack["results"][0] == {"decided": 1, "conflicts": 1}
+    assert "another reviewer decided 1 of those tile(s) first" in ack["message"]
+    assert studio.review("tiny").status[:2].tolist() == ["reject", "accept"]
+
+
+@pytest.mark.parametrize("bad_batch, message", [
+    (lambda r: batch(r + 1, decide([0], "accept")), "a new round of pseudo-labels arrived"),
+    (lambda r: batch(r, decide([9999], "accept")), "not in this round"),
+    (lambda r: batch(r, decide([0], "maybe")), "action must be one of"),
+    (lambda r: batch(r, decide([0], "relabel", label=7)), "needs a class between 0 and 1"),
+    (lambda r: batch(r, {"op": "explode"}), "unknown review operation"),
+])
+def test_a_bad_operation_records_nothing_and_says_why(studio, bad_batch, message):
+    store = studio.open("tiny").store
+    before = store.decision_total()
+    ack = studio.apply_review_batch("tiny", bad_batch(int(studio.review("tiny").rows.round)), "ana")
+    assert message in ack["message"] and "error" in ack["results"][0]
+    assert store.decision_total() == before
+
+
+def test_a_full_disk_fails_the_batch_with_a_message(studio, full_disk):
+    r = int(studio.review("tiny").rows.round)
+    full_disk(True)
+    ack = studio.apply_review_batch("tiny", batch(r, decide([0, 1], "accept")), "ana")
+    full_disk(False)
+    assert "disk is full" in ack["message"]
+    assert (studio.review("tiny").status == "pending").all()
+
+
+def test_grid_tiles_carry_the_top_classes_and_the_history(studio):
+    studio.decide("tiny", [0], "accept", "ana")
+    studio.undo("tiny", "ana")
+    studio.decide("tiny", [0], "reject", "bo")
+    tile = studio.review_tiles("tiny", [0])[0]
+    assert tile["image"].startswith("data:image/png;base64,")
+    probs = [p for _, p in tile["top"]]
+    assert probs == sorted(probs, reverse=True) and tile["top"][0][0] == tile["label"]
+    assert abs(sum(probs) - 1.0) < 0.01  # two classes: the top 3 are all of them
+    assert [(h["action"], h["who"], h["undone"]) for h in tile["history"]] == [("accept", "ana", True),
+                                                                                ("reject", "bo", False)]
+
+
+def test_closest_to_the_threshold_orders_by_distance_from_each_class_threshold(studio):
+    view = studio.review("tiny")
+    thresholds = [0.6, 0.8]
+    order = view.select(sort="closest to the threshold", thresholds=thresholds)
+    conf, label = view.rows.confidence, view.rows.label
+    distance = np.abs(conf[order] - np.asarray(thresholds)[label[order]])
+    assert len(order) == 40 and (np.diff(distance) >= 0).all()
+
+
+def test_likely_mistakes_put_confident_labels_of_error_prone_classes_first():
+    from mpl_core.workspace.review_session import class_error_rates
+    validation = {"label": [0, 0, 0, 0, 1, 1, 1, 1], "truth": [0, 0, 0, 0, 1, 0, 0, 0]}  # says 1: wrong 3 of 4
+    rates = class_error_rates(validation, 3)
+    assert rates.tolist() == [1 / 6, 4 / 6, 0.5]  # Laplace: one right and one wrong added; no evidence = 0.5

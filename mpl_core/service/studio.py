@@ -172,7 +172,7 @@ class Studio:
         return self._session(name).latest_round()
 
     def decide(self, name: str, positions, action: str, who: str, label: int | Sequence[int] | None = None,
-               expect: str | None = None) -> int:
+               expect: str | Sequence[str] | None = None) -> int:
         """Record a decision for rows of the newest round in one transaction; with `expect`, only
         rows still in that state (what the reviewer saw). Returns how many."""
         return self._session(name).decide(positions, action, who, label, expect=expect)
@@ -189,6 +189,24 @@ class Studio:
 
     def undo(self, name: str, who: str | None = None) -> int:
         return self._session(name).undo(who)
+
+    def apply_review_batch(self, name: str, batch: dict, who: str) -> dict:
+        """The review grid's keyed operations (decisions and undos) in order: see ReviewSession.apply."""
+        return self._session(name).apply(batch, who)
+
+    def review_tiles(self, name: str, positions, scale: int = 3) -> list[dict]:
+        """The tiles of the review grid: each row's view fields, its thumbnail as a data URI, and the
+        history of decisions on its sample (who, when, what), newest last."""
+        view = self.review(name)
+        if view is None:
+            return []
+        tiles = view.tiles(np.asarray(positions, dtype=np.int64))
+        uris = self.thumbnail_uris(name, [t["pool_index"] for t in tiles], scale)
+        history = self.open(name).store.history([t["sample_id"] for t in tiles])
+        for tile, uri in zip(tiles, uris):
+            tile["image"] = uri
+            tile["history"] = [{**h, "label_name": view.class_names[h["label"]]} for h in history[tile["sample_id"]]]
+        return tiles
 
     def _session(self, name: str) -> ReviewSession:
         ws = self.open(name)

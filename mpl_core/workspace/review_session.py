@@ -34,7 +34,8 @@ from mpl_core.workspace.review import (
 from mpl_core.workspace.store import HUMAN_LABEL_ACTIONS, PseudoLabelRows
 from mpl_core.workspace.workspace import Workspace
 
-SORTS = ("least sure first", "most sure first", "smallest margin first", "pool order")
+SORTS = ("least sure first", "closest to the threshold", "likely mistakes first", "most sure first",
+         "smallest margin first", "pool order")
 
 
 @dataclass
@@ -74,8 +75,10 @@ class ReviewView:
         return out
 
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
-               conf_range: tuple[float, float] | None = None, sort: str = SORTS[0]) -> np.ndarray:
-        """Row positions matching the filters, in the chosen order."""
+               conf_range: tuple[float, float] | None = None, sort: str = SORTS[0],
+               thresholds: float | Sequence[float] = 0.9) -> np.ndarray:
+        """Row positions matching the filters, in the chosen order (see order_key; `thresholds`, one
+        or one per class, is what "closest to the threshold" measures from)."""
         mask = np.ones(len(self.rows), dtype=bool)
         if classes is not None:
             mask &= np.isin(self.rows.label, classes)
@@ -84,9 +87,30 @@ class ReviewView:
         if conf_range is not None:
             mask &= (self.rows.confidence >= conf_range[0]) & (self.rows.confidence <= conf_range[1])
         pos = np.nonzero(mask)[0]
-        key = {SORTS[0]: self.rows.confidence, SORTS[1]: -self.rows.confidence,
-               SORTS[2]: self.rows.margin}.get(sort)
+        key = self.order_key(sort, thresholds)
         return pos if key is None else pos[np.argsort(key[pos], kind="stable")]
+
+    def order_key(self, sort: str, thresholds: float | Sequence[float] = 0.9) -> np.ndarray | None:
+        """Per row, the value the order sorts by (ascending); None keeps pool order.
+
+        closest to the threshold: |confidence - the row's class threshold|. These are the decisions
+        that most change what a threshold admits, and the ones a person can settle faster than
+        the model. likely mistakes first: the chance the pseudo-label is wrong, estimated from
+        what the validation split says of the predicted class (its error rate when the model
+        says that class, Laplace-smoothed) times the model's doubt (1 - margin), so confident
+        labels in a class the model often gets wrong come before confident ones in a class it
+        gets right (cleanlab ranks label issues by such per-class evidence rather than by raw
+        confidence)."""
+        r = self.rows
+        if sort not in SORTS:
+            raise MPLStudioError(f"order must be one of {', '.join(SORTS)}, not {sort!r}")
+        if sort == "closest to the threshold":
+            per_class = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(self.class_names),))
+            return np.abs(r.confidence - per_class[r.label])
+        if sort == "likely mistakes first":
+            return -(class_error_rates(r.validation, len(self.class_names))[r.label] * (1.0 - r.margin))
+        return {"least sure first": r.confidence, "most sure first": -r.confidence,
+                "smallest margin first": r.margin}.get(sort)
 
     def page(self, positions, size: int, page: int) -> Page:
         """One page of positions (from select): see paginate."""
@@ -97,9 +121,16 @@ class ReviewView:
         return [{"position": int(p), "sample_id": r.sample_ids[p], "pool_index": int(r.idx[p]),
                  "label": int(r.label[p]), "label_name": self.class_names[int(r.label[p])],
                  "confidence": float(r.confidence[p]), "margin": float(r.margin[p]),
-                 "status": str(self.status[p]),
-                 "final_name": self.class_names[int(self.final_label[p])] if self.final_label[p] >= 0 else ""}
+                 "status": str(self.status[p]), "final_label": int(self.final_label[p]),
+                 "final_name": self.class_names[int(self.final_label[p])] if self.final_label[p] >= 0 else "",
+                 "top": self.top_classes(int(p))}
                 for p in positions]
+
+    def top_classes(self, position: int, k: int = 3) -> list[tuple[int, float]]:
+        """The model's k most likely classes for a row, with their probabilities."""
+        probs = self.rows.probs[position].astype(np.float32)
+        best = np.argsort(-probs, kind="stable")[:k]
+        return [(int(c), round(float(probs[c]), 4)) for c in best]
 
     def queue(self, n: int) -> np.ndarray:
         """The n most uncertain pending samples (smallest top-1 margin): to label by hand."""
@@ -125,6 +156,16 @@ class ReviewView:
     def precision_coverage(self, thresholds: Sequence[float] | None = None) -> list[dict]:
         """Precision and coverage per global threshold: see calibration.precision_coverage_table."""
         return precision_coverage_table(self.index, thresholds)
+
+
+def class_error_rates(validation: dict, num_classes: int) -> np.ndarray:
+    """(K,) per predicted class: the share of validation images predicted as that class that are
+    something else, with one right and one wrong added (Laplace) so a class with no evidence is 0.5."""
+    label = np.asarray(validation.get("label", []), dtype=np.int64)
+    truth = np.asarray(validation.get("truth", []), dtype=np.int64)
+    wrong = np.bincount(label[label != truth], minlength=num_classes)[:num_classes]
+    seen = np.bincount(label, minlength=num_classes)[:num_classes]
+    return (wrong + 1.0) / (seen + 2.0)
 
 
 class ReviewSession:
@@ -159,10 +200,10 @@ class ReviewSession:
             return self._view
 
     def decide(self, positions, action: str, who: str, label: int | Sequence[int] | None = None,
-               expect: str | None = None) -> int:
+               expect: str | Sequence[str] | None = None) -> int:
         """Record a decision for rows of the newest round in one transaction (committed before this
         returns); relabel/manual take one class or one per row. With `expect`, only rows still in
-        that state (what the reviewer saw). Returns how many."""
+        that state (what the reviewer saw: one state for all rows or one per row). Returns how many."""
         view = self._current()
         positions = np.asarray(positions, dtype=np.int64)
         n = decide_rows(self.ws, view.rows, positions, action, who, label, expect=expect)
@@ -191,6 +232,45 @@ class ReviewSession:
         """Manual labels for rows (the labeling queue): one class for all or one per row, saved
         together in one transaction, so one undo takes them all back and a bad class saves none."""
         return self.decide(positions, "manual", who, labels)
+
+    def apply(self, batch: dict, who: str) -> dict:
+        """The review grid's operations, in the order they were keyed: each decision is its own store
+        transaction (one undo takes back one key press), each undo takes back this reviewer's last.
+
+        batch = {"id": 7, "round": 3, "ops": [{"op": "decide", "positions": [..], "action": "accept",
+        "label": None, "expect": ["pending", ..]}, {"op": "undo"}]}. A decision applies only to tiles
+        still as the reviewer saw them (`expect`). Returns {"id", "results": one per op, "message"}:
+        the grid redraws from the store, so a failed operation's tiles turn back by themselves."""
+        results, messages = [], []
+        round_ = self.latest_round()
+        for op in batch.get("ops") or []:
+            try:
+                if batch.get("round") != round_:
+                    raise MPLStudioError("a new round of pseudo-labels arrived and the grid was redrawn: "
+                                         "decide those tiles again")
+                results.append(self._apply_one(op, who))
+                if results[-1].get("conflicts"):
+                    messages.append(f"another reviewer decided {results[-1]['conflicts']} of those tile(s) first; "
+                                    "the grid shows their decision")
+            except MPLStudioError as exc:
+                results.append({"error": str(exc)})
+                messages.append(str(exc))
+        return {"id": batch.get("id"), "results": results, "message": "; ".join(dict.fromkeys(messages))}
+
+    def _apply_one(self, op: dict, who: str) -> dict:
+        if not isinstance(op, dict) or op.get("op") not in ("decide", "undo"):
+            raise MPLStudioError(f"unknown review operation {op!r}")
+        if op["op"] == "undo":
+            return {"undone": self.undo(who)}
+        view = self._current()
+        try:
+            positions = [int(p) for p in op["positions"]]
+        except (KeyError, TypeError, ValueError):
+            raise MPLStudioError("a decision needs the positions of its tiles") from None
+        if not positions or min(positions) < 0 or max(positions) >= len(view.rows):
+            raise MPLStudioError("a decision names tiles that are not in this round")
+        n = self.decide(positions, op.get("action"), who, op.get("label"), expect=op.get("expect"))
+        return {"decided": n, "conflicts": len(positions) - n}
 
     def undo(self, who: str | None = None) -> int:
         """Undo the newest batch of decisions (by `who` if given); the next view() reads the store."""

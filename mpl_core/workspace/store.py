@@ -289,13 +289,14 @@ class Store:
     # --- review decisions ------------------------------------------------------------------------
 
     def decide(self, samples: list[tuple[str, int]], action: str | list[str], labels: list[int] | int, who: str,
-               expect: str | None = None) -> int:
+               expect: str | list[str] | None = None) -> int:
         """Record one decision per (sample_id, pool index), committed before this returns; returns
         how many were recorded (all of them, one batch: one undo takes them back). `action` is one
         for all or one per sample (an import mixes accepts and relabels).
 
         `expect` makes it conditional, checked in the same transaction: only samples whose
-        current state is still `expect` ("pending" = no decision yet, or an action) are decided.
+        current state is still `expect` ("pending" = no decision yet, or an action; one for all
+        or one per sample, as each tile showed it) are decided.
         A click made on a tile shown as pending then never overwrites what another reviewer
         decided in the meantime, and a click the browser replays is recorded once.
         """
@@ -307,15 +308,17 @@ class Store:
         labels = [labels] * len(samples) if isinstance(labels, int) else list(labels)
         if len(labels) != len(samples) or len(actions) != len(samples):
             raise MPLStudioError("one label and one action per sample are needed")
-        if expect is not None and expect not in ("pending", *ACTIONS):
-            raise MPLStudioError(f"expect must be pending or one of {', '.join(ACTIONS)}, not {expect!r}")
+        expects = None if expect is None else [expect] * len(samples) if isinstance(expect, str) else list(expect)
+        if expects is not None and (len(expects) != len(samples)
+                                    or any(e not in ("pending", *ACTIONS) for e in expects)):
+            raise MPLStudioError(f"expect must be pending or one of {', '.join(ACTIONS)} for each sample")
         if not samples:
             return 0
         now = time.time()
         with self._write() as con:
             triples = list(zip(samples, actions, labels))
-            if expect is not None:
-                triples = [t for t in triples if _current_action(con, t[0][0]) == expect]
+            if expects is not None:
+                triples = [t for t, e in zip(triples, expects) if _current_action(con, t[0][0]) == e]
                 if not triples:
                     return 0
             batch = (con.execute("SELECT COALESCE(MAX(batch), 0) FROM decisions").fetchone()[0] or 0) + 1
@@ -328,6 +331,17 @@ class Store:
                             [(sid, ix, act, lab, did, who, now) for did, _, sid, ix, act, lab, _, _ in rows])
             _bump_version(con)
         return len(rows)
+
+    def history(self, sample_ids: list[str]) -> dict[str, list[dict]]:
+        """Every decision on these samples, oldest first: action, label, who, at, undone."""
+        out: dict[str, list[dict]] = {s: [] for s in sample_ids}
+        for start in range(0, len(sample_ids), 500):  # SQLite's limit on parameters
+            chunk = sample_ids[start:start + 500]
+            rows = self._read(f"SELECT sample_id, action, label, who, at, undone FROM decisions WHERE sample_id IN "
+                              f"({','.join('?' * len(chunk))}) ORDER BY id", tuple(chunk))
+            for sid, action, label, who, at, undone in rows:
+                out[sid].append({"action": action, "label": int(label), "who": who, "at": at, "undone": bool(undone)})
+        return out
 
     def undo_last(self, who: str | None = None) -> int:
         """Undo the newest batch of decisions not yet undone (by `who` if given); returns rows undone."""

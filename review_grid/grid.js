@@ -1,0 +1,504 @@
+// The review grid: one Streamlit component (Components v2) that draws a page of pseudo-labels and
+// takes decisions from the keyboard or the mouse. A decision shows at once (optimistic) and goes to
+// Python in batches, one batch in flight at a time; Python commits each decision in its own store
+// transaction and answers with an ack, and the next data from Python is the truth: a decision that
+// failed or lost to another reviewer simply turns back when the tiles are redrawn. User text (class
+// names, sample ids, reviewer names) is always set as textContent, never parsed as HTML.
+
+const RESEND_MS = 4000; // an ack that does not come (a dropped rerun) is asked for again
+const UNDO_DEPTH = 20; // the reviewer's last decisions that U / Ctrl+Z take back one by one
+const ACTION_MARK = { accept: "✓", reject: "✗", relabel: "✎", manual: "✎", pending: "" };
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+class Grid {
+  constructor(parent) {
+    this.parent = parent;
+    this.data = { tiles: [], classes: [] };
+    this.focus = 0;
+    this.selected = new Set(); // indices into data.tiles
+    this.anchor = null;
+    this.overlay = new Map(); // position -> {status, final, op}: shown until Python's ack
+    this.queue = []; // decisions and undos not yet sent
+    this.inflight = null; // {id, ops, sent}
+    this.nextId = 1;
+    this.undoStack = []; // [{positions, before: [{status, final}]}]
+    this.dragFrom = null;
+    this.lightbox = false;
+    this.build();
+  }
+
+  build() {
+    const root = el("div", "grid-root");
+    root.tabIndex = 0;
+    root.setAttribute("role", "grid");
+    root.setAttribute("aria-label", "Pseudo-labels: arrows move, A accepts, X rejects, digits relabel, ? for all keys");
+    this.legend = el("div", "legend");
+    this.status = el("div", "statusline");
+    this.tilesBox = el("div", "tiles");
+    this.focusBox = el("div", "focusview");
+    this.box = el("dialog", "lightbox"); // a modal dialog sits in the top layer, above Streamlit's layout
+    this.help = el("div", "help hidden");
+    this.picker = el("div", "picker hidden");
+    root.append(this.legend, this.status, this.tilesBox, this.focusBox, this.box, this.help, this.picker);
+    root.addEventListener("keydown", (e) => this.onKey(e));
+    document.addEventListener("mouseup", () => { this.dragFrom = null; });
+    this.box.addEventListener("close", () => { this.lightbox = false; this.root.focus({ preventScroll: true }); });
+    this.parent.appendChild(root);
+    this.root = root;
+    this.buildHelp();
+  }
+
+  // --- data from Python ------------------------------------------------------------------------
+
+  update(data, setTrigger) {
+    this.setTrigger = setTrigger;
+    const first = this.data.tiles.length === 0;
+    const newPage = data.page !== this.data.page || data.round !== this.data.round || data.mode !== this.data.mode;
+    const focused = this.data.tiles[this.focus];
+    this.data = data;
+    this.handleAck(data.ack);
+    if (newPage) {
+      this.focus = data.focus_last ? Math.max(0, data.tiles.length - 1) : 0;
+      this.selected.clear();
+      this.anchor = null;
+    } else if (focused) {
+      // Decided tiles may leave the page (a "pending" filter): the focus stays on the same sample,
+      // or, if it left, on the one that took its place.
+      const at = data.tiles.findIndex((t) => t.position === focused.position);
+      if (at >= 0) this.focus = at;
+      if (at < 0 || data.tiles.length !== this.tilesBox.children.length) { this.selected.clear(); this.anchor = null; }
+    }
+    this.focus = Math.min(this.focus, Math.max(0, data.tiles.length - 1));
+    this.render();
+    if (first || newPage) this.root.focus({ preventScroll: true });
+  }
+
+  handleAck(ack) {
+    if (!ack || !this.inflight || ack.id !== this.inflight.id) return;
+    for (const [pos, o] of this.overlay) {
+      if (this.inflight.opIds.has(o.op)) this.overlay.delete(pos);
+    }
+    const took = (performance.now() - this.inflight.sent).toFixed(0);
+    this.root.dataset.lastAckMs = took;
+    this.root.dataset.acked = String(ack.id);
+    this.inflight = null;
+    if (ack.message) this.say(ack.message, true);
+    this.flush();
+  }
+
+  // --- sending ------------------------------------------------------------------------------------
+
+  push(op) {
+    op.opId = this.nextId++;
+    this.queue.push(op);
+    this.flush();
+    return op.opId;
+  }
+
+  flush() {
+    if (this.inflight || this.queue.length === 0) return;
+    const ops = this.queue.splice(0);
+    this.inflight = { id: this.nextId++, ops, opIds: new Set(ops.map((o) => o.opId)), sent: performance.now() };
+    this.send();
+  }
+
+  send() {
+    const batch = this.inflight;
+    if (!batch) return;
+    const ops = batch.ops.map(({ opId, ...rest }) => rest);
+    this.setTrigger("batch", { id: batch.id, round: this.data.round, ops });
+    clearTimeout(this.resendTimer);
+    this.resendTimer = setTimeout(() => { if (this.inflight === batch) this.send(); }, RESEND_MS);
+  }
+
+  // --- decisions ----------------------------------------------------------------------------------
+
+  targets() {
+    const idx = this.selected.size ? [...this.selected].sort((a, b) => a - b) : [this.focus];
+    return idx.filter((i) => i >= 0 && i < this.data.tiles.length);
+  }
+
+  shown(tile) {
+    const o = this.overlay.get(tile.position);
+    return o ? o : { status: tile.status, final: tile.final_label };
+  }
+
+  decide(action, label = null) {
+    const idx = this.targets();
+    if (!idx.length) return;
+    const tiles = idx.map((i) => this.data.tiles[i]);
+    const expect = tiles.map((t) => this.shown(t).status);
+    const positions = tiles.map((t) => t.position);
+    const before = tiles.map((t) => ({ ...this.shown(t) }));
+    // the labeling queue records labels by hand: A keeps the model's class, a digit picks another
+    const queue = this.data.mode === "queue" && action !== "reject";
+    const act = queue ? "manual" : action;
+    const finals = tiles.map((t) => (act === "reject" ? -1 : label === null ? t.label : label));
+    const opId = this.push({ op: "decide", positions, action: act, label: queue ? finals : label, expect });
+    tiles.forEach((t, i) => this.overlay.set(t.position, { status: act, final: finals[i], op: opId }));
+    this.undoStack.push({ positions, before });
+    if (this.undoStack.length > UNDO_DEPTH) this.undoStack.shift();
+    this.root.dataset.decided = String(Number(this.root.dataset.decided || 0) + tiles.length);
+    this.selected.clear();
+    if (idx.length === 1) this.move(1, false, true);
+    this.render();
+  }
+
+  relabel(k) {
+    if (k < 0 || k >= this.data.classes.length) return;
+    const idx = this.targets();
+    // the model's own class is an accept; another class a relabel
+    if (this.data.mode !== "queue" && idx.length === 1 && this.data.tiles[idx[0]].label === k) {
+      this.decide("accept");
+    } else {
+      this.decide("relabel", k);
+    }
+  }
+
+  undo() {
+    const last = this.undoStack.pop();
+    if (!last) { this.say("nothing of yours to undo on this page"); return; }
+    const opId = this.push({ op: "undo" });
+    last.positions.forEach((p, i) => this.overlay.set(p, { ...last.before[i], op: opId }));
+    const at = this.data.tiles.findIndex((t) => t.position === last.positions[0]);
+    if (at >= 0) this.focus = at;
+    this.render();
+  }
+
+  // --- keys ---------------------------------------------------------------------------------------
+
+  onKey(e) {
+    if (this.pickerOpen()) return; // the picker's input has the keys
+    const k = e.key;
+    if ((k === "Enter" || k === " ") && e.target.tagName === "BUTTON") return; // the button's own click
+    const focusMode = this.data.mode === "focus";
+    const handled = () => { e.preventDefault(); e.stopPropagation(); };
+    if (k === "?") { this.toggle(this.help); return handled(); }
+    if (k === "Escape") { this.closeAll(); return handled(); }
+    if ((k === "z" || k === "Z") && (e.ctrlKey || e.metaKey)) { this.undo(); return handled(); }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const moves = { ArrowLeft: -1, h: -1, ArrowRight: 1, l: 1, ArrowUp: -this.cols(), k: -this.cols(),
+                    ArrowDown: this.cols(), j: this.cols() };
+    if (k in moves || (k.length === 1 && k.toLowerCase() in moves && !e.shiftKey)) {
+      this.move(moves[k] ?? moves[k.toLowerCase()], e.shiftKey); return handled();
+    }
+    const lower = k.toLowerCase();
+    if (lower === "a" || k === "Enter") { this.decide("accept"); return handled(); }
+    if (lower === "x") { this.decide("reject"); return handled(); }
+    if (lower === "u" || k === "Backspace") { this.undo(); return handled(); }
+    if (lower === "c" || k === "/") { this.openPicker(); return handled(); }
+    if (/^[0-9]$/.test(k) && this.data.classes.length <= 10) {
+      this.relabel(k === "0" ? 9 : Number(k) - 1); return handled();
+    }
+    if (k === " ") {
+      if (focusMode) this.move(1, false, true); else this.toggleLightbox();
+      return handled();
+    }
+    if (k === "PageDown" || k === "PageUp") { this.turn(k === "PageDown" ? 1 : -1); return handled(); }
+  }
+
+  cols() {
+    if (this.data.mode === "focus") return 1;
+    const tiles = this.tilesBox.children;
+    if (tiles.length < 2) return 1;
+    const top = tiles[0].offsetTop;
+    let n = 0;
+    while (n < tiles.length && tiles[n].offsetTop === top) n++;
+    return Math.max(1, n);
+  }
+
+  move(delta, extend = false, auto = false) {
+    const n = this.data.tiles.length;
+    if (!n) return;
+    const next = this.focus + delta;
+    if (next >= n && (auto || delta > 0) && this.data.page < this.data.pages) {
+      if (auto && this.data.mode !== "focus") { this.focus = n - 1; return; }
+      this.turn(1); return;
+    }
+    if (next < 0 && delta < 0 && this.data.page > 1 && !extend) { this.turn(-1, true); return; }
+    const to = Math.max(0, Math.min(n - 1, next));
+    if (extend) {
+      if (this.anchor === null) this.anchor = this.focus;
+      this.selectRange(this.anchor, to);
+    } else if (!auto) {
+      this.selected.clear();
+      this.anchor = null;
+    }
+    this.focus = to;
+    this.render();
+  }
+
+  selectRange(a, b) {
+    this.selected.clear();
+    for (let i = Math.min(a, b); i <= Math.max(a, b); i++) this.selected.add(i);
+  }
+
+  turn(delta, toLast = false) {
+    const page = this.data.page + delta;
+    if (page < 1 || page > this.data.pages) return;
+    this.flush();
+    this.setTrigger("turn", { page, last: toLast });
+  }
+
+  // --- overlays -----------------------------------------------------------------------------------
+
+  toggle(box) { box.classList.toggle("hidden"); }
+
+  closeAll() {
+    [this.help, this.picker].forEach((b) => b.classList.add("hidden"));
+    if (this.box.open) this.box.close();
+    this.lightbox = false;
+    this.selected.clear();
+    this.anchor = null;
+    this.render();
+    this.root.focus({ preventScroll: true });
+  }
+
+  toggleLightbox() {
+    this.lightbox = !this.lightbox;
+    if (this.lightbox) {
+      this.renderLightbox();
+      this.box.showModal();
+    } else if (this.box.open) {
+      this.box.close();
+    }
+  }
+
+  pickerOpen() { return !this.picker.classList.contains("hidden"); }
+
+  openPicker() {
+    this.picker.replaceChildren();
+    const input = el("input", "picker-input");
+    input.placeholder = "type to filter classes, Enter to relabel, Esc to close";
+    const list = el("div", "picker-list");
+    const show = () => {
+      const q = input.value.toLowerCase();
+      list.replaceChildren(...this.data.classes.map((name, k) => [name, k])
+        .filter(([name]) => name.toLowerCase().includes(q)).slice(0, 12)
+        .map(([name, k]) => {
+          const item = el("button", "picker-item", name);
+          item.onclick = () => { this.closePicker(); this.relabel(k); };
+          return item;
+        }));
+    };
+    input.addEventListener("input", show);
+    input.addEventListener("keydown", (e) => {
+      e.stopPropagation();
+      if (e.key === "Escape") this.closePicker();
+      if (e.key === "Enter" && list.firstChild) list.firstChild.click();
+    });
+    this.picker.append(input, list);
+    this.picker.classList.remove("hidden");
+    show();
+    input.focus();
+  }
+
+  closePicker() {
+    this.picker.classList.add("hidden");
+    this.root.focus({ preventScroll: true });
+  }
+
+  say(text, warn = false) {
+    this.status.textContent = text;
+    this.status.classList.toggle("warn", warn);
+    clearTimeout(this.sayTimer);
+    this.sayTimer = setTimeout(() => { this.status.textContent = ""; }, 6000);
+  }
+
+  // --- drawing ------------------------------------------------------------------------------------
+
+  render() {
+    const focusMode = this.data.mode === "focus";
+    this.root.classList.toggle("focus-mode", focusMode);
+    this.renderLegend();
+    this.tilesBox.classList.toggle("hidden", focusMode);
+    this.focusBox.classList.toggle("hidden", !focusMode);
+    if (focusMode) this.renderFocus(); else this.renderTiles();
+    if (this.lightbox) this.renderLightbox();
+    this.root.dataset.pending = String(this.queue.length + (this.inflight ? this.inflight.ops.length : 0));
+  }
+
+  renderLegend() {
+    const classes = this.data.classes;
+    const parts = classes.length <= 10
+      ? classes.map((name, k) => {
+        const b = el("button", "key");
+        b.append(el("kbd", "", String((k + 1) % 10)), document.createTextNode(" " + name));
+        b.onclick = () => { this.relabel(k); this.root.focus({ preventScroll: true }); };
+        return b;
+      })
+      : [el("span", "hint", `${classes.length} classes: C or / opens a picker`)];
+    const info = el("span", "hint", `page ${this.data.page} of ${this.data.pages} · ${this.data.total} match · `
+      + "A accept · X reject · U undo · Space " + (this.data.mode === "focus" ? "skip" : "lightbox") + " · ? keys");
+    this.legend.replaceChildren(...parts, info);
+  }
+
+  renderTiles() {
+    const tiles = this.data.tiles;
+    const have = this.tilesBox.children;
+    while (have.length > tiles.length) this.tilesBox.lastChild.remove();
+    tiles.forEach((tile, i) => {
+      let node = have[i];
+      if (!node) {
+        node = this.makeTile(i);
+        this.tilesBox.appendChild(node);
+      }
+      this.fillTile(node, tile, i);
+    });
+    const f = this.tilesBox.children[this.focus];
+    if (f && this.root.contains(document.activeElement || this.root)) f.scrollIntoView({ block: "nearest" });
+  }
+
+  makeTile(i) {
+    const node = el("div", "tile");
+    node.dataset.i = String(i);
+    const img = el("img");
+    img.draggable = false;
+    const cap = el("div", "cap");
+    const mark = el("div", "mark");
+    const buttons = el("div", "buttons");
+    const ok = el("button", "ok", "✓");
+    const no = el("button", "no", "✗");
+    ok.title = "accept (A)";
+    no.title = "reject (X)";
+    for (const b of [ok, no]) {  // clicks only: the keys stay with the grid
+      b.tabIndex = -1;
+      b.onmousedown = (e) => e.preventDefault();
+    }
+    buttons.append(ok, no);
+    node.append(img, mark, cap, buttons);
+    const at = () => Number(node.dataset.i);
+    ok.onclick = (e) => { e.stopPropagation(); this.focus = at(); this.selected.clear(); this.decide("accept"); };
+    no.onclick = (e) => { e.stopPropagation(); this.focus = at(); this.selected.clear(); this.decide("reject"); };
+    node.onmousedown = (e) => {
+      if (e.button !== 0 || e.target.tagName === "BUTTON") return;
+      const i2 = at();
+      if (e.shiftKey) {
+        if (this.anchor === null) this.anchor = this.focus;
+        this.selectRange(this.anchor, i2);
+      } else if (e.ctrlKey || e.metaKey) {
+        if (this.selected.has(i2)) this.selected.delete(i2); else this.selected.add(i2);
+      } else {
+        this.selected.clear();
+        this.anchor = i2;
+        this.dragFrom = i2;
+      }
+      this.focus = i2;
+      this.render();
+      this.root.focus({ preventScroll: true });
+      e.preventDefault();
+    };
+    node.onmouseenter = () => {
+      if (this.dragFrom === null) return;
+      this.selectRange(this.dragFrom, at());
+      this.focus = at();
+      this.render();
+    };
+    node.ondblclick = () => { this.focus = at(); this.lightbox = false; this.toggleLightbox(); };
+    return node;
+  }
+
+  fillTile(node, tile, i) {
+    const s = this.shown(tile);
+    const img = node.firstChild;
+    if (img.getAttribute("src") !== tile.image) img.setAttribute("src", tile.image);
+    img.alt = tile.label_name;
+    const classes = this.data.classes;
+    const after = (s.status === "relabel" || s.status === "manual") && s.final >= 0 ? ` → ${classes[s.final]}` : "";
+    node.children[2].textContent = `${tile.label_name} ${tile.confidence.toFixed(2)}${after}`;
+    node.children[1].textContent = ACTION_MARK[s.status] || "";
+    node.dataset.status = s.status;
+    node.dataset.position = String(tile.position);
+    node.classList.toggle("focused", i === this.focus);
+    node.classList.toggle("selected", this.selected.has(i));
+    node.classList.toggle("unsaved", this.overlay.has(tile.position));
+  }
+
+  renderFocus() {
+    const tile = this.data.tiles[this.focus];
+    this.focusBox.replaceChildren();
+    if (!tile) { this.focusBox.append(el("p", "hint", "Nothing left in this queue.")); return; }
+    const s = this.shown(tile);
+    const img = el("img", "big");
+    img.src = tile.image;
+    img.alt = tile.label_name;
+    const [second] = tile.top.filter(([k]) => k !== tile.label);
+    const side = el("div", "side");
+    side.append(el("div", "big-label", tile.label_name), el("div", "conf", `confidence ${tile.confidence.toFixed(3)}`));
+    if (second) side.append(el("div", "runner", `runner-up ${this.data.classes[second[0]]} ${second[1].toFixed(3)}`));
+    side.append(el("div", "state", s.status === "pending" ? "pending" : `${s.status} ${ACTION_MARK[s.status]}`),
+                el("div", "hint", `${this.focus + 1} of ${this.data.tiles.length} here · A accept · X reject · `
+                  + "digit relabel · Space skip · U undo"));
+    this.focusBox.append(img, side);
+    this.focusBox.dataset.position = String(tile.position);
+    // the next images are already decoded, so the next item shows at once
+    this.data.tiles.slice(this.focus + 1, this.focus + 4).forEach((t) => { new Image().src = t.image; });
+  }
+
+  renderLightbox() {
+    const tile = this.data.tiles[this.focus];
+    if (!tile) return;
+    const s = this.shown(tile);
+    this.box.replaceChildren();
+    const img = el("img", "huge");
+    img.src = tile.image;
+    img.alt = tile.label_name;
+    const info = el("div", "info");
+    info.append(el("div", "big-label", `${tile.label_name} · ${s.status}`), el("div", "hint", tile.sample_id));
+    const top = el("table", "top3");
+    tile.top.forEach(([k, p]) => {
+      const row = el("tr");
+      const bar = el("td", "bar");
+      const fill = el("span");
+      fill.style.width = `${Math.round(p * 100)}%`;
+      bar.appendChild(fill);
+      row.append(el("td", "", this.data.classes[k]), bar, el("td", "", p.toFixed(3)));
+      top.appendChild(row);
+    });
+    const hist = el("ul", "history");
+    (tile.history.length ? tile.history : [null]).forEach((h) => {
+      hist.appendChild(h === null ? el("li", "hint", "no decision yet")
+        : el("li", h.undone ? "undone" : "", `${h.action} ${h.label_name} · ${h.who} · `
+          + `${new Date(h.at * 1000).toLocaleString()}${h.undone ? " (undone)" : ""}`));
+    });
+    const nav = el("div", "nav");
+    const prev = el("button", "", "← previous");
+    const next = el("button", "", "next →");
+    const close = el("button", "", "close (Esc)");
+    prev.onclick = () => this.move(-1);
+    next.onclick = () => this.move(1);
+    close.onclick = () => this.closeAll();
+    nav.append(prev, next, close);
+    info.append(el("h4", "", "Model's top classes"), top, el("h4", "", "Decisions on this sample"), hist, nav);
+    this.box.append(img, info);
+    this.box.dataset.position = String(tile.position);
+  }
+
+  buildHelp() {
+    const keys = [["← → ↑ ↓ or h l k j", "move"], ["Shift + arrows, Shift + click, drag", "select a range"],
+      ["A or Enter", "accept"], ["X", "reject"], ["1 … 9, 0", "relabel as the class in the legend"],
+      ["C or /", "pick a class by typing its name"], ["Space", "lightbox (focus mode: skip)"],
+      ["U, Backspace or Ctrl+Z", "undo your last decision (up to 20)"], ["PageUp / PageDown", "turn the page"],
+      ["Esc", "close, clear the selection"], ["?", "this list"]];
+    const table = el("table");
+    keys.forEach(([k, what]) => {
+      const row = el("tr");
+      row.append(el("td", "", k), el("td", "", what));
+      table.appendChild(row);
+    });
+    this.help.append(el("h4", "", "Keys"), table);
+    this.help.onclick = () => this.toggle(this.help);
+  }
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  if (!parentElement.__grid) parentElement.__grid = new Grid(parentElement);
+  parentElement.__grid.update(data, setTriggerValue);
+}
