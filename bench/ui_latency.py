@@ -90,7 +90,7 @@ def main() -> None:
                 except TimeoutError:
                     misses["threshold"] += 1
 
-            tiles = page.locator('[data-testid="stButtonGroup"]')
+            tiles = page.locator(".grid-root").first.locator(".tile")
             for i in range(args.moves):
                 try:
                     page.goto(url + "/review?ws=bench")  # a fresh session: 24 tiles per page

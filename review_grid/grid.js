@@ -27,9 +27,11 @@ class Grid {
     this.queue = []; // decisions and undos not yet sent
     this.inflight = null; // {id, ops, sent}
     this.nextId = 1;
+    this.instance = Math.random().toString(36).slice(2, 10);
     this.undoStack = []; // [{positions, before: [{status, final}]}]
     this.dragFrom = null;
     this.lightbox = false;
+    this.timings = { ack: [], turn: [] }; // ms, for bench/review_keys.py (the newest 1000 of each)
     this.build();
   }
 
@@ -63,7 +65,14 @@ class Grid {
     const focused = this.data.tiles[this.focus];
     this.data = data;
     this.handleAck(data.ack);
-    if (newPage) {
+    if (this.refilling && !newPage) {
+      this.refilling = false;
+      const open = data.tiles.findIndex((t) => !this.overlay.has(t.position) && t.status === "pending");
+      this.focus = open >= 0 ? open : Math.max(0, data.tiles.length - 1);
+    } else if (newPage) {
+      this.refilling = false;
+      if (this.turnStart) this.record("turn", performance.now() - this.turnStart);
+      this.turnStart = null;
       this.focus = data.focus_last ? Math.max(0, data.tiles.length - 1) : 0;
       this.selected.clear();
       this.anchor = null;
@@ -84,6 +93,8 @@ class Grid {
     for (const [pos, o] of this.overlay) {
       if (this.inflight.opIds.has(o.op)) this.overlay.delete(pos);
     }
+    const now = performance.now();
+    this.inflight.ops.forEach((op) => this.record("ack", now - op.t0));
     const took = (performance.now() - this.inflight.sent).toFixed(0);
     this.root.dataset.lastAckMs = took;
     this.root.dataset.acked = String(ack.id);
@@ -94,8 +105,16 @@ class Grid {
 
   // --- sending ------------------------------------------------------------------------------------
 
+  record(kind, ms) {
+    const list = this.timings[kind];
+    list.push(ms);
+    if (list.length > 1000) list.shift();
+    this.root.__timings = this.timings;
+  }
+
   push(op) {
     op.opId = this.nextId++;
+    op.t0 = performance.now();
     this.queue.push(op);
     this.flush();
     return op.opId;
@@ -104,14 +123,16 @@ class Grid {
   flush() {
     if (this.inflight || this.queue.length === 0) return;
     const ops = this.queue.splice(0);
-    this.inflight = { id: this.nextId++, ops, opIds: new Set(ops.map((o) => o.opId)), sent: performance.now() };
+    // ids unique across grid instances: a remounted grid must not reuse an id Python already answered
+    const id = `${this.instance}:${this.nextId++}`;
+    this.inflight = { id, ops, opIds: new Set(ops.map((o) => o.opId)), sent: performance.now() };
     this.send();
   }
 
   send() {
     const batch = this.inflight;
     if (!batch) return;
-    const ops = batch.ops.map(({ opId, ...rest }) => rest);
+    const ops = batch.ops.map(({ opId, t0, ...rest }) => rest);
     this.setTrigger("batch", { id: batch.id, round: this.data.round, ops });
     clearTimeout(this.resendTimer);
     this.resendTimer = setTimeout(() => { if (this.inflight === batch) this.send(); }, RESEND_MS);
@@ -130,8 +151,14 @@ class Grid {
   }
 
   decide(action, label = null) {
-    const idx = this.targets();
-    if (!idx.length) return;
+    const want = (t) => (action === "reject" ? -1 : label === null ? t.label : label);
+    // a tile that already shows this decision is left alone (a key held down, a fast double press)
+    const idx = this.targets().filter((i) => {
+      const t = this.data.tiles[i];
+      const s = this.shown(t);
+      return !(s.status === action && (action === "reject" || s.final === want(t)));
+    });
+    if (!idx.length) { this.move(1, false, true); return; }
     const tiles = idx.map((i) => this.data.tiles[i]);
     const expect = tiles.map((t) => this.shown(t).status);
     const positions = tiles.map((t) => t.position);
@@ -217,10 +244,8 @@ class Grid {
     const n = this.data.tiles.length;
     if (!n) return;
     const next = this.focus + delta;
-    if (next >= n && (auto || delta > 0) && this.data.page < this.data.pages) {
-      if (auto && this.data.mode !== "focus") { this.focus = n - 1; return; }
-      this.turn(1); return;
-    }
+    if (next >= n && auto) { this.refill(); return; }
+    if (next >= n && delta > 0 && this.data.page < this.data.pages) { this.turn(1); return; }
     if (next < 0 && delta < 0 && this.data.page > 1 && !extend) { this.turn(-1, true); return; }
     const to = Math.max(0, Math.min(n - 1, next));
     if (extend) {
@@ -234,6 +259,16 @@ class Grid {
     this.render();
   }
 
+  refill() {
+    // After the last tile: ask for this page again. With the usual "pending" filter the decided
+    // tiles have left it and the next ones have moved in; the focus goes to the first undecided.
+    if (this.refilling) return;
+    this.refilling = true;
+    setTimeout(() => { this.refilling = false; }, 3000); // the same data again draws nothing: try later
+    this.flush();
+    this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ });
+  }
+
   selectRange(a, b) {
     this.selected.clear();
     for (let i = Math.min(a, b); i <= Math.max(a, b); i++) this.selected.add(i);
@@ -243,6 +278,7 @@ class Grid {
     const page = this.data.page + delta;
     if (page < 1 || page > this.data.pages) return;
     this.flush();
+    this.turnStart = performance.now();
     this.setTrigger("turn", { page, last: toLast });
   }
 
