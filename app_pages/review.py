@@ -159,7 +159,8 @@ def grid(desk: Desk) -> None:
     statuses = f[1].multiselect("Status", STATUSES, default=["pending"], key="f-status")
     sort = f[2].selectbox("Order", SORTS, key="f-sort")
     focus = f[5].toggle("Focus mode", key="f-focus", help="one large image at a time, Prodigy-style")
-    size = 50 if focus else f[3].selectbox("Per page", [24, 48, 100], key="f-size")
+    size = f[3].selectbox("Per page", [24, 48, 100], key="f-size", disabled=focus)  # kept across focus mode
+    size = 50 if focus else size
     conf_range = st.session_state.get("conf_range")
     positions = view.select(classes=classes or None, statuses=statuses or None, conf_range=conf_range, sort=sort,
                             thresholds=current_thresholds(len(names)))
@@ -185,7 +186,7 @@ def current_thresholds(k: int) -> list[float]:
 
 def show_grid(desk: Desk, view, page, mode: str, key: str) -> None:
     """The review component over one page; its callbacks commit decisions and turn pages."""
-    tiles = desk.studio.review_tiles(desk.name, page.items, scale=3)
+    tiles = desk.studio.review_tiles(desk.name, page.items)
     data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode,
                    ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.get(f"{key}-last", False))
     review_grid(key=key, data=data, on_batch_change=lambda: commit(desk, key),

@@ -264,6 +264,7 @@ class Grid {
     // tiles have left it and the next ones have moved in; the focus goes to the first undecided.
     if (this.refilling) return;
     this.refilling = true;
+    this.say("loading the next tiles…");
     setTimeout(() => { this.refilling = false; }, 3000); // the same data again draws nothing: try later
     this.flush();
     this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ });

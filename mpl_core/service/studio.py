@@ -41,6 +41,7 @@ from mpl_core.workspace.workspace import (
     workspaces_root,
 )
 
+URI_CACHE = 20_000  # images kept encoded per workspace (about 1 KB each at 28 px)
 
 class Studio:
     """Process-wide state of the app: thread-safe, one instance per server process."""
@@ -51,6 +52,7 @@ class Studio:
         self._workspaces: dict[str, Workspace] = {}
         self._jobs: dict[str, TrainingJob] = {}
         self._sessions: dict[str, ReviewSession] = {}
+        self._uris: dict[str, dict[int, str]] = {}  # workspace -> pool index -> PNG data URI
 
     # --- workspaces ----------------------------------------------------------------------------
 
@@ -194,14 +196,14 @@ class Studio:
         """The review grid's keyed operations (decisions and undos) in order: see ReviewSession.apply."""
         return self._session(name).apply(batch, who)
 
-    def review_tiles(self, name: str, positions, scale: int = 3) -> list[dict]:
-        """The tiles of the review grid: each row's view fields, its thumbnail as a data URI, and the
-        history of decisions on its sample (who, when, what), newest last."""
+    def review_tiles(self, name: str, positions) -> list[dict]:
+        """The tiles of the review grid: each row's view fields, its image as a data URI at its own
+        size (the browser enlarges it, pixelated), and the history of decisions on its sample."""
         view = self.review(name)
         if view is None:
             return []
         tiles = view.tiles(np.asarray(positions, dtype=np.int64))
-        uris = self.thumbnail_uris(name, [t["pool_index"] for t in tiles], scale)
+        uris = self._image_uris(name, [t["pool_index"] for t in tiles])
         history = self.open(name).store.history([t["sample_id"] for t in tiles])
         for tile, uri in zip(tiles, uris):
             tile["image"] = uri
@@ -220,6 +222,21 @@ class Studio:
     def thumbnails(self, name: str, pool_indices, scale: int = 3) -> list[np.ndarray]:
         """Images as (H, W) or (H, W, 3) uint8 arrays, enlarged by `scale` without smoothing."""
         return media.thumbnails(self.open(name).dataset().train.images, pool_indices, scale)
+
+    def _image_uris(self, name: str, pool_indices: list[int]) -> list[str]:
+        """Images as PNG data URIs, encoded once per process: the grid redraws after every decision."""
+        with self._lock:
+            cache = self._uris.setdefault(name, {})
+            missing = [i for i in pool_indices if i not in cache]
+        if missing:
+            fresh = dict(zip(missing, self.thumbnail_uris(name, missing, scale=1)))
+            with self._lock:
+                if len(cache) + len(fresh) > URI_CACHE:  # a bounded cache: forget the oldest
+                    for key in list(cache)[:len(cache) + len(fresh) - URI_CACHE]:
+                        del cache[key]
+                cache.update(fresh)
+        with self._lock:
+            return [cache.get(i) or self.thumbnail_uris(name, [i], scale=1)[0] for i in pool_indices]
 
     def thumbnail_uris(self, name: str, pool_indices, scale: int = 3) -> list[str]:
         """Thumbnails as PNG data URIs: the browser gets them inline with the page, no extra requests."""
