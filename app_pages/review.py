@@ -165,7 +165,9 @@ def grid(desk: Desk) -> None:
     positions = view.select(classes=classes or None, statuses=statuses or None, conf_range=conf_range, sort=sort,
                             thresholds=current_thresholds(len(names)))
     page = view.page(positions, size, st.session_state.get("f-page", 1))
-    f[4].number_input("Page", 1, page.pages, page.page, key="f-page")
+    if st.session_state.get("f-page") != page.page:
+        st.session_state["f-page"] = page.page  # clamped: a filter or a decision can shrink the list
+    f[4].number_input("Page", 1, page.pages, key="f-page")
     st.caption(f"{page.total:,} match" + (f" · confidence {conf_range[0]:.2f}–{conf_range[1]:.2f} "
                                           "(from the histogram selection)" if conf_range else "")
                + f" · page {page.page} of {page.pages}")

@@ -78,7 +78,7 @@ def click_accept(pages) -> tuple[list[int], list[float]]:
 
 def start_training_everywhere(pages, url) -> None:
     for page in pages:
-        page.goto(url + "/train?ws=bench")
+        page.goto(url + "/train?ws=bench", timeout=180000)
         page.get_by_role("heading", name="Train").first.wait_for(timeout=60000)
         choose(page, "Preset", "quick-demo")
         steps = page.get_by_label("Steps (0 = the preset's)")
@@ -93,7 +93,7 @@ def start_training_everywhere(pages, url) -> None:
 def open_review(pages, url) -> None:
     for i, page in enumerate(pages):
         t0 = time.perf_counter()
-        page.goto(url + "/review?ws=bench")
+        page.goto(url + "/review?ws=bench", timeout=180000)
         try:
             page.get_by_text("Round 1:").wait_for(timeout=120000)
         except Exception:

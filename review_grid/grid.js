@@ -21,7 +21,8 @@ class Grid {
     this.parent = parent;
     this.data = { tiles: [], classes: [] };
     this.focus = 0;
-    this.selected = new Set(); // indices into data.tiles
+    // Selection and its anchor are samples (positions), not places: tiles move when decided ones leave.
+    this.selected = new Set();
     this.anchor = null;
     this.overlay = new Map(); // position -> {status, final, op}: shown until Python's ack
     this.queue = []; // decisions and undos not yet sent
@@ -81,7 +82,9 @@ class Grid {
       // or, if it left, on the one that took its place.
       const at = data.tiles.findIndex((t) => t.position === focused.position);
       if (at >= 0) this.focus = at;
-      if (at < 0 || data.tiles.length !== this.tilesBox.children.length) { this.selected.clear(); this.anchor = null; }
+      const here = new Set(data.tiles.map((t) => t.position));
+      this.selected = new Set([...this.selected].filter((p) => here.has(p)));
+      if (!here.has(this.anchor)) this.anchor = null;
     }
     this.focus = Math.min(this.focus, Math.max(0, data.tiles.length - 1));
     this.render();
@@ -141,7 +144,9 @@ class Grid {
   // --- decisions ----------------------------------------------------------------------------------
 
   targets() {
-    const idx = this.selected.size ? [...this.selected].sort((a, b) => a - b) : [this.focus];
+    const idx = this.selected.size
+      ? this.data.tiles.map((t, i) => (this.selected.has(t.position) ? i : -1)).filter((i) => i >= 0)
+      : [this.focus];
     return idx.filter((i) => i >= 0 && i < this.data.tiles.length);
   }
 
@@ -249,8 +254,8 @@ class Grid {
     if (next < 0 && delta < 0 && this.data.page > 1 && !extend) { this.turn(-1, true); return; }
     const to = Math.max(0, Math.min(n - 1, next));
     if (extend) {
-      if (this.anchor === null) this.anchor = this.focus;
-      this.selectRange(this.anchor, to);
+      if (this.anchor === null) this.anchor = this.data.tiles[this.focus].position;
+      this.selectRange(this.indexOf(this.anchor), to);
     } else if (!auto) {
       this.selected.clear();
       this.anchor = null;
@@ -272,7 +277,12 @@ class Grid {
 
   selectRange(a, b) {
     this.selected.clear();
-    for (let i = Math.min(a, b); i <= Math.max(a, b); i++) this.selected.add(i);
+    for (let i = Math.min(a, b); i <= Math.max(a, b); i++) this.selected.add(this.data.tiles[i].position);
+  }
+
+  indexOf(position) {
+    const at = this.data.tiles.findIndex((t) => t.position === position);
+    return at >= 0 ? at : this.focus;
   }
 
   turn(delta, toLast = false) {
@@ -417,13 +427,14 @@ class Grid {
       if (e.button !== 0 || e.target.tagName === "BUTTON") return;
       const i2 = at();
       if (e.shiftKey) {
-        if (this.anchor === null) this.anchor = this.focus;
-        this.selectRange(this.anchor, i2);
+        if (this.anchor === null) this.anchor = this.data.tiles[this.focus].position;
+        this.selectRange(this.indexOf(this.anchor), i2);
       } else if (e.ctrlKey || e.metaKey) {
-        if (this.selected.has(i2)) this.selected.delete(i2); else this.selected.add(i2);
+        const p = this.data.tiles[i2].position;
+        if (this.selected.has(p)) this.selected.delete(p); else this.selected.add(p);
       } else {
         this.selected.clear();
-        this.anchor = i2;
+        this.anchor = this.data.tiles[i2].position;
         this.dragFrom = i2;
       }
       this.focus = i2;
@@ -453,7 +464,7 @@ class Grid {
     node.dataset.status = s.status;
     node.dataset.position = String(tile.position);
     node.classList.toggle("focused", i === this.focus);
-    node.classList.toggle("selected", this.selected.has(i));
+    node.classList.toggle("selected", this.selected.has(tile.position));
     node.classList.toggle("unsaved", this.overlay.has(tile.position));
   }
 
