@@ -16,6 +16,15 @@ function el(tag, cls, text) {
   return e;
 }
 
+function typing(active) {
+  if (!active || active === document.body) return false;
+  const tag = active.tagName;
+  const type = (active.getAttribute("type") || "").toLowerCase();
+  return tag === "TEXTAREA" || tag === "SELECT" || active.isContentEditable
+    || active.getAttribute("role") === "slider" || active.getAttribute("role") === "combobox"
+    || (tag === "INPUT" && !["checkbox", "radio", "button", "submit"].includes(type));
+}
+
 class Grid {
   constructor(parent) {
     this.parent = parent;
@@ -88,8 +97,11 @@ class Grid {
     }
     this.focus = Math.min(this.focus, Math.max(0, data.tiles.length - 1));
     this.render();
-    if (first || newPage) this.root.focus({ preventScroll: true });
+    // Take the keys on a new page or mode, but never from a slider or a text box in use.
+    if ((first || newPage) && !typing(document.activeElement)) this.root.focus({ preventScroll: true });
   }
+
+
 
   handleAck(ack) {
     if (!ack || !this.inflight || ack.id !== this.inflight.id) return;
