@@ -8,7 +8,8 @@ st.title("MPL Studio")
 st.markdown(
     "1. **Label a few images** — or start from Fashion-MNIST with 10 labels per class.\n"
     "2. **Meta Pseudo Labels** trains a teacher and a student on everything else, live in this browser.\n"
-    "3. **Review the teacher's pseudo-labels** — threshold, accept, reject, relabel — and retrain on what you approved."
+    "3. **Review the teacher's pseudo-labels** — threshold, accept, reject, relabel — "
+    "and retrain on what you approved."
 )
 studio = ui.get_studio()
 name = st.session_state.get("workspace")
