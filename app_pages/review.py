@@ -190,7 +190,7 @@ def show_grid(desk: Desk, view, page, mode: str, key: str) -> None:
     """The review component over one page; its callbacks commit decisions and turn pages."""
     tiles = desk.studio.review_tiles(desk.name, page.items)
     data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode,
-                   ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.get(f"{key}-last", False))
+                   ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.pop(f"{key}-last", False))
     review_grid(key=key, data=data, on_batch_change=lambda: commit(desk, key),
                 on_turn_change=lambda: turn(key, "f-page" if mode != "queue" else None))
 

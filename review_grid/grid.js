@@ -55,6 +55,7 @@ class Grid {
     this.tilesBox = el("div", "tiles");
     this.focusBox = el("div", "focusview");
     this.box = el("dialog", "lightbox"); // a modal dialog sits in the top layer, above Streamlit's layout
+    this.box.tabIndex = -1;
     this.help = el("div", "help hidden");
     this.picker = el("div", "picker hidden");
     root.append(this.legend, this.status, this.tilesBox, this.focusBox, this.box, this.help, this.picker);
@@ -73,6 +74,12 @@ class Grid {
     const first = this.data.tiles.length === 0;
     const newPage = data.page !== this.data.page || data.round !== this.data.round || data.mode !== this.data.mode;
     const focused = this.data.tiles[this.focus];
+    if (this.data.round !== undefined && data.round !== this.data.round) {
+      // positions are rows of one round: what was keyed on the old round is not sent to the new one
+      this.queue = [];
+      this.overlay.clear();
+      this.undoStack = [];
+    }
     this.data = data;
     this.handleAck(data.ack);
     if (this.refilling && !newPage) {
@@ -101,15 +108,20 @@ class Grid {
     if ((first || newPage) && !typing(document.activeElement)) this.root.focus({ preventScroll: true });
   }
 
-
-
   handleAck(ack) {
     if (!ack || !this.inflight || ack.id !== this.inflight.id) return;
     for (const [pos, o] of this.overlay) {
       if (this.inflight.opIds.has(o.op)) this.overlay.delete(pos);
     }
     const now = performance.now();
-    this.inflight.ops.forEach((op) => this.record("ack", now - op.t0));
+    this.inflight.ops.forEach((op, i) => {
+      this.record("ack", now - op.t0);
+      const result = (ack.results || [])[i] || {};
+      if (op.op === "decide" && (result.error || !result.decided)) {
+        // nothing was saved: U must not take back an older decision in its place
+        this.undoStack = this.undoStack.filter((u) => u.opId !== op.opId);
+      }
+    });
     const took = (performance.now() - this.inflight.sent).toFixed(0);
     this.root.dataset.lastAckMs = took;
     this.root.dataset.acked = String(ack.id);
@@ -140,7 +152,8 @@ class Grid {
     const ops = this.queue.splice(0);
     // ids unique across grid instances: a remounted grid must not reuse an id Python already answered
     const id = `${this.instance}:${this.nextId++}`;
-    this.inflight = { id, ops, opIds: new Set(ops.map((o) => o.opId)), sent: performance.now() };
+    this.inflight = { id, ops, round: this.data.round, opIds: new Set(ops.map((o) => o.opId)),
+                      sent: performance.now() };
     this.send();
   }
 
@@ -148,7 +161,7 @@ class Grid {
     const batch = this.inflight;
     if (!batch) return;
     const ops = batch.ops.map(({ opId, t0, ...rest }) => rest);
-    this.setTrigger("batch", { id: batch.id, round: this.data.round, ops });
+    this.setTrigger("batch", { id: batch.id, round: batch.round, ops });
     clearTimeout(this.resendTimer);
     this.resendTimer = setTimeout(() => { if (this.inflight === batch) this.send(); }, RESEND_MS);
   }
@@ -168,12 +181,13 @@ class Grid {
   }
 
   decide(action, label = null) {
+    const recorded = this.data.mode === "queue" && action !== "reject" ? "manual" : action;
     const want = (t) => (action === "reject" ? -1 : label === null ? t.label : label);
     // a tile that already shows this decision is left alone (a key held down, a fast double press)
     const idx = this.targets().filter((i) => {
       const t = this.data.tiles[i];
       const s = this.shown(t);
-      return !(s.status === action && (action === "reject" || s.final === want(t)));
+      return !(s.status === recorded && (action === "reject" || s.final === want(t)));
     });
     if (!idx.length) { this.move(1, false, true); return; }
     const tiles = idx.map((i) => this.data.tiles[i]);
@@ -186,7 +200,7 @@ class Grid {
     const finals = tiles.map((t) => (act === "reject" ? -1 : label === null ? t.label : label));
     const opId = this.push({ op: "decide", positions, action: act, label: queue ? finals : label, expect });
     tiles.forEach((t, i) => this.overlay.set(t.position, { status: act, final: finals[i], op: opId }));
-    this.undoStack.push({ positions, before });
+    this.undoStack.push({ positions, before, opId });
     if (this.undoStack.length > UNDO_DEPTH) this.undoStack.shift();
     this.root.dataset.decided = String(Number(this.root.dataset.decided || 0) + tiles.length);
     this.selected.clear();
@@ -218,7 +232,8 @@ class Grid {
   // --- keys ---------------------------------------------------------------------------------------
 
   onKey(e) {
-    if (this.pickerOpen()) return; // the picker's input has the keys
+    if (this.pickerOpen() && this.picker.contains(e.target)) return; // the picker's input has its keys
+    if (this.pickerOpen()) this.closePicker();
     const k = e.key;
     if ((k === "Enter" || k === " ") && e.target.tagName === "BUTTON") return; // the button's own click
     const focusMode = this.data.mode === "focus";
@@ -324,6 +339,7 @@ class Grid {
     if (this.lightbox) {
       this.renderLightbox();
       this.box.showModal();
+      this.box.focus({ preventScroll: true });
     } else if (this.box.open) {
       this.box.close();
     }
@@ -534,10 +550,15 @@ class Grid {
     prev.onclick = () => this.move(-1);
     next.onclick = () => this.move(1);
     close.onclick = () => this.closeAll();
+    for (const b of [prev, next, close]) {
+      b.tabIndex = -1;
+      b.onmousedown = (e) => e.preventDefault();
+    }
     nav.append(prev, next, close);
     info.append(el("h4", "", "Model's top classes"), top, el("h4", "", "Decisions on this sample"), hist, nav);
     this.box.append(img, info);
     this.box.dataset.position = String(tile.position);
+    if (this.box.open) this.box.focus({ preventScroll: true });
   }
 
   buildHelp() {

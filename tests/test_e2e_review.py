@@ -82,7 +82,11 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
 
         page.keyboard.press(" ")
         grid(page).locator("dialog.lightbox[open]").wait_for(timeout=5000)
-        grid(page).locator("dialog.lightbox").get_by_text("Model's top classes").wait_for()
+        box = grid(page).locator("dialog.lightbox")
+        box.get_by_text("Model's top classes").wait_for()
+        shown = box.get_attribute("data-position")
+        page.keyboard.press("ArrowRight")  # the lightbox keeps the keys: next image
+        wait_for(lambda: box.get_attribute("data-position") != shown, 10)
         page.keyboard.press("Escape")
         wait_for(lambda: grid(page).locator("dialog.lightbox[open]").count() == 0)
 

@@ -159,6 +159,10 @@ def test_a_dry_run_counts_and_records_nothing(exported):
     (lambda t: t["data"].update(pool_index=99999), "has pool index 99999"),
     (lambda t: t["data"].pop("sample_id"), "no sample_id"),
     (lambda t: annotate(t, "giraffe", "2026-11-28T00:00:00Z"), "class 'giraffe' is not one of"),
+    (lambda t: t.update(annotations=5), "not in Label Studio's JSON format"),
+    (lambda t: t["annotations"][-1]["result"][0].update(value="x"), "not in Label Studio's JSON format"),
+    (lambda t: t["annotations"][-1]["result"][0]["value"].update(choices={"a": 1}), "not in Label Studio's JSON"),
+    (lambda t: t["data"].update(sample_id=["x"]), "not in Label Studio's JSON format"),
 ])
 def test_unknown_samples_or_classes_import_nothing(exported, change, message):
     ws, rows, tasks, _ = exported

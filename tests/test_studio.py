@@ -131,6 +131,9 @@ def test_a_tile_another_reviewer_decided_first_keeps_their_decision(studio):
     (lambda r: batch(r, decide([0], "maybe")), "action must be one of"),
     (lambda r: batch(r, decide([0], "relabel", label=7)), "needs a class between 0 and 1"),
     (lambda r: batch(r, {"op": "explode"}), "unknown review operation"),
+    (lambda r: batch(r, {"op": "decide", "positions": "12", "action": "accept"}), "positions of its tiles"),
+    (lambda r: batch(r, {"op": "decide", "positions": [0], "action": ["relabel"]}), "one action"),
+    (lambda r: batch(r, {"op": "decide", "positions": [0], "action": "accept", "expect": 5}), "must be text"),
 ])
 def test_a_bad_operation_records_nothing_and_says_why(studio, bad_batch, message):
     store = studio.open("tiny").store

@@ -160,10 +160,14 @@ def import_label_studio(ws: Workspace, data: bytes | str, who: str, dry_run: boo
     classes = {n: k for k, n in enumerate(ds.class_names)}
     wanted, problems = [], []
     for n, task in enumerate(tasks):
-        label = _latest_label(task, n)
-        if label is None:
+        try:
+            label = _latest_label(task, n)
+            if label is None:
+                continue
+            sample_id, problem = _sample_of(task, pool)
+        except (TypeError, AttributeError, KeyError, ValueError):
+            problems.append(f"task {task.get('id', n + 1)}: its annotations are not in Label Studio's JSON format")
             continue
-        sample_id, problem = _sample_of(task, pool)
         if problem is None and label not in classes:
             problem = f"class {label!r} is not one of this workspace's classes ({', '.join(ds.class_names)})"
         if problem is not None:
@@ -194,11 +198,13 @@ def _parse(data: bytes | str) -> list[dict]:
 def _latest_label(task: dict, n: int) -> str | None:
     """The class of the task's newest annotation that was not cancelled (skipped), or None."""
     done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
-    done.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+    done.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), str(a.get("id") or "")))
     for annotation in reversed(done):
         for region in annotation.get("result") or []:
             if isinstance(region, dict) and region.get("type") == "choices" and region.get("from_name") == CONTROL:
                 choices = (region.get("value") or {}).get("choices") or []
+                if not isinstance(choices, list):
+                    raise TypeError("choices")
                 if len(choices) != 1:
                     raise MPLStudioError(f"task {task.get('id', n + 1)} has {len(choices)} classes chosen; "
                                          "one per image is needed")
@@ -209,6 +215,8 @@ def _latest_label(task: dict, n: int) -> str | None:
 def _sample_of(task: dict, pool: dict[str, int]) -> tuple[str | None, str | None]:
     """(sample id, None) or (None, what is wrong)."""
     sample_id = task["data"].get("sample_id")
+    if sample_id is not None and not isinstance(sample_id, str):
+        raise TypeError("sample_id")
     if sample_id is None:
         return None, "no sample_id in its data (was it exported by MPL Studio?)"
     if sample_id not in pool:

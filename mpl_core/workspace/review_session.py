@@ -255,6 +255,9 @@ class ReviewSession:
             except MPLStudioError as exc:
                 results.append({"error": str(exc)})
                 messages.append(str(exc))
+            except Exception as exc:  # e.g. the database busy for too long: the grid must get its answer
+                results.append({"error": f"{exc.__class__.__name__}: {exc}"})
+                messages.append(f"could not save a decision ({exc.__class__.__name__}); the tiles show what is saved")
         return {"id": batch.get("id"), "results": results, "message": "; ".join(dict.fromkeys(messages))}
 
     def _apply_one(self, op: dict, who: str) -> dict:
@@ -263,13 +266,18 @@ class ReviewSession:
         if op["op"] == "undo":
             return {"undone": self.undo(who)}
         view = self._current()
-        try:
-            positions = [int(p) for p in op["positions"]]
-        except (KeyError, TypeError, ValueError):
-            raise MPLStudioError("a decision needs the positions of its tiles") from None
+        raw, action, expect = op.get("positions"), op.get("action"), op.get("expect")
+        if not isinstance(raw, list) or not all(isinstance(p, int) for p in raw):
+            raise MPLStudioError("a decision needs the positions of its tiles")
+        if not isinstance(action, str):
+            raise MPLStudioError(f"a decision needs one action, not {action!r}")
+        if expect is not None and not (isinstance(expect, str) or
+                                       (isinstance(expect, list) and all(isinstance(e, str) for e in expect))):
+            raise MPLStudioError("a decision's expected states must be text")
+        positions = raw
         if not positions or min(positions) < 0 or max(positions) >= len(view.rows):
             raise MPLStudioError("a decision names tiles that are not in this round")
-        n = self.decide(positions, op.get("action"), who, op.get("label"), expect=op.get("expect"))
+        n = self.decide(positions, action, who, op.get("label"), expect=expect)
         return {"decided": n, "conflicts": len(positions) - n}
 
     def undo(self, who: str | None = None) -> int:
