@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benches
+
+from ui_latency import prepare, start_training_job  # noqa: E402
 
 from browser import browser_pages, choose, streamlit_app  # noqa: E402
-from mpl_core.config import DataConfig  # noqa: E402
-from mpl_core.presets import build_run_config  # noqa: E402
-from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa: E402
-from mpl_core.workspace.workspace import create_workspace, open_workspace  # noqa: E402
+from mpl_core.workspace.workspace import open_workspace  # noqa: E402
 
 # Dispatch one key to the grid and time it to the next painted frame; resolves to ms or -1 (no change).
 TIME_KEY = """async ([key, selector]) => {
@@ -80,26 +80,6 @@ def row(name: str, values: list[float], target: str) -> str:
         return f"| {name} | - | - | - | {target} |"
     return (f"| {name} | {statistics.median(values):.0f} ms | {pct(values, 0.95):.0f} ms | {len(values)} | "
             f"{target} |")
-
-
-def prepare(root: Path) -> None:
-    ws = create_workspace("bench", DataConfig(dataset="fashion-mnist"), root)
-    cfg = build_run_config("smoke", algorithm="mpl")
-    if start_training(ws, cfg).join().state != "done" or start_pseudo_labeling(ws).join().state != "done":
-        raise SystemExit("could not prepare the workspace")
-    print(f"workspace ready: {len(ws.store.pseudo_labels()):,} pseudo-labels", file=sys.stderr)
-
-
-def start_training_job(trainer, url: str) -> None:
-    trainer.goto(url + "/?ws=bench")
-    trainer.get_by_text("Workspace: bench").wait_for(timeout=60000)
-    trainer.get_by_role("link", name="Train", exact=True).click()
-    choose(trainer, "Preset", "quick-demo")
-    steps = trainer.get_by_label("Steps (0 = the preset's)")
-    steps.fill("100000")
-    steps.press("Tab")
-    trainer.get_by_role("button", name="Start training").click()
-    trainer.get_by_text("images/s").first.wait_for(timeout=60000)
 
 
 def measure(page, url: str, ws, args) -> dict:
