@@ -190,9 +190,27 @@ def show_grid(desk: Desk, view, page, mode: str, key: str) -> None:
     """The review component over one page; its callbacks commit decisions and turn pages."""
     tiles = desk.studio.review_tiles(desk.name, page.items)
     data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode,
-                   ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.pop(f"{key}-last", False))
+                   ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.pop(f"{key}-last", False),
+                   zoom=zoom_image(desk, tiles, key))
     review_grid(key=key, data=data, on_batch_change=lambda: commit(desk, key),
-                on_turn_change=lambda: turn(key, "f-page" if mode != "queue" else None))
+                on_turn_change=lambda: turn(key, "f-page" if mode != "queue" else None),
+                on_zoom_change=lambda: remember_zoom(key))
+
+
+def remember_zoom(key: str) -> None:
+    """Keep the lightbox's request: a trigger lasts one rerun, the image must outlive the next decision."""
+    request = (st.session_state.get(key) or {}).get("zoom")
+    if isinstance(request, dict) and isinstance(request.get("position"), int):
+        st.session_state[f"{key}-zoom"] = request["position"]
+
+
+def zoom_image(desk: Desk, tiles: list[dict], key: str) -> dict | None:
+    """The source image the lightbox asked for, if its tile is on this page."""
+    wanted = st.session_state.get(f"{key}-zoom")
+    tile = next((t for t in tiles if t["position"] == wanted), None)
+    if tile is None or not tile.get("zoomable"):
+        return None
+    return {"position": tile["position"], "image": desk.studio.zoom_image(desk.name, tile["pool_index"])}
 
 
 def commit(desk: Desk, key: str) -> None:

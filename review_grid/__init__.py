@@ -4,7 +4,8 @@ page of pseudo-labels and takes decisions from the keyboard and the mouse (grid.
     result = review_grid(key="grid", data=payload, on_batch_change=commit, on_turn_change=turn)
 
 Python sends `data` (the tiles of a page, the classes, the last ack); the component sends two
-triggers: `batch` (decisions and undos, in the order they were keyed) and `turn` (another page).
+triggers: `batch` (decisions and undos, in the order they were keyed), `turn` (another page) and
+`zoom` (the lightbox wants the source image of a tile, which comes back as `data["zoom"]`).
 """
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ _GRID = st.components.v2.component("mpl_studio.review_grid", js=(_HERE / "grid.j
                                    css=(_HERE / "grid.css").read_text())
 
 
-def review_grid(*, key: str, data: dict, on_batch_change, on_turn_change):
+def review_grid(*, key: str, data: dict, on_batch_change, on_turn_change, on_zoom_change):
     """Mount the grid; the callbacks run before the rerun that redraws it (see app_pages/review.py)."""
-    return _GRID(key=key, data=data, on_batch_change=on_batch_change, on_turn_change=on_turn_change)
+    return _GRID(key=key, data=data, on_batch_change=on_batch_change, on_turn_change=on_turn_change,
+                 on_zoom_change=on_zoom_change)
 
 
 def payload(tiles: list[dict], classes: list[str], *, round_: int, page, mode: str = "grid",
-            ack: dict | None = None, focus_last: bool = False) -> dict:
+            ack: dict | None = None, focus_last: bool = False, zoom: dict | None = None) -> dict:
     """What the component draws: plain data only (class names are shown as text by the component)."""
     keep = ("position", "sample_id", "label", "label_name", "confidence", "status", "final_label", "top",
-            "image", "history")
+            "image", "history", "note", "zoomable")
     return {"tiles": [{k: t[k] for k in keep} for t in tiles], "classes": list(classes), "round": round_,
             "page": page.page, "pages": page.pages, "total": page.total, "mode": mode, "ack": ack,
-            "focus_last": focus_last}
+            "focus_last": focus_last, "zoom": zoom}

@@ -447,7 +447,8 @@ class Grid {
       b.onmousedown = (e) => e.preventDefault();
     }
     buttons.append(ok, no);
-    node.append(img, mark, cap, buttons);
+    const note = el("div", "note");
+    node.append(img, mark, cap, buttons, note);
     const at = () => Number(node.dataset.i);
     ok.onclick = (e) => { e.stopPropagation(); this.focus = at(); this.selected.clear(); this.decide("accept"); };
     no.onclick = (e) => { e.stopPropagation(); this.focus = at(); this.selected.clear(); this.decide("reject"); };
@@ -489,6 +490,8 @@ class Grid {
     const after = (s.status === "relabel" || s.status === "manual") && s.final >= 0 ? ` → ${classes[s.final]}` : "";
     node.children[2].textContent = `${tile.label_name} ${tile.confidence.toFixed(2)}${after}`;
     node.children[1].textContent = ACTION_MARK[s.status] || "";
+    node.children[4].textContent = tile.note || ""; // the source file changed or went after the import
+    node.classList.toggle("stale", Boolean(tile.note));
     node.dataset.status = s.status;
     node.dataset.position = String(tile.position);
     node.classList.toggle("focused", i === this.focus);
@@ -523,10 +526,16 @@ class Grid {
     const s = this.shown(tile);
     this.box.replaceChildren();
     const img = el("img", "huge");
-    img.src = tile.image;
+    const zoom = this.data.zoom;
+    img.src = zoom && zoom.position === tile.position ? zoom.image : tile.image;
     img.alt = tile.label_name;
+    if (tile.zoomable && !(zoom && zoom.position === tile.position) && this.zoomAsked !== tile.position) {
+      this.zoomAsked = tile.position; // the source image, as large as the screen, comes with the next data
+      this.setTrigger("zoom", { position: tile.position, n: this.nextId++ });
+    }
     const info = el("div", "info");
     info.append(el("div", "big-label", `${tile.label_name} · ${s.status}`), el("div", "hint", tile.sample_id));
+    if (tile.note) info.append(el("div", "note", tile.note));
     const top = el("table", "top3");
     tile.top.forEach(([k, p]) => {
       const row = el("tr");

@@ -57,7 +57,9 @@ def test_imagefolder_zip_and_tree_read_back(reviewed_ws, tmp_path):
     files = sorted(tree.rglob("*.png"))
     assert len(files) == len(pngs)
     pixels = np.asarray(Image.open(files[0]))
-    assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
+    assert pixels.shape == (16, 16) and pixels.dtype == np.uint8  # the source file, not the 28-px training copy
+    original = ws.data_root / ws.data.dataset / ws.dataset().train.ids[int(files[0].name[:6])]
+    assert files[0].read_bytes() == original.read_bytes()
 
 
 def test_checkpoint_export_and_bad_format(reviewed_ws, tmp_path):

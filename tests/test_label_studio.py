@@ -62,7 +62,7 @@ def test_every_task_is_valid_for_the_exported_config_and_its_image_is_there(expo
     for t in tasks:  # a Label Studio local-files URL relative to the export folder
         assert t["data"]["image"].startswith(LOCAL_FILES_PREFIX)
         rel = t["data"]["image"].split("?d=", 1)[1]
-        assert Image.open(folder / rel).size == (28, 28)
+        assert Image.open(folder / rel).size == (16, 16)  # the source image, as imported
     assert sum("annotations" in t for t in tasks) == 3  # two accepted, one relabeled
     assert all("predictions" in t for t in tasks)
 

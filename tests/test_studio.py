@@ -1,5 +1,8 @@
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 from test_review import labeled_ws  # noqa: F401 (fixture)
 
 from mpl_core.errors import MPLStudioError
@@ -77,11 +80,17 @@ def test_paginate_clamps_the_page():
         paginate(positions, 0, 1)
 
 
-def test_thumbnails_are_channels_last_and_enlarged(studio):
-    images = studio.open("tiny").dataset().train.images  # (N, 1, 28, 28) uint8
-    arr = studio.thumbnails("tiny", [0, 1], scale=2)
+def test_own_images_show_their_source_and_pool_images_are_enlarged(studio):
+    ws = studio.open("tiny")
+    ds = ws.dataset()  # own 16-px images, trained on at 28 px
+    thumb = Image.open(io.BytesIO(studio.thumbnails("tiny", [0])[0]))
+    source = Image.open(ws.data_root / ws.data.dataset / ds.train.ids[0])
+    assert thumb.size == (16, 16) and (np.asarray(thumb) == np.asarray(source)).all()
+    assert media.display_uris(ds, [0])[0].startswith("data:image/png;base64,")
+    assert studio.zoom_image("tiny", 0).startswith("data:image/jpeg;base64,")
+    images = ds.train.images  # (N, 1, 28, 28) uint8
+    arr = media.thumbnails(images, [0, 1], scale=2)
     assert arr[0].shape == (56, 56) and (arr[0][::2, ::2] == images[0, 0].numpy()).all()
-    assert studio.thumbnail_uris("tiny", [0])[0].startswith("data:image/png;base64,")
     rgb = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3).transpose(0, 3, 1, 2)  # (N, C, H, W)
     assert (media.thumbnails(rgb, [1], scale=1)[0] == rgb[1].transpose(1, 2, 0)).all()
 

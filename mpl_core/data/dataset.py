@@ -33,6 +33,7 @@ class Dataset:
     fully_labeled: bool  # True for benchmarks: every pool label is known, the split hides most
     flip: bool = True  # whether horizontal flips are label-preserving
     report: object | None = None  # ImportReport for own images
+    media: object | None = None  # own images: their ImageCache (thumbnails, source files)
 
     @property
     def num_classes(self) -> int:

@@ -4,6 +4,7 @@ torchvision sets (downloaded where there is network), and own images (a folder o
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,14 +25,20 @@ FLIP_OK = {"fashion-mnist": True, "mnist": False, "cifar10": True, "svhn": False
 
 
 def load_dataset(name_or_path: str, data_root: str | Path = "data", *, image_size: int = 0,
-                 download: bool = True) -> Dataset:
-    """Load a built-in dataset by name, or own images from a folder or zip path."""
+                 download: bool = True, cache_dir: str | Path | None = None, device_kind: str = "cpu",
+                 on_progress=None) -> Dataset:
+    """Load a built-in dataset by name, or own images from a folder or zip path (decoded once into
+    cache_dir, by default a folder under data_root/cache named after the path)."""
     key = name_or_path.strip().lower().replace("_", "-")
     if key in ("fashion-mnist", "fashionmnist", "fmnist"):
         return load_fashion_mnist(data_root, download=download)
     if key.replace("-", "") in TORCHVISION_SETS:
         return load_torchvision(key.replace("-", ""), data_root, download=download)
-    return load_image_folder(name_or_path, image_size=image_size)
+    if cache_dir is None:
+        key = hashlib.blake2b(str(Path(name_or_path).resolve()).encode(), digest_size=8).hexdigest()
+        cache_dir = Path(data_root) / "cache" / f"{Path(name_or_path).stem[:40]}-{key}"
+    return load_image_folder(name_or_path, image_size=image_size, cache_dir=cache_dir, device_kind=device_kind,
+                             on_progress=on_progress)
 
 
 # --- Fashion-MNIST -----------------------------------------------------------------------------

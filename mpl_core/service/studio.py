@@ -59,11 +59,14 @@ class Studio:
     def workspaces(self) -> list[dict]:
         return list_workspaces(self.data_root)
 
-    def create(self, name: str, data: DataConfig) -> Workspace:
+    def create(self, name: str, data: DataConfig, on_progress=None) -> Workspace:
+        """A new workspace; own images are imported now (on_progress(done, total) as they decode),
+        so that a bad folder is an error here, not later in a job."""
         data.seed = int(data.seed)
         ws = create_workspace(name, data, self.data_root)
         try:
-            ws.split()  # load now: a bad folder or budget is an error here, not later in a job
+            ws.dataset(on_progress)
+            ws.split()
         except MPLStudioError:
             shutil.rmtree(ws.root, ignore_errors=True)
             raise
@@ -203,10 +206,12 @@ class Studio:
         if view is None:
             return []
         tiles = view.tiles(np.asarray(positions, dtype=np.int64))
-        uris = self._image_uris(name, [t["pool_index"] for t in tiles])
+        indices = [t["pool_index"] for t in tiles]
+        uris, dataset = self._image_uris(name, indices), self.open(name).dataset()
+        notes = media.source_notes(dataset, indices)
         history = self.open(name).store.history([t["sample_id"] for t in tiles])
-        for tile, uri in zip(tiles, uris):
-            tile["image"] = uri
+        for tile, uri, note in zip(tiles, uris, notes):
+            tile["image"], tile["note"], tile["zoomable"] = uri, note, dataset.media is not None
             tile["history"] = [{**h, "label_name": view.class_names[h["label"]]} for h in history[tile["sample_id"]]]
         return tiles
 
@@ -219,9 +224,17 @@ class Studio:
 
     # --- images --------------------------------------------------------------------------------
 
-    def thumbnails(self, name: str, pool_indices, scale: int = 3) -> list[np.ndarray]:
-        """Images as (H, W) or (H, W, 3) uint8 arrays, enlarged by `scale` without smoothing."""
-        return media.thumbnails(self.open(name).dataset().train.images, pool_indices, scale)
+    def thumbnails(self, name: str, pool_indices, scale: int = 3) -> list[np.ndarray] | list[bytes]:
+        """Images for st.image: own images' cached thumbnails (file bytes), else (H, W) or (H, W, 3)
+        uint8 arrays enlarged by `scale` without smoothing."""
+        dataset = self.open(name).dataset()
+        if dataset.media is not None:
+            return dataset.media.thumbnails([int(i) for i in pool_indices])
+        return media.thumbnails(dataset.train.images, pool_indices, scale)
+
+    def zoom_image(self, name: str, pool_index: int) -> str:
+        """The lightbox's image as a data URI: the source file, up to 1600 px."""
+        return media.large_uri(self.open(name).dataset(), pool_index)
 
     def _image_uris(self, name: str, pool_indices: list[int]) -> list[str]:
         """Images as PNG data URIs, encoded once per process: the grid redraws after every decision."""
@@ -229,18 +242,14 @@ class Studio:
             cache = self._uris.setdefault(name, {})
             missing = [i for i in pool_indices if i not in cache]
         if missing:
-            fresh = dict(zip(missing, self.thumbnail_uris(name, missing, scale=1)))
+            fresh = dict(zip(missing, media.display_uris(self.open(name).dataset(), missing)))
             with self._lock:
                 if len(cache) + len(fresh) > URI_CACHE:  # a bounded cache: forget the oldest
                     for key in list(cache)[:len(cache) + len(fresh) - URI_CACHE]:
                         del cache[key]
                 cache.update(fresh)
         with self._lock:
-            return [cache.get(i) or self.thumbnail_uris(name, [i], scale=1)[0] for i in pool_indices]
-
-    def thumbnail_uris(self, name: str, pool_indices, scale: int = 3) -> list[str]:
-        """Thumbnails as PNG data URIs: the browser gets them inline with the page, no extra requests."""
-        return [media.data_uri(arr) for arr in self.thumbnails(name, pool_indices, scale)]
+            return [cache.get(i) or media.display_uris(self.open(name).dataset(), [i])[0] for i in pool_indices]
 
     def preview(self, name: str, per_class: int = 8) -> dict[str, list[int]]:
         """Pool indices of a few labeled images per class (for the data page's grid)."""
@@ -255,7 +264,8 @@ class Studio:
         report = ds.report
         return {"dataset": ds.name, "classes": ds.class_names, "sizes": split.sizes(),
                 "test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
-                "channels": ds.in_channels, "data": ws.describe()["data"],
+                "channels": ds.in_channels, "data": ws.describe()["data"], "own_images": ds.media is not None,
+                "native": report.native_line() if report is not None else "",
                 "skipped": list(report.skipped) if report is not None else [],
                 "report": report.summary_lines() if report is not None else []}
 

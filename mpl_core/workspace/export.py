@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from mpl_core.engine.checkpoint import latest_checkpoint
 from mpl_core.errors import MPLStudioError
-from mpl_core.workspace.media import png_bytes
+from mpl_core.workspace.media import export_image, export_suffix
 from mpl_core.workspace.review import status_of
 from mpl_core.workspace.workspace import Workspace
 
@@ -89,10 +89,10 @@ def export_csv(ws: Workspace, out: str | Path) -> Path:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def image_name(sample_id: str, idx: int) -> str:
-    """A file name that is safe everywhere and unique (the pool index leads)."""
+def image_name(sample_id: str, idx: int, suffix: str = ".png") -> str:
+    """A file name that is safe everywhere and unique (the pool index leads); suffix: see export_suffix."""
     stem = _UNSAFE.sub("_", sample_id.rsplit(".", 1)[0] if "." in sample_id.rsplit("/", 1)[-1] else sample_id)
-    return f"{int(idx):06d}_{stem.strip('._')[:80]}.png"
+    return f"{int(idx):06d}_{stem.strip('._')[:80]}{suffix}"
 
 
 def class_folder_names(class_names: list[str]) -> list[str]:
@@ -110,7 +110,9 @@ def imagefolder_items(ws: Workspace) -> list[tuple[str, int]]:
     """(relative path, pool index) of every image with a label a retrain would use."""
     names = ws.dataset().class_names
     folders = dict(zip(names, class_folder_names(names)))
-    return [(f"{folders[r['final_label']]}/{image_name(r['sample_id'], r['pool_index'])}", r["pool_index"])
+    ds = ws.dataset()
+    return [(f"{folders[r['final_label']]}/"
+             f"{image_name(r['sample_id'], r['pool_index'], export_suffix(ds, r['sample_id']))}", r["pool_index"])
             for r in export_rows(ws) if r["final_label"]]
 
 
@@ -121,7 +123,7 @@ def imagefolder_files(ws: Workspace) -> Iterator[tuple[str, bytes]]:
     yield "classes.json", json.dumps({"folder_to_class": dict(zip(folders, ds.class_names)),
                                       "classes": ds.class_names}, indent=1, ensure_ascii=False).encode("utf-8")
     for rel, idx in imagefolder_items(ws):
-        yield rel, png_bytes(ds.train.images[idx])
+        yield rel, export_image(ds, idx)
 
 
 def export_imagefolder(ws: Workspace, out: str | Path, *, as_zip: bool = False) -> Path:

@@ -26,7 +26,7 @@ from xml.sax.saxutils import quoteattr
 
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.export import export_rows, image_name
-from mpl_core.workspace.media import png_bytes
+from mpl_core.workspace.media import export_image, export_suffix
 from mpl_core.workspace.workspace import Workspace
 
 LOCAL_FILES_PREFIX = "/data/local-files/?d=images/"  # served from the export folder as document root
@@ -46,9 +46,9 @@ def label_studio_tasks(ws: Workspace, image_prefix: str = LOCAL_FILES_PREFIX) ->
     image_prefix = _check_prefix(image_prefix)
     pl = ws.store.pseudo_labels()
     version = f"mpl-studio/{ws.name}/run-{pl.run_id}-{pl.model}-round-{pl.round}" if pl is not None else ""
-    tasks = []
+    tasks, ds = [], ws.dataset()
     for n, row in enumerate(r for r in export_rows(ws) if r["split"] == "unlabeled"):
-        file = image_name(row["sample_id"], row["pool_index"])
+        file = image_name(row["sample_id"], row["pool_index"], export_suffix(ds, row["sample_id"]))
         task = {"id": n + 1, "data": {"image": image_prefix + file, "file": file, "sample_id": row["sample_id"],
                                       "pool_index": row["pool_index"], "status": row["status"],
                                       "pseudo_label": row["pseudo_label"], "confidence": row["confidence"]}}
@@ -77,7 +77,7 @@ def _check_prefix(prefix: str) -> str:
 
 def label_studio_files(ws: Workspace, images: bool = True,
                        image_prefix: str = LOCAL_FILES_PREFIX) -> Iterator[tuple[str, bytes]]:
-    """(relative path, contents): tasks.json, label_config.xml, README.txt and the PNGs in images/."""
+    """(relative path, contents): tasks.json, label_config.xml, README.txt and the images in images/."""
     tasks = label_studio_tasks(ws, image_prefix)
     ds = ws.dataset()
     yield "tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False).encode("utf-8")
@@ -85,7 +85,7 @@ def label_studio_files(ws: Workspace, images: bool = True,
     yield "README.txt", readme(ws.name, len(tasks), image_prefix).encode("utf-8")
     if images:
         for t in tasks:
-            yield "images/" + t["data"]["file"], png_bytes(ds.train.images[t["data"]["pool_index"]])
+            yield "images/" + t["data"]["file"], export_image(ds, t["data"]["pool_index"])
 
 
 def readme(name: str, n_tasks: int, image_prefix: str) -> str:

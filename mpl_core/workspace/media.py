@@ -1,16 +1,22 @@
 """Images out of the pool for people: channel order, enlarged thumbnails, PNG bytes and data URIs.
 
 Pool images are (C, H, W) uint8 tensors; PIL and the browser want (H, W) or (H, W, 3). The app's
-thumbnails and export's PNG files both go through `channels_last`.
+thumbnails and export's PNG files both go through `channels_last`. Own images are shown from
+their import's cache instead (`Dataset.media`): thumbnails at up to 160 px, and the source file
+itself for the lightbox and exports, so people judge a label on the image, not on the 64-px copy
+the model trains on.
 """
 from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 from PIL import Image
+
+from mpl_core.data.imagefolder import decode_image, to_8bit
 
 
 def channels_last(image) -> np.ndarray:
@@ -44,3 +50,62 @@ def png_bytes(image) -> bytes:
 def data_uri(arr: np.ndarray) -> str:
     """A channels-last array as a PNG data URI: the browser gets it inline, with no extra request."""
     return "data:image/png;base64," + base64.b64encode(encode_png(arr, compress_level=1)).decode()
+
+
+def bytes_uri(data: bytes) -> str:
+    """PNG or JPEG file contents as a data URI."""
+    mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def display_uris(dataset, pool_indices: list[int]) -> list[str]:
+    """What a tile shows: an own image's cached thumbnail, else the pool image at its own size."""
+    if dataset.media is not None:
+        return [bytes_uri(b) for b in dataset.media.thumbnails([int(i) for i in pool_indices])]
+    return [data_uri(channels_last(dataset.train.images[int(i)])) for i in pool_indices]
+
+
+def source_notes(dataset, pool_indices: list[int]) -> list[str]:
+    """'' per image whose source file is as imported, else what happened to it."""
+    if dataset.media is None:
+        return [""] * len(pool_indices)
+    return dataset.media.source_notes([int(i) for i in pool_indices])
+
+
+def large_uri(dataset, i: int, max_side: int = 1600) -> str:
+    """The lightbox image: the source file reduced to max_side, or the thumbnail if it is gone."""
+    data = dataset.media.source_bytes(int(i)) if dataset.media is not None else None
+    if data is None:
+        return display_uris(dataset, [i])[0]
+    try:
+        img = decode_image(data)
+    except Exception:  # noqa: BLE001 - the file changed into something unreadable: show the thumbnail
+        return display_uris(dataset, [i])[0]
+    img = to_8bit(img, "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return bytes_uri(buf.getvalue())
+
+
+def export_suffix(dataset, sample_id: str) -> str:
+    """The file type an exported image gets: an own image keeps its source's, the others are PNG."""
+    suffix = Path(sample_id).suffix.lower()
+    return suffix if dataset.media is not None and suffix in Image.registered_extensions() else ".png"
+
+
+def export_image(dataset, i: int) -> bytes:
+    """An exported image's contents: an own image's source file as imported (or, if it has gone or
+    changed, its thumbnail in the source's format); the pool image as PNG for the other datasets."""
+    suffix = export_suffix(dataset, dataset.train.ids[int(i)])
+    if suffix != Path(dataset.train.ids[int(i)]).suffix.lower():  # not an own image with a known type
+        return png_bytes(dataset.train.images[int(i)])
+    data = dataset.media.source_bytes(int(i))
+    if data is not None:
+        return data
+    img = Image.open(io.BytesIO(dataset.media.thumbnail(int(i))))
+    fmt = Image.registered_extensions()[suffix]
+    img = img.convert("RGB") if fmt == "JPEG" and img.mode not in ("L", "RGB") else img
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()

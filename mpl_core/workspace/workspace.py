@@ -38,6 +38,12 @@ def inside(path: str | Path, root: str | Path) -> Path:
     return resolved
 
 
+def device_kind() -> str:
+    """What the training size of own images is chosen for: "cuda" where a GPU is visible."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def is_builtin(dataset: str) -> bool:
     key = dataset.strip().lower().replace("_", "-")
     return key in ("fashion-mnist", "fashionmnist", "fmnist") or key.replace("-", "") in BUILTIN_SETS
@@ -60,12 +66,16 @@ class Workspace:
     def lock_path(self) -> Path:
         return self.root / "job.lock"
 
-    def dataset(self) -> Dataset:
+    def dataset(self, on_progress=None) -> Dataset:
+        """The dataset; own images are imported into the workspace's cache on first use
+        (on_progress(done, total) while that runs) and memory-mapped from it afterwards."""
         if self._dataset is None:
             source = self.data.dataset
             if not is_builtin(source):
                 source = str(inside(source, self.data_root))
-            self._dataset = load_dataset(source, self.data_root, image_size=self.data.image_size)
+            self._dataset = load_dataset(source, self.data_root, image_size=self.data.image_size,
+                                         cache_dir=self.root / "cache", device_kind=device_kind(),
+                                         on_progress=on_progress)
         return self._dataset
 
     def split(self) -> Split:
