@@ -37,23 +37,27 @@ def autocast_for(device: torch.device, enabled: bool = True):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images_u8: torch.Tensor, device: torch.device, *,
-                   batch_size: int = 1024, amp: bool = True,
+                   batch_size: int = 1024, amp: bool = True, indices: torch.Tensor | None = None,
                    on_batch: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Logits (N, K) in float32 on the CPU, for (N, C, H, W) uint8 images, in eval mode.
 
+    indices: only these rows, gathered a batch at a time (a memory-mapped pool is never copied whole).
     on_batch(done, total) is called after each batch (progress bars, stop checks).
     """
     was_training = model.training
     model.eval()
     outs = []
     try:
-        for start in range(0, len(images_u8), batch_size):
-            x = to_float(images_u8[start: start + batch_size].to(device, non_blocking=True))
+        n = len(images_u8) if indices is None else len(indices)
+        for start in range(0, n, batch_size):
+            rows = images_u8[start: start + batch_size] if indices is None else \
+                images_u8[indices[start: start + batch_size]]
+            x = to_float(rows.to(device, non_blocking=True))
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, amp):
                 outs.append(model(x).float().cpu())
             if on_batch:
-                on_batch(min(start + batch_size, len(images_u8)), len(images_u8))
+                on_batch(min(start + batch_size, n), n)
     finally:
         model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0, 0)

@@ -20,15 +20,18 @@ def predict_pool(model: nn.Module, dataset: Dataset, split: Split, device: torch
                  batch_size: int = 1024, amp: bool = True,
                  on_batch: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
     """Class probabilities (U, K) over the unlabeled pool, and the model's validation predictions."""
-    probs = pool_probabilities(model, dataset.train.images[split.unlabeled], device, batch_size=batch_size,
-                               amp=amp, on_batch=on_batch)
+    probs = pool_probabilities(model, dataset.train.images, device, batch_size=batch_size, amp=amp,
+                               on_batch=on_batch, indices=split.unlabeled)
     return probs, validation_predictions(model, dataset, split, device, amp=amp)
 
 
 def pool_probabilities(model: nn.Module, images_u8: torch.Tensor, device: torch.device, *, batch_size: int = 1024,
-                       amp: bool = True, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Class probabilities (N, K) for uint8 images (a pool, or one process's share of it)."""
-    logits = predict_logits(model, images_u8, device, batch_size=batch_size, amp=amp, on_batch=on_batch)
+                       amp: bool = True, on_batch: Callable[[int, int], None] | None = None,
+                       indices: torch.Tensor | None = None) -> np.ndarray:
+    """Class probabilities (N, K) for uint8 images (a pool, or one process's share of it), or for
+    the rows `indices` of them."""
+    logits = predict_logits(model, images_u8, device, batch_size=batch_size, amp=amp, on_batch=on_batch,
+                            indices=indices)
     return torch.softmax(logits, dim=-1).numpy()
 
 

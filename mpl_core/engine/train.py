@@ -108,8 +108,9 @@ def device_label(device: torch.device, amp: bool = False) -> str:
 
 def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> ModelConfig:
     """Fill the model config from the data: classes, channels, size, normalisation."""
-    pool = dataset.train.images[torch.cat([split.labeled, split.unlabeled])]
-    mean, std = channel_stats(pool)
+    everyone = torch.cat([split.labeled, split.unlabeled])
+    sample = everyone[torch.linspace(0, len(everyone) - 1, min(len(everyone), 10000)).long()]
+    mean, std = channel_stats(dataset.train.images[sample])  # a spread sample: a cached pool stays on disk
     m = dataclasses.replace(cfg.model, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
                             image_size=dataset.image_size, mean=mean, std=std)
     return dataclasses.replace(m, name=resolve_model_name(m))
@@ -185,15 +186,36 @@ class _Data:
     def build(cls, dataset: Dataset, split: Split, device: torch.device, ctx: dist_.DistContext | None,
               balance: bool) -> _Data:
         sampler = IndexSampler.build(shard_split(split, dataset.train.labels, ctx), dataset.train.labels, balance)
-        return cls(dataset.train.images.to(device), dataset.train.labels.to(device), sampler, dataset.flip)
+        images = dataset.train.images
+        if fits_on(device, images):
+            images = images.to(device)
+        return cls(images, dataset.train.labels.to(images.device), sampler, dataset.flip)
+
+
+def fits_on(device: torch.device, images: torch.Tensor, share: float = 0.5) -> bool:
+    """Whether the pool can sit on the device: on a GPU, at most `share` of its free memory; a CPU
+    reads a cached pool through its memory map (the kernel keeps the pages it can)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() <= share * free
 
 
 def get_batch(state: TrainState, data: _Data, t: TrainConfig, with_unlabeled: bool = True) -> Batch:
-    """Draw a labeled and an unlabeled batch (with replacement) and make their views."""
-    device = data.images.device
-    li = to_device(data.sampler.labeled(t.batch_size, state.index_gen), device)
-    ui = to_device(data.sampler.unlabeled(t.batch_size * t.mu, state.index_gen), device) if with_unlabeled else None
-    return make_batch(data.images, data.labels, li, ui, state.aug_gen, flip=data.flip)
+    """Draw a labeled and an unlabeled batch (with replacement) and make their views on the device."""
+    device = state.aug_gen.device
+    li = data.sampler.labeled(t.batch_size, state.index_gen)
+    ui = data.sampler.unlabeled(t.batch_size * t.mu, state.index_gen) if with_unlabeled else None
+    if data.images.device.type == device.type:
+        li, ui = to_device(li, device), to_device(ui, device) if ui is not None else None
+        return make_batch(data.images, data.labels, li, ui, state.aug_gen, flip=data.flip)
+    # A pool too large for the GPU stays on the host: gather the step's images there, send them over.
+    rows = li if ui is None else torch.cat([li, ui])
+    images = data.images[rows].pin_memory().to(device, non_blocking=True)
+    labels = data.labels[rows].to(device, non_blocking=True)
+    at = torch.arange(len(rows), device=device)
+    return make_batch(images, labels, at[:len(li)], None if ui is None else at[len(li):], state.aug_gen,
+                      flip=data.flip)
 
 
 def main_step(state: TrainState, batch: Batch, algo: Algorithm, cfg: RunConfig, models: ModelWrappers) -> dict:

@@ -298,6 +298,6 @@ def follow(ws_name: str, data_root: str) -> dict:
         return result.metrics
     model, _ = load_model(plan["checkpoint"], plan["which"], device)
     mine = _my_shard(ws.split(), ctx).unlabeled  # rank 0 alone makes the validation predictions
-    probs = pool_probabilities(model, ws.dataset().train.images[mine], device)
+    probs = pool_probabilities(model, ws.dataset().train.images, device, indices=mine)
     dist_.gather_objects(probs, ctx)
     return {"count": len(probs)}
