@@ -21,14 +21,20 @@ class DataConfig:
     labels_per_class: int = 10  # training labels per class for built-in datasets
     val_per_class: int = 50  # extra labeled samples per class held out for calibration/selection
     val_fraction: float = 0.2  # own images: share of each labeled class held out for validation
-    image_size: int = 0  # own images are resized to this; 0 = 28 for grayscale, 32 for colour
+    image_size: int = 0  # own images train at this size; 0 = chosen from the images and the device: 28 (gray) or
+    # 32 px for images up to 32 px, else 64 px on a CPU and 128 px on a GPU, never above the images' own size
     max_unlabeled: int = 0  # cap on the unlabeled pool (0 = all); tests use small pools
     seed: int = 0  # drives the split; the same seed gives the same split
 
 
 @dataclass
 class ModelConfig:
-    name: str = "auto"  # "cnn", "wrn-28-2", or "auto" (cnn for <= 28 px, wrn-28-2 above)
+    name: str = "auto"  # "cnn", "wrn-28-2", a torchvision model (engine/backbones.py), or "auto": cnn for
+    # <= 28 px, wrn-28-2 up to 32 px, resnet18 above. MPL's teacher, and the student unless `student` is set
+    student: str = ""  # the student's model where it differs (a small one to deploy); "" = the same as name
+    weights: str = "imagenet"  # torchvision models: "imagenet" (torchvision's, cached in data/weights/),
+    # "none" (from scratch) or the path of a .safetensors / torch.save file
+    student_weights: str = ""  # "" = as `weights` (a file only where the student is the same model)
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 28
@@ -70,6 +76,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0 = leave torch's default)
     compile: bool = False  # torch.compile the training passes: a slow first minute, then faster steps
     seed: int = 0  # model init, sampling and augmentation
+    pretrained_lr_scale: float = 0.1  # a pretrained body learns at this share of the rate of its new head
     balance_classes: bool = False  # labeled batches draw each class equally often (retrain rounds turn it
     # on: accepted pseudo-labels crowd into the easy classes)
 
@@ -113,6 +120,9 @@ class RunConfig:
         _check(t.steps >= 1, f"steps must be at least 1, got {t.steps}")
         _check(t.batch_size >= 1 and t.mu >= 1, "batch_size and mu must be at least 1")
         _check(t.lr > 0, f"learning rate must be positive, got {t.lr}")
+        _check(0.0 < t.pretrained_lr_scale <= 1.0, "pretrained_lr_scale must be in (0, 1]")
+        _check(d.image_size == 0 or 16 <= d.image_size <= 512,
+               f"image_size must be 0 (automatic) or 16 to 512 pixels, got {d.image_size}")
         _check(d.labels_per_class >= 1, f"labels_per_class must be at least 1, got {d.labels_per_class}")
         _check(d.val_per_class >= 0, "val_per_class cannot be negative")
         _check(0.0 <= d.val_fraction < 1.0, "val_fraction must be in [0, 1)")
@@ -125,7 +135,9 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "dataset": (("data", "dataset"),), "labels_per_class": (("data", "labels_per_class"),),
     "val_per_class": (("data", "val_per_class"),), "max_unlabeled": (("data", "max_unlabeled"),),
     "seed": (("data", "seed"), ("train", "seed")),
-    "model": (("model", "name"),), "width": (("model", "width"),),
+    "model": (("model", "name"),), "width": (("model", "width"),), "student": (("model", "student"),),
+    "weights": (("model", "weights"),), "student_weights": (("model", "student_weights"),),
+    "pretrained_lr_scale": (("train", "pretrained_lr_scale"),), "image_size": (("data", "image_size"),),
     "algorithm": (("algorithm", "name"),), "threshold": (("algorithm", "threshold"),),
     "feedback_sign": (("algorithm", "feedback_sign"),), "feedback_baseline": (("algorithm", "feedback_baseline"),),
     "view_batches": (("algorithm", "view_batches"),),

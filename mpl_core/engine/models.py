@@ -1,4 +1,5 @@
-"""Model registry: a small CNN for 28x28 inputs and WRN-28-2 (the paper's CIFAR model).
+"""Model registry: a small CNN for 28x28 inputs, WRN-28-2 (the paper's CIFAR model), and
+torchvision backbones with pretrained weights (engine/backbones.py).
 
 Models take float images in [0, 1] and normalise inside, with the per-channel mean/std from
 the config, so a checkpoint carries everything needed to use it.
@@ -27,16 +28,39 @@ def register(name: str):
 def resolve_model_name(cfg: ModelConfig) -> str:
     if cfg.name != "auto":
         return cfg.name
-    return "cnn" if cfg.image_size <= 28 else "wrn-28-2"
+    return "cnn" if cfg.image_size <= 28 else "wrn-28-2" if cfg.image_size <= 32 else "resnet18"
 
 
-def build_model(name: str | ModelConfig, num_classes: int = 10, in_channels: int = 1, **kwargs) -> nn.Module:
-    """build_model("cnn", 10, 1) or build_model(ModelConfig(...))."""
+def model_names() -> list[str]:
+    return list(MODEL_REGISTRY) + list(TORCHVISION_MODELS)
+
+
+def role_model(cfg: ModelConfig, role: str) -> tuple[str, str]:
+    """(model name, weights) of the "teacher" or the "student" (see ModelConfig)."""
+    name = resolve_model_name(cfg)
+    if role != "student" or not cfg.student or cfg.student == name:
+        return name, cfg.weights if role != "student" or not cfg.student_weights else cfg.student_weights
+    if cfg.student_weights:
+        return cfg.student, cfg.student_weights
+    return cfg.student, "none" if cfg.weights == "none" else "imagenet"  # a file is for the teacher's model
+
+
+def build_model(name: str | ModelConfig, num_classes: int = 10, in_channels: int = 1, *, role: str = "student",
+                pretrained: bool = False, **kwargs) -> nn.Module:
+    """build_model("cnn", 10, 1) or build_model(ModelConfig(...), role="teacher").
+
+    pretrained: load the torchvision model's weights (a fresh run); a checkpoint brings its own."""
     cfg = name if isinstance(name, ModelConfig) else ModelConfig(name=name, num_classes=num_classes,
                                                                  in_channels=in_channels, **kwargs)
-    key = resolve_model_name(cfg)
+    key, weights = role_model(cfg, role)
+    if key in TORCHVISION_MODELS:
+        model = TorchvisionNet(cfg, key, imagenet_norm=weights not in ("", "none"))
+        state = pretrained_state(key, weights) if pretrained else None
+        if state is not None:
+            model.load_pretrained(*state)
+        return model
     if key not in MODEL_REGISTRY:
-        raise MPLStudioError(f"unknown model {key!r}; choose one of {', '.join(MODEL_REGISTRY)}")
+        raise MPLStudioError(f"unknown model {key!r}; choose one of {', '.join(model_names())}")
     return MODEL_REGISTRY[key](cfg)
 
 
@@ -139,3 +163,6 @@ class WideResNet(nn.Module):
 
 
 register("wrn-28-2")(WideResNet)
+
+
+from mpl_core.engine.backbones import TORCHVISION_MODELS, TorchvisionNet, pretrained_state  # noqa: E402 (uses the above)

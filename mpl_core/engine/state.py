@@ -50,12 +50,17 @@ class TrainState:
 
 # --- learners ------------------------------------------------------------------------------------
 
-def _param_groups(model: nn.Module, weight_decay: float):
-    """No weight decay on BatchNorm and biases (as in the official code)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(model: nn.Module, weight_decay: float, lr: float, body_scale: float):
+    """No weight decay on BatchNorm and biases (as in the official code); a pretrained body at
+    body_scale times the learning rate of its new head (see engine/backbones.py)."""
+    head = model.head_parameters() if getattr(model, "pretrained_body", False) else None
+    groups: dict[tuple[bool, bool], list] = {}
+    for p in model.parameters():
+        groups.setdefault((p.ndim > 1, head is not None and id(p) not in head), []).append(p)
+    return [{"params": groups[(decay, body)], "weight_decay": weight_decay if decay else 0.0,
+             "lr": lr * (body_scale if body else 1.0)}
+            for decay, body in ((True, False), (False, False), (True, True), (False, True))
+            if (decay, body) in groups or not body]
 
 
 def _cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
@@ -70,7 +75,8 @@ def _cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
 def make_learner(model: nn.Module, lr: float, cfg: RunConfig, total: int, warmup: int) -> Learner:
     """Nesterov SGD with a linear warm-up then a cosine decay to zero at `total` steps."""
     t = cfg.train
-    opt = torch.optim.SGD(_param_groups(model, t.weight_decay), lr=lr, momentum=t.momentum, nesterov=True)
+    opt = torch.optim.SGD(_param_groups(model, t.weight_decay, lr, t.pretrained_lr_scale), lr=lr,
+                          momentum=t.momentum, nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_with_warmup(total, warmup))
     return Learner(model, opt, sched)
 
@@ -91,10 +97,12 @@ def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, ran
     # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
-        student = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+        student = build_model(model_cfg, role="student", pretrained=True).to(device,
+                                                                              memory_format=torch.channels_last)
         teacher = None
         if get_algorithm(cfg.algorithm.name).teacher:
-            teacher = make_learner(build_model(model_cfg).to(device, memory_format=torch.channels_last),
+            model = build_model(model_cfg, role="teacher", pretrained=True)
+            teacher = make_learner(model.to(device, memory_format=torch.channels_last),
                                    t.lr, cfg, t.steps, t.warmup_steps)
     offset = rank * dist_.RANK_SEED_STRIDE
     aug_gen = torch.Generator(device=device).manual_seed(t.seed + 1 + offset)
@@ -180,8 +188,10 @@ def load_resume_state(out: Path | None, device: torch.device,
 def check_compatible(info: dict, cfg: RunConfig) -> None:
     """Refuse to resume a checkpoint trained on other data or with another algorithm or model."""
     saved = info["config"]
-    for section, key in (("algorithm", "name"), ("model", "name"), ("data", "dataset"), ("data", "seed")):
-        if saved[section][key] != cfg.to_dict()[section][key] and not (section == "model" and cfg.model.name == "auto"):
+    for section, key in (("algorithm", "name"), ("model", "name"), ("model", "student"), ("data", "dataset"),
+                         ("data", "seed"), ("data", "image_size")):
+        ours = cfg.to_dict()[section][key]
+        if saved[section].get(key, ours) != ours and not (section == "model" and cfg.model.name == "auto"):
             raise MPLStudioError(f"the checkpoint in this folder was trained with {section}.{key}="
                                  f"{saved[section][key]!r}; use another output folder or the same setting")
 
@@ -229,6 +239,6 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
     if not any(k.startswith(prefix + ".") for k in tensors):
         algorithm = info["config"]["algorithm"]["name"]
         raise MPLStudioError(f"{Path(path).name} has no {which} model (algorithm {algorithm})")
-    model = build_model(model_cfg)
+    model = build_model(model_cfg, role="teacher" if which == "teacher" else "student")
     model.load_state_dict(ckpt.module_state(prefix, tensors))
     return model.to(device).eval(), info

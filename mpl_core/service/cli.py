@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="check dataset folders or zips and print a report for each")
     i.add_argument("paths", nargs="+", metavar="path")
-    i.add_argument("--image-size", type=int, default=0)
+    i.add_argument("--image-size", type=int, default=0, help="training size (default: from the images and the "
+                   "device)")
     i.add_argument("--max-files", type=int, default=None, help="refuse a folder or zip with more entries")
     i.add_argument("--max-total-mb", type=int, default=None, help="refuse one that reads more bytes in all")
     return parser
@@ -109,7 +110,18 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--view-batches", choices=VIEW_BATCHES, default=None,
                    help="MPL: joint = all views in one batch per model (official); separate = a pass per view "
                         "(fewer FLOPs, faster on a CPU)")
-    t.add_argument("--model", default=None, help="cnn, wrn-28-2 or auto")
+    t.add_argument("--model", default=None, help="cnn, wrn-28-2, resnet18, resnet50, efficientnet_b0, convnext_tiny, "
+                   "mobilenet_v3_small, mobilenet_v3_large or auto (MPL: the teacher; the student too unless "
+                   "--student)")
+    t.add_argument("--student", default=None, help="MPL: a different model for the student (e.g. a small one to "
+                   "deploy)")
+    t.add_argument("--weights", default=None, help="torchvision models: imagenet (default; cached in "
+                   "data/weights/), none, or a .safetensors / torch.save file")
+    t.add_argument("--student-weights", default=None, help="the student's, where it is another model")
+    t.add_argument("--pretrained-lr-scale", type=float, default=None,
+                   help="learning rate of a pretrained body relative to its new head (default 0.1)")
+    t.add_argument("--image-size", type=int, default=None,
+                   help="own images: the training size in pixels (default: from the images and the device)")
     t.add_argument("--width", type=int, default=None)
     t.add_argument("--max-unlabeled", type=int, default=None)
     t.add_argument("--eval-every", type=int, default=None)
@@ -150,7 +162,11 @@ def cmd_train(args) -> int:
     if args.workspace:
         return _train_in_workspace(args, cfg) if ctx is None or ctx.is_main else _follow(args)
     main = ctx is None or ctx.is_main
-    dataset = _load_in_turn(lambda: load_dataset(cfg.data.dataset, args.data_root, image_size=cfg.data.image_size), ctx)
+    from mpl_core.service.progress import ImportProgress
+    from mpl_core.workspace.workspace import device_kind
+    imported = ImportProgress(disable=args.quiet or not (ctx is None or ctx.is_main))
+    dataset = _load_in_turn(lambda: load_dataset(cfg.data.dataset, args.data_root, image_size=cfg.data.image_size,
+                                                 device_kind=device_kind(), on_progress=imported), ctx)
     split = make_split(dataset, cfg.data)
     _check_same_data(split, ctx)
     if main:
@@ -206,8 +222,10 @@ def _train_in_workspace(args, cfg: RunConfig) -> int:
     from mpl_core.workspace.workspace import open_or_create_workspace
     ws = open_or_create_workspace(args.workspace, args.data_root, dataset=args.dataset,
                                   labels_per_class=args.labels_per_class, val_per_class=args.val_per_class,
-                                  max_unlabeled=args.max_unlabeled, seed=args.seed)
+                                  max_unlabeled=args.max_unlabeled, seed=args.seed, image_size=args.image_size)
     recover(ws)
+    from mpl_core.service.progress import ImportProgress
+    ws.dataset(ImportProgress(disable=args.quiet))
     split = ws.split()
     print(f"workspace {ws.name} | {ws.dataset().name}: {split.sizes()} | {cfg.algorithm.name}", file=sys.stderr)
     status = _run_job(args, lambda hook: start_training(ws, None if args.resume_run else cfg,
@@ -410,6 +428,8 @@ def cmd_inspect(args) -> int:
     import dataclasses
 
     from mpl_core.data.imagefolder import DEFAULT_LIMITS, inspect_image_folder
+    from mpl_core.service.progress import ImportProgress
+    from mpl_core.workspace.workspace import device_kind
     caps = {"max_files": args.max_files,
             "max_total_bytes": args.max_total_mb * 2**20 if args.max_total_mb else None}
     limits = dataclasses.replace(DEFAULT_LIMITS, **{k: v for k, v in caps.items() if v})
@@ -417,7 +437,8 @@ def cmd_inspect(args) -> int:
     for i, path in enumerate(args.paths):
         if i:
             print()
-        report, _ = inspect_image_folder(path, image_size=args.image_size, limits=limits)
+        report, _ = inspect_image_folder(path, image_size=args.image_size, limits=limits, device_kind=device_kind(),
+                                         on_progress=ImportProgress(disable=not sys.stderr.isatty()))
         for line in report.summary_lines():
             print(line)
         if report.usable:

@@ -1,4 +1,4 @@
-"""A tqdm progress bar as a training progress hook (CLI only)."""
+"""tqdm progress bars for the CLI: a training progress hook, and one for importing images."""
 from __future__ import annotations
 
 from tqdm import tqdm
@@ -35,3 +35,17 @@ class TqdmProgress:
         shown = {k: f"{progress.metrics[k]:.3f}" for k in self.KEYS if k in progress.metrics}
         shown["img/s"] = f"{progress.images_per_s:.0f}"
         self.bar.set_postfix(shown, refresh=False)
+
+
+class ImportProgress:
+    """on_progress(done, total) of an image import, as a tqdm bar (CLI only)."""
+
+    def __init__(self, disable: bool = False):
+        self.disable, self.bar = disable, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="importing images", unit="img", disable=self.disable)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()

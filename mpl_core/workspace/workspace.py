@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from mpl_core.config import DataConfig
@@ -74,9 +75,38 @@ class Workspace:
             if not is_builtin(source):
                 source = str(inside(source, self.data_root))
             self._dataset = load_dataset(source, self.data_root, image_size=self.data.image_size,
-                                         cache_dir=self.root / "cache", device_kind=device_kind(),
+                                         cache_dir=self.cache_dir(), device_kind=device_kind(),
                                          on_progress=on_progress)
         return self._dataset
+
+    def cache_dir(self, image_size: int | None = None) -> Path:
+        size = self.data.image_size if image_size is None else image_size
+        return self.root / "cache" / f"size-{size or 'auto'}"
+
+    def set_image_size(self, image_size: int, on_progress=None) -> Dataset:
+        """Train own images at another size (0 = automatic): imported again at that size, refused if
+        the folder no longer holds the same images (the store's decisions name them by position)."""
+        if is_builtin(self.data.dataset):
+            raise MPLStudioError("the built-in datasets have one size; the training size is for own images")
+        new = dataclasses.replace(self.data, image_size=int(image_size))
+        from mpl_core.config import RunConfig
+        RunConfig(data=new).validate()
+        if new.image_size == self.data.image_size:
+            return self.dataset(on_progress)
+        before = self.dataset().train.ids
+        source = str(inside(self.data.dataset, self.data_root))
+        dataset = load_dataset(source, self.data_root, image_size=new.image_size,
+                               cache_dir=self.cache_dir(new.image_size), device_kind=device_kind(),
+                               on_progress=on_progress)
+        if dataset.train.ids != before:
+            shutil.rmtree(self.cache_dir(new.image_size), ignore_errors=True)
+            raise MPLStudioError("the images in the folder changed since this workspace imported them, so its "
+                                 "decisions would point at other images; create a new workspace for the new images")
+        old = self.cache_dir()
+        _write_data(self.root, new)
+        self.data, self._dataset = new, dataset
+        shutil.rmtree(old, ignore_errors=True)
+        return dataset
 
     def split(self) -> Split:
         if self._split is None:
@@ -119,10 +149,14 @@ def create_workspace(name: str, data: DataConfig, data_root: str | Path = "data"
                                  "use another workspace for this data")
         return ws
     root.mkdir(parents=True, exist_ok=True)
+    _write_data(root, data)
+    return Workspace(root, data_root, data)
+
+
+def _write_data(root: Path, data: DataConfig) -> None:
     tmp = root / (WORKSPACE_FILE + ".tmp")
     tmp.write_text(json.dumps({"data": dataclasses.asdict(data)}, indent=2))
     os.replace(tmp, root / WORKSPACE_FILE)
-    return Workspace(root, data_root, data)
 
 
 def _diff(a: DataConfig, b: DataConfig) -> str:
