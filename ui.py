@@ -88,6 +88,13 @@ def job_active(name: str) -> bool:
     return (job is not None and job.status().active) or get_studio().outside_job(name) is not None
 
 
+def import_progress(bar):
+    """on_progress(done, total) for an image import, drawn on an st.progress bar (this script's thread)."""
+    def update(done: int, total: int) -> None:
+        bar.progress(done / max(1, total), text=f"Importing images: {done:,} of {total:,}")
+    return update
+
+
 def reviewer() -> str:
     return (st.session_state.get("reviewer") or "reviewer").strip() or "reviewer"
 

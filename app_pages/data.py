@@ -25,6 +25,10 @@ with st.expander("New workspace", expanded=not st.session_state.get("workspace")
         val = c[1].number_input("Validation per class", 0, 5000, 50, help="held out for calibration")
         pool = c[2].number_input("Max unlabeled (0 = all)", 0, 10_000_000, 0)
         seed = c[3].number_input("Seed", 0, 2**31 - 1, 0)
+        size = st.number_input("Training size in pixels for my images (0 = automatic)", 0, 512, 0, step=8,
+                               help="the size the models train on; the review always shows the images themselves. "
+                                    "Automatic: 28 or 32 px for small images, else 64 px on a CPU and 128 px on "
+                                    "a GPU, never above the images' own size")
         submitted = st.form_submit_button("Create workspace", type="primary")
     if submitted:
         with ui.user_errors():
@@ -38,11 +42,27 @@ with st.expander("New workspace", expanded=not st.session_state.get("workspace")
                 if upload is None:
                     raise MPLStudioError("choose a zip file to upload")
                 dataset = studio.save_upload(name, upload.getvalue())
-            with st.spinner("Reading the data..."):
-                studio.create(name, DataConfig(dataset=dataset, labels_per_class=int(labels),
-                                               val_per_class=int(val), max_unlabeled=int(pool), seed=int(seed)))
+            bar = st.progress(0.0, text="Reading the data...")
+            studio.create(name, DataConfig(dataset=dataset, labels_per_class=int(labels), val_per_class=int(val),
+                                           max_unlabeled=int(pool), seed=int(seed), image_size=int(size)),
+                          on_progress=ui.import_progress(bar))
             ui.open_workspace(name)
             st.rerun()
+
+
+
+def training_size_form(name: str, summary: dict) -> None:
+    with st.expander("Training size"):
+        with st.form("training-size"):
+            chosen = st.number_input("Train at (pixels; 0 = automatic)", 0, 512, int(summary["data"]["image_size"]),
+                                     step=8, help="larger sees more detail and trains slower; runs trained at "
+                                                  "another size keep their pseudo-labels and decisions")
+            if st.form_submit_button("Import again at this size"):
+                with ui.user_errors():
+                    bar = st.progress(0.0, text="Importing again...")
+                    studio.set_image_size(name, int(chosen), on_progress=ui.import_progress(bar))
+                    st.rerun()
+
 
 name = ui.workspace_or_stop()
 with ui.user_errors():
@@ -55,14 +75,20 @@ with ui.user_errors():
     c[2].metric("Validation", f"{sizes['val']:,}")
     c[3].metric("Unlabeled", f"{sizes['unlabeled']:,}")
     c[4].metric("Test", f"{summary['test']:,}", help="only ever measured on")
-    st.caption(f"Images are {summary['image_size']}×{summary['image_size']}, "
-               f"{'grayscale' if summary['channels'] == 1 else 'colour'}. Split seed {summary['data']['seed']}.")
+    kind = "grayscale" if summary["channels"] == 1 else "colour"
+    if summary["own_images"]:
+        st.caption(f"Trained on at {summary['image_size']}×{summary['image_size']} px, {kind}; reviewed at their "
+                   f"own size ({summary['native']}). Split seed {summary['data']['seed']}.")
+        training_size_form(name, summary)
+    else:
+        st.caption(f"Images are {summary['image_size']}×{summary['image_size']}, {kind}. "
+                   f"Split seed {summary['data']['seed']}.")
 
     st.subheader("Labeled examples per class")
     preview = studio.preview(name, per_class=8)
     for cls, indices in preview.items():
         st.text(f"{cls} · {len(indices)} shown")  # plain text: class names may contain markdown or HTML
-        st.image(studio.thumbnails(name, indices, scale=2), width=56)
+        st.image(studio.thumbnails(name, indices, scale=2), width=112 if summary["own_images"] else 56)
 
     if summary["report"]:
         st.subheader("Import report")

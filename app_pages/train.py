@@ -3,7 +3,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core import ALGORITHMS, FEEDBACK_SIGNS, PRESETS, VIEW_BATCHES, build_run_config
+from mpl_core import ALGORITHMS, FEEDBACK_SIGNS, MODEL_NAMES, PRESETS, VIEW_BATCHES, build_run_config
+
+WEIGHTS = {"ImageNet (torchvision)": "imagenet", "none (from scratch)": "none", "a file under the data folder": "file"}
 
 st.title("Train")
 studio = ui.get_studio()
@@ -17,6 +19,16 @@ with st.form("train-settings"):
     preset = c[1].selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick-demo"),
                             help="smoke: seconds · quick-demo: a few CPU minutes · cpu-10min · gpu")
     steps = c[2].number_input("Steps (0 = the preset's)", 0, 1_000_000, 0)
+    m = st.columns(4)
+    model = m[0].selectbox("Model", ["auto", *MODEL_NAMES],
+                           help="auto: a small CNN for 28 px, WRN-28-2 up to 32 px, ResNet-18 above. MPL's teacher, "
+                                "and its student unless you pick another")
+    student = m[1].selectbox("Student model (MPL)", ["same", *MODEL_NAMES],
+                             help="a smaller model to deploy, e.g. a ResNet-50 teacher and a MobileNetV3 student")
+    weights = m[2].selectbox("Start from", list(WEIGHTS),
+                             help="torchvision models: ImageNet weights (downloaded once into the data folder), "
+                                  "from scratch, or a .safetensors / torch.save file")
+    weights_path = m[3].text_input("Weights file (under the data folder)", placeholder="weights/resnet18.safetensors")
     with st.expander("Advanced"):
         a = st.columns(4)
         threshold = a[0].number_input("Confidence threshold (0 = the algorithm's default)", 0.0, 1.0, 0.0, 0.05,
@@ -38,7 +50,9 @@ with st.form("train-settings"):
     start = st.form_submit_button("Start training", type="primary", disabled=busy, icon=":material/play_arrow:")
 if start:
     with ui.user_errors():
-        cfg = build_run_config(preset, algorithm=algorithm, steps=int(steps) or None,
+        chosen = WEIGHTS[weights] if WEIGHTS[weights] != "file" else studio.weights_file(weights_path)
+        cfg = build_run_config(preset, algorithm=algorithm, steps=int(steps) or None, model=model,
+                               student=None if student == "same" else student, weights=chosen,
                                threshold=float(threshold) if threshold > 0 else None, feedback_sign=sign,
                                view_batches=views, lr=float(lr), seed=int(seed), device=device,
                                compile=bool(compiled), amp=bool(amp))

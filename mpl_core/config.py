@@ -9,6 +9,9 @@ from mpl_core.errors import MPLStudioError
 ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")
 VIEW_BATCHES = ("joint", "separate")
+TORCHVISION_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small",
+                      "mobilenet_v3_large")  # engine/backbones.py
+MODEL_NAMES = ("cnn", "wrn-28-2") + TORCHVISION_MODELS
 EXPORT_FORMATS = ("csv", "label-studio", "imagefolder", "imagefolder-zip", "checkpoint")
 # FixMatch's 0.95 for hard self-training; the official MPL code's 0.6 for UDA-style targets, whose
 # teacher is trained with label smoothing and so is rarely 95% sure.
@@ -120,6 +123,10 @@ class RunConfig:
         _check(t.steps >= 1, f"steps must be at least 1, got {t.steps}")
         _check(t.batch_size >= 1 and t.mu >= 1, "batch_size and mu must be at least 1")
         _check(t.lr > 0, f"learning rate must be positive, got {t.lr}")
+        m = self.model
+        names = ", ".join(MODEL_NAMES)
+        _check(m.name in ("auto", *MODEL_NAMES), f"model must be auto or one of {names}, not {m.name!r}")
+        _check(m.student in ("", *MODEL_NAMES), f"student must be one of {names}, not {m.student!r}")
         _check(0.0 < t.pretrained_lr_scale <= 1.0, "pretrained_lr_scale must be in (0, 1]")
         _check(d.image_size == 0 or 16 <= d.image_size <= 512,
                f"image_size must be 0 (automatic) or 16 to 512 pixels, got {d.image_size}")

@@ -25,8 +25,6 @@ import torch.nn as nn
 from mpl_core.config import ModelConfig
 from mpl_core.errors import MPLStudioError
 
-TORCHVISION_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small",
-                      "mobilenet_v3_large")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mpl_core.config import ModelConfig
+from mpl_core.config import TORCHVISION_MODELS, ModelConfig
+from mpl_core.engine.backbones import TorchvisionNet, pretrained_state
 from mpl_core.errors import MPLStudioError
 
 MODEL_REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
@@ -164,5 +165,3 @@ class WideResNet(nn.Module):
 
 register("wrn-28-2")(WideResNet)
 
-
-from mpl_core.engine.backbones import TORCHVISION_MODELS, TorchvisionNet, pretrained_state  # noqa: E402 (uses the above)

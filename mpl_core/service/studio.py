@@ -74,6 +74,22 @@ class Studio:
             self._workspaces[name] = ws
         return ws
 
+    def set_image_size(self, name: str, image_size: int, on_progress=None) -> None:
+        """Own images: train at another size from now on (imported again at that size)."""
+        if lock_is_held(self.open(name).lock_path):
+            raise MPLStudioError("a job is running in this workspace; stop it before changing the training size")
+        self.open(name).set_image_size(image_size, on_progress)
+        with self._lock:
+            self._uris.pop(name, None)
+            self._sessions.pop(name, None)
+
+    def weights_file(self, path: str) -> str:
+        """A weights file typed on the Train page: it must be under the data folder and exist."""
+        resolved = inside(path.strip(), self.data_root)
+        if not resolved.is_file():
+            raise MPLStudioError(f"no weights file {path!r} under {self.data_root}; copy it there first")
+        return str(resolved)
+
     def save_upload(self, name: str, data: bytes) -> str:
         """Store an uploaded dataset zip as uploads/<name>.zip; returns its path in the data root.
 

@@ -1,0 +1,216 @@
+"""Own images as they are: the import cache, native-resolution display, pretrained backbones."""
+import dataclasses
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import tiny_config
+from mpl_core.config import DataConfig, ModelConfig
+from mpl_core.data import imagefolder
+from mpl_core.data.imagefolder import auto_image_size
+from mpl_core.data.splits import make_split
+from mpl_core.engine.models import build_model
+from mpl_core.engine.state import load_model, make_learner
+from mpl_core.engine.train import train
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace import media
+from mpl_core.workspace.workspace import create_workspace, open_workspace
+
+CLASSES = ("cat", "dog", "fox")
+
+
+def _photo(rng, size: tuple[int, int], c: int, mode: str) -> Image.Image:
+    """A blob of a class colour on noise: w x h, in the given PIL mode."""
+    w, h = size
+    arr = (rng.random((h, w, 3)) * 80).astype(np.uint8)
+    arr[h // 4: 3 * h // 4, w // 4: 3 * w // 4, c] = 230
+    img = Image.fromarray(arr)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def write_photos(root, rng=None, per_class: int = 4, unlabeled: int = 9):
+    """Colour images of 96 to 300 px in JPEG (RGB, CMYK), PNG (RGBA, P) and gray PNG."""
+    rng = rng or np.random.default_rng(0)
+    kinds = [("RGB", "jpg"), ("RGBA", "png"), ("P", "png"), ("CMYK", "jpg"), ("L", "png")]
+    n = 0
+    for section, count in (("labeled", per_class), ("unlabeled", unlabeled)):
+        for c, name in enumerate(CLASSES):
+            folder = root / section / name if section == "labeled" else root / "unlabeled"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count if section == "labeled" else count // 3):
+                mode, ext = kinds[n % len(kinds)]
+                size = (96 + (n * 37) % 205, 96 + (n * 53) % 205)
+                _photo(rng, size, c, mode).save(folder / f"{name}_{i}.{ext}")
+                n += 1
+    return root
+
+
+@pytest.fixture
+def photos_ws(tmp_path, monkeypatch):
+    monkeypatch.setattr("mpl_core.workspace.workspace.device_kind", lambda: "cpu")
+    data = tmp_path / "data"
+    write_photos(data / "photos")
+    ws = create_workspace("photos", DataConfig(dataset="photos", val_fraction=0.25), data)
+    return ws
+
+
+def test_auto_training_size_follows_the_images_and_the_device():
+    assert auto_image_size([(28, 28)] * 5, gray=True) == 28
+    assert auto_image_size([(32, 32)] * 5, gray=False) == 32
+    assert auto_image_size([(256, 200)] * 5, gray=False, device_kind="cpu") == 64
+    assert auto_image_size([(256, 200)] * 5, gray=False, device_kind="cuda") == 128
+    assert auto_image_size([(48, 60)] * 5, gray=False, device_kind="cuda") == 48  # never above the images
+
+
+def test_photos_import_at_the_training_size_and_show_at_their_own(photos_ws):
+    ds = photos_ws.dataset()
+    report = ds.report
+    assert report.skipped == [] and report.mode == "RGB" and tuple(ds.train.images.shape[1:]) == (3, 64, 64)
+    assert report.native["width"][0] >= 96 and report.native["width"][2] <= 300
+    assert "native sizes: width" in "\n".join(report.summary_lines())
+    source = photos_ws.data_root / "photos"
+    for i, sample in enumerate(ds.train.ids):
+        assert (source / sample).is_file()  # every image stays reachable by its id
+        thumb = Image.open(io.BytesIO(ds.media.thumbnail(i)))
+        native = Image.open(source / sample).size
+        assert min(thumb.size) == min(160, min(native))  # at least 96 px, never the 64-px training copy
+    assert media.source_notes(ds, list(range(len(ds.train)))) == [""] * len(ds.train)
+
+
+def test_the_cache_is_reused_after_a_restart_and_rebuilt_for_a_new_size(photos_ws, monkeypatch):
+    first = photos_ws.dataset().train.images.clone()
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(imagefolder, "_decode_entry", no_decoding)
+    again = open_workspace("photos", photos_ws.data_root).dataset()  # a new process would do the same
+    assert torch.equal(again.train.images, first)
+    monkeypatch.undo()
+    monkeypatch.setattr("mpl_core.workspace.workspace.device_kind", lambda: "cpu")
+    ws = open_workspace("photos", photos_ws.data_root)
+    ws.set_image_size(32)
+    assert tuple(ws.dataset().train.images.shape[1:]) == (3, 32, 32)
+    assert tuple(open_workspace("photos", photos_ws.data_root).dataset().train.images.shape[1:]) == (3, 32, 32)
+    assert [p.name for p in (ws.root / "cache").iterdir()] == ["size-32"]  # the old size's cache is gone
+    with pytest.raises(MPLStudioError, match="16 to 512"):
+        ws.set_image_size(4)
+
+
+def test_a_changed_folder_cannot_be_imported_again_under_the_same_workspace(photos_ws):
+    ids = photos_ws.dataset().train.ids
+    (photos_ws.data_root / "photos" / ids[-1]).unlink()
+    with pytest.raises(MPLStudioError, match="changed since this workspace imported them"):
+        photos_ws.set_image_size(48)
+    assert photos_ws.data.image_size == 0 and len(photos_ws.dataset().train) > 0
+
+
+def test_a_source_file_gone_or_changed_after_the_import_is_said_on_its_tile(photos_ws):
+    ds = photos_ws.dataset()
+    source = photos_ws.data_root / "photos"
+    gone, changed = len(ds.train) - 1, len(ds.train) - 2  # two unlabeled images
+    (source / ds.train.ids[gone]).unlink()
+    (source / ds.train.ids[changed]).write_bytes(b"not an image any more")
+    notes = media.source_notes(ds, [gone, changed, 0])
+    assert notes == ["source file gone since the import", "source file changed since the import", ""]
+    for i in (gone, changed):  # the lightbox and the exports fall back to the cached thumbnail
+        assert media.large_uri(ds, i).startswith("data:image/")
+        Image.open(io.BytesIO(media.export_image(ds, i))).load()
+    assert media.export_image(ds, 0) == (source / ds.train.ids[0]).read_bytes()
+
+
+def test_a_zip_import_reads_its_sources_back(tmp_path, monkeypatch):
+    import zipfile
+    folder = write_photos(tmp_path / "src")
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in sorted(folder.rglob("*.*")):
+            zf.write(f, f.relative_to(folder).as_posix())
+    report, ds = imagefolder.inspect_image_folder(path, cache_dir=tmp_path / "cache")
+    assert report.usable and ds.media is not None and ds.image_size == 64
+    assert ds.media.source_bytes(0) == (folder / ds.train.ids[0]).read_bytes()
+    assert media.source_notes(ds, [0]) == [""]
+
+
+# --- pretrained backbones ----------------------------------------------------------------------------
+
+def _resnet_state(tmp_path):
+    net = build_model(ModelConfig(name="resnet18", num_classes=1000, in_channels=3, weights="none"))
+    return {k.removeprefix("net."): v for k, v in net.state_dict().items() if k.startswith("net.")}
+
+
+def test_weights_files_load_and_a_pickle_is_refused(tmp_path):
+    from safetensors.torch import save_file
+    state = _resnet_state(tmp_path)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "r18.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "r18.pth")
+    for file in ("r18.safetensors", "r18.pth"):
+        cfg = ModelConfig(name="resnet18", num_classes=3, in_channels=1, weights=str(tmp_path / file))
+        model = build_model(cfg, pretrained=True)
+        assert model.pretrained_body
+        # gray input: the RGB kernels summed; ImageNet's normalisation, averaged over the channels
+        assert torch.allclose(model.net.conv1.weight, state["conv1.weight"].sum(dim=1, keepdim=True))
+        assert torch.equal(model.net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+        assert model.norm.mean.flatten().tolist() == pytest.approx([0.449], abs=1e-3)
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"conv1.weight": np.zeros((64, 3, 7, 7))}, f)
+    cfg = ModelConfig(name="resnet18", num_classes=3, in_channels=1, weights=str(tmp_path / "evil.pkl"))
+    with pytest.raises(MPLStudioError, match="plain pickle is refused"):
+        build_model(cfg, pretrained=True)
+    save_file({"x": torch.zeros(3)}, tmp_path / "other.safetensors")
+    with pytest.raises(MPLStudioError, match="give weights of a resnet18"):
+        build_model(dataclasses.replace(cfg, weights=str(tmp_path / "other.safetensors")), pretrained=True)
+
+
+def test_no_network_for_imagenet_weights_gives_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    with pytest.raises(MPLStudioError, match="resnet18-f37072fd.pth"):
+        build_model(ModelConfig(name="resnet18", num_classes=3, weights="imagenet"), pretrained=True)
+
+
+def test_a_pretrained_body_learns_slower_than_its_new_head(tmp_path):
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in _resnet_state(tmp_path).items()}, tmp_path / "r18.safetensors")
+    cfg = tiny_config("supervised")
+    model = build_model(ModelConfig(name="resnet18", num_classes=2, weights=str(tmp_path / "r18.safetensors")),
+                        pretrained=True)
+    learner = make_learner(model, 0.05, cfg, 10, 0)
+    head = model.head_parameters()
+    for group in learner.optimizer.param_groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) <= 1
+        assert group["lr"] == pytest.approx(0.05 if in_head == {True} or not in_head else 0.005)
+
+
+def test_a_gray_set_trains_a_resnet_teacher_and_a_mobilenet_student(tiny_dataset, tmp_path):
+    cfg = tiny_config("mpl", steps=2, finetune_steps=1, eval_every=2)
+    cfg.model = dataclasses.replace(cfg.model, name="resnet18", student="mobilenet_v3_small", weights="none")
+    result = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)
+    assert 0.0 <= result.metrics["test_acc"] <= 1.0
+    student, info = load_model(result.checkpoint)
+    teacher, _ = load_model(result.checkpoint, which="teacher")
+    assert student.arch == "mobilenet_v3_small" and teacher.arch == "resnet18"
+    assert info["model"]["in_channels"] == 1
+    x = torch.rand(2, 1, 16, 16)
+    assert student(x).shape == (2, 2) and teacher(x).shape == (2, 2)
+    again = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)  # resumes: nothing to do
+    assert again.step == 2
+
+
+def test_imagenet_weights_are_read_from_the_data_folder_without_network(tmp_path, monkeypatch):
+    """Where a machine has no network, the file torchvision would download can be put in data/weights/."""
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+    (tmp_path / "weights").mkdir()
+    state = _resnet_state(tmp_path)
+    torch.save(state, tmp_path / "weights" / "resnet18-f37072fd.pth")
+    model = build_model(ModelConfig(name="resnet18", num_classes=3, in_channels=3, weights="imagenet"), pretrained=True)
+    assert model.pretrained_body and torch.equal(model.net.conv1.weight, state["conv1.weight"])
