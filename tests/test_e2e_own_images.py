@@ -1,0 +1,57 @@
+"""Own photos in real Chromium: tiles at their own resolution, the lightbox's source image, and a
+source file deleted after the import named on its tile."""
+import dataclasses
+
+import pytest
+from PIL import Image
+from test_e2e_review import grid, wait_for
+from test_own_images import write_photos
+
+from browser import browser_pages, chromium_available, streamlit_app
+from conftest import tiny_run_config
+from mpl_core.config import DataConfig
+from mpl_core.service.work import start_pseudo_labeling, start_training
+from mpl_core.workspace.workspace import create_workspace
+
+pytestmark = pytest.mark.skipif(not chromium_available(),
+                                reason="needs chromium and playwright (make test installs them)")
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    monkeypatch.setattr("mpl_core.workspace.workspace.device_kind", lambda: "cpu")  # as the app's CPU machine
+    write_photos(tmp_path / "photos", per_class=4, unlabeled=30)
+    ws = create_workspace("photos", DataConfig(dataset="photos", val_fraction=0.25), tmp_path)
+    cfg = tiny_run_config("mpl")
+    cfg.model = dataclasses.replace(cfg.model, name="cnn")  # no download: auto would be a pretrained ResNet
+    assert start_training(ws, cfg).join(180).state == "done"
+    assert start_pseudo_labeling(ws).join(120).state == "done"
+    return ws
+
+
+def natural_width(page, selector: str) -> int:
+    return page.eval_on_selector(selector, "img => img.naturalWidth")
+
+
+def test_tiles_show_the_photos_at_their_own_resolution(photos, tmp_path):
+    ws = photos
+    rows = ws.store.pseudo_labels()
+    gone = ws.dataset().train.ids[int(rows.idx[1])]
+    (tmp_path / "photos" / gone).unlink()  # after the import: its tile must say so
+    with streamlit_app(tmp_path, log=tmp_path / "app.log") as url, browser_pages(1, 1280, 1000) as (page,):
+        page.goto(url + "/review?ws=photos")
+        tiles = grid(page).locator(".tile")
+        tiles.first.wait_for(timeout=60000)
+        widths = [page.evaluate("t => t.querySelector('img').naturalWidth", t.element_handle())
+                  for t in tiles.all()]
+        assert widths and min(widths) >= 96  # the training copies are 64 px
+        notes = grid(page).locator(".tile .note").all_inner_texts()
+        assert "source file gone since the import" in notes
+        fine = [i for i, t in enumerate(tiles.all()) if not t.locator(".note").inner_text()][0]
+        tiles.nth(fine).locator("img").click()
+        page.keyboard.press(" ")
+        grid(page).locator("dialog.lightbox[open]").wait_for(timeout=5000)
+        position = int(tiles.nth(fine).get_attribute("data-position"))
+        native = Image.open(tmp_path / "photos" / ws.dataset().train.ids[int(rows.idx[position])]).size[0]
+        # the source image replaces the thumbnail once the server sends it
+        wait_for(lambda: natural_width(page, "dialog.lightbox img.huge") == native, timeout=20)
