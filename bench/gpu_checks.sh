@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The checks that need an NVIDIA GPU, in one call, most important first, each under its own time
-# limit so that a short lease still returns the first ones (at most 9 minutes in all):
+# limit so that a short lease still returns the first ones (at most 9.5 minutes in all):
 #   1. CUDA correctness: the fast MPL step against the fp32 reference on CUDA (TF32 off), and
 #      under bf16 autocast (tests/test_reference.py; the CPU cases run too), and a step that
 #      never waits for the GPU (tests/test_cuda.py).
 #   2. Throughput at the paper's batch shape (WRN-28-2, B=128, mu=7): ratio to the reference
 #      loop, FLOP rate, share of the measured GEMM rate, MFU against the vendor peak.
-#   3. The same at the CPU-sized shape, and the compiled rows at the paper's shape.
+#   3. The same at the CPU-sized shape; own images (a ResNet-18 MPL step at 128 px, import and
+#      pseudo-labeling rates); the compiled rows at the paper's shape.
 #
 #   bash bench/gpu_checks.sh                      # PYTHON=python3, PEAK_TFLOPS=989 (H100/H200 dense bf16)
 #   OUT=results bash bench/gpu_checks.sh          # also writes each table to results/
@@ -36,5 +37,6 @@ step paper 150 $PY bench/throughput.py --device cuda --shape paper --steps 20 --
     --peak-tflops "$PEAK" --no-compile
 step cpu-shape 90 $PY bench/throughput.py --device cuda --steps 50 --workers "$WORKERS" --peak-tflops "$PEAK" \
     --no-compile
-step paper-compiled 210 $PY bench/throughput.py --device cuda --shape paper --steps 20 --workers "$WORKERS" \
+step own-images 60 $PY bench/own_images.py --n 3000 --size 128 --step-size 128 --device cuda --label-n 3000 --classes 10
+step paper-compiled 170 $PY bench/throughput.py --device cuda --shape paper --steps 20 --workers "$WORKERS" \
     --peak-tflops "$PEAK"

@@ -76,7 +76,7 @@ def tile_pages(folder: str, cache: str, size: int, pages: int = 20) -> list[floa
     return out
 
 
-def mpl_step_rate(size: int, steps: int, batch: int, mu: int) -> float:
+def mpl_step_rate(size: int, steps: int, batch: int, mu: int, device: str = "cpu") -> float:
     """Images/s of MPL steps with a ResNet-18 teacher and student (from scratch) at size px."""
     import torch
 
@@ -92,13 +92,14 @@ def mpl_step_rate(size: int, steps: int, batch: int, mu: int) -> float:
     ds = Dataset("random", [str(i) for i in range(4)], pool, None, fully_labeled=True)
     cfg = RunConfig(DataConfig(labels_per_class=10, val_per_class=5), ModelConfig(name="resnet18", weights="none"),
                     AlgorithmConfig(name="mpl"), TrainConfig(steps=steps, batch_size=batch, mu=mu, finetune_steps=0,
-                                                             eval_every=10**6, checkpoint_every=0, ema_decay=0))
+                                                             eval_every=10**6, checkpoint_every=0, ema_decay=0,
+                                                             device=device))
     rates = []
     train(cfg, ds, make_split(ds, cfg.data), on_progress=lambda p: rates.append(p.images_per_s))
     return rates[-2] if len(rates) > 1 else float("nan")
 
 
-def labeling_rates(folder: str, cache: str, size: int, limit: int) -> tuple[float, float]:
+def labeling_rates(folder: str, cache: str, size: int, limit: int, device: str = "cpu") -> tuple[float, float]:
     """Images/s of pseudo-labeling (predict_pool) and of a bare forward loop over the same cache."""
     import torch
 
@@ -109,16 +110,18 @@ def labeling_rates(folder: str, cache: str, size: int, limit: int) -> tuple[floa
     ds = load_image_folder(folder, image_size=size, cache_dir=cache)
     model = build_model(ModelConfig(name="resnet18", num_classes=len(ds.class_names), in_channels=3,
                                     image_size=size, weights="none")).eval()
-    model = model.to(memory_format=torch.channels_last)
+    dev = torch.device(device)
+    model = model.to(dev, memory_format=torch.channels_last)
     rows = torch.arange(min(limit, len(ds.train)))
     t0 = time.perf_counter()
-    pool_probabilities(model, ds.train.images, torch.device("cpu"), batch_size=256, indices=rows)
+    pool_probabilities(model, ds.train.images, dev, batch_size=256, indices=rows)
     ours = len(rows) / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(rows), 256):
-            x = ds.train.images[start: start + 256].float().div(255).contiguous(memory_format=torch.channels_last)
-            model(x).softmax(-1)
+            x = ds.train.images[start: start + 256].to(dev).float().div(255)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                model(x.contiguous(memory_format=torch.channels_last)).float().softmax(-1).cpu()
     bare = len(rows) / (time.perf_counter() - t0)
     return ours, bare
 
@@ -134,6 +137,7 @@ def main() -> None:
     p.add_argument("--step-size", type=int, default=64, help="image size of the MPL step measure")
     p.add_argument("--label-n", type=int, default=5000, help="images pseudo-labeled in the labeling measure")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--device", default="cpu", help="where the MPL step runs (cuda: B=64, mu=7)")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -155,10 +159,12 @@ def main() -> None:
             ("100-tile page from the cache, server side", f"{np.median(pages):.1f} ms median",
              f"p95 {np.percentile(pages, 95):.1f} ms over {len(pages)} pages")]
     if not args.skip_train:
-        rate = mpl_step_rate(args.step_size, steps=12, batch=8, mu=2)
-        rows.append((f"MPL step, ResNet-18 teacher and student, {args.step_size} px, B=8, mu=2",
-                     f"{rate:.0f} images/s", "CPU, fp32, from scratch"))
-        ours, bare = labeling_rates(str(folder), cache, args.size, args.label_n)
+        batch, mu = (64, 7) if args.device == "cuda" else (8, 2)
+        rate = mpl_step_rate(args.step_size, steps=30 if args.device == "cuda" else 12, batch=batch, mu=mu,
+                             device=args.device)
+        rows.append((f"MPL step, ResNet-18 teacher and student, {args.step_size} px, B={batch}, mu={mu}",
+                     f"{rate:.0f} images/s", f"{args.device}, default precision, from scratch"))
+        ours, bare = labeling_rates(str(folder), cache, args.size, args.label_n, args.device)
         rows.append((f"pseudo-labeling, ResNet-18 at {args.size} px", f"{ours:.0f} images/s",
                      f"bare forward loop {bare:.0f} images/s: {ours / bare:.2f}x"))
     import torch
