@@ -200,8 +200,9 @@ def show_grid(desk: Desk, view, page, mode: str, key: str) -> None:
 def remember_zoom(key: str) -> None:
     """Keep the lightbox's request: a trigger lasts one rerun, the image must outlive the next decision."""
     request = (st.session_state.get(key) or {}).get("zoom")
-    if isinstance(request, dict) and isinstance(request.get("position"), int):
-        st.session_state[f"{key}-zoom"] = request["position"]
+    if isinstance(request, dict):  # a position, or None when the lightbox closed
+        position = request.get("position")
+        st.session_state[f"{key}-zoom"] = position if isinstance(position, int) else None
 
 
 def zoom_image(desk: Desk, tiles: list[dict], key: str) -> dict | None:

@@ -61,7 +61,14 @@ class Grid {
     root.append(this.legend, this.status, this.tilesBox, this.focusBox, this.box, this.help, this.picker);
     root.addEventListener("keydown", (e) => this.onKey(e));
     document.addEventListener("mouseup", () => { this.dragFrom = null; });
-    this.box.addEventListener("close", () => { this.lightbox = false; this.root.focus({ preventScroll: true }); });
+    this.box.addEventListener("close", () => {
+      this.lightbox = false;
+      this.root.focus({ preventScroll: true });
+      if (this.zoomAsked !== undefined && this.zoomAsked !== null) {
+        this.zoomAsked = null; // the server stops sending the large image with every redraw
+        this.setTrigger("zoom", { position: null, n: this.nextId++ });
+      }
+    });
     this.parent.appendChild(root);
     this.root = root;
     this.buildHelp();

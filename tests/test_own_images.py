@@ -157,7 +157,7 @@ def test_weights_files_load_and_a_pickle_is_refused(tmp_path):
         assert torch.equal(model.net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
         assert model.norm.mean.flatten().tolist() == pytest.approx([0.449], abs=1e-3)
     with open(tmp_path / "evil.pkl", "wb") as f:
-        pickle.dump({"conv1.weight": np.zeros((64, 3, 7, 7))}, f)
+        pickle.dump({"conv1.weight": np.zeros((64, 3, 7, 7))}, f, protocol=2)
     cfg = ModelConfig(name="resnet18", num_classes=3, in_channels=1, weights=str(tmp_path / "evil.pkl"))
     with pytest.raises(MPLStudioError, match="plain pickle is refused"):
         build_model(cfg, pretrained=True)
@@ -214,3 +214,57 @@ def test_imagenet_weights_are_read_from_the_data_folder_without_network(tmp_path
     torch.save(state, tmp_path / "weights" / "resnet18-f37072fd.pth")
     model = build_model(ModelConfig(name="resnet18", num_classes=3, in_channels=3, weights="imagenet"), pretrained=True)
     assert model.pretrained_body and torch.equal(model.net.conv1.weight, state["conv1.weight"])
+
+
+def test_a_copied_file_with_a_new_time_is_still_the_source(photos_ws):
+    import os
+    ds = photos_ws.dataset()
+    file = photos_ws.data_root / "photos" / ds.train.ids[0]
+    os.utime(file, ns=(1, 1))  # as `cp` without -p or an unzip leaves it: same bytes, another time
+    assert media.source_notes(ds, [0]) == [""]
+    assert media.export_image(ds, 0) == file.read_bytes()
+
+
+def test_zip_members_named_with_dot_slash_read_back(tmp_path):
+    import zipfile
+    folder = write_photos(tmp_path / "src", per_class=2, unlabeled=3)
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in sorted(folder.rglob("*.*")):
+            zf.write(f, "./" + f.relative_to(folder).as_posix())
+    report, ds = imagefolder.inspect_image_folder(path, cache_dir=tmp_path / "cache")
+    assert report.usable and media.source_notes(ds, [0]) == [""]
+    assert ds.media.source_bytes(0) == (folder / ds.train.ids[0]).read_bytes()
+
+
+def test_a_workspace_refuses_images_that_moved_under_its_decisions(photos_ws):
+    import shutil
+
+    ds = photos_ws.dataset()
+    photos_ws.store.decide([(ds.train.ids[-1], len(ds.train) - 1)], "manual", [0], "ana")
+    (photos_ws.data_root / "photos" / ds.train.ids[-2]).unlink()  # an image before it goes
+    shutil.rmtree(photos_ws.root / "cache")  # so the next open imports again
+    with pytest.raises(MPLStudioError, match="changed since this workspace imported them"):
+        open_workspace("photos", photos_ws.data_root).dataset()
+
+
+def test_resuming_at_another_training_size_is_refused(tiny_dataset, tmp_path):
+    from mpl_core.data.dataset import Dataset, ImageSet
+    cfg = tiny_config("supervised", steps=2)
+    train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)
+    cfg = tiny_config("supervised", steps=4)
+    small = torch.nn.functional.interpolate(tiny_dataset.train.images.float(), size=12).to(torch.uint8)
+    other = Dataset("stripes", tiny_dataset.class_names, ImageSet(small, tiny_dataset.train.labels,
+                                                                  tiny_dataset.train.ids), None, True)
+    with pytest.raises(MPLStudioError, match="image_size=16"):
+        train(cfg, other, make_split(other, cfg.data), out_dir=tmp_path)
+
+
+def test_models_that_cannot_take_the_size_or_the_role_say_so(tiny_dataset, tmp_path):
+    cfg = tiny_config("supervised", steps=1)
+    cfg.model = dataclasses.replace(cfg.model, name="convnext_tiny", weights="none")
+    with pytest.raises(MPLStudioError, match="at least 32 px"):
+        train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data))
+    cfg.model = dataclasses.replace(cfg.model, name="cnn", student="mobilenet_v3_small")
+    result = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)
+    assert load_model(result.checkpoint)[1]["model"]["student"] == ""  # no teacher: the model named is trained

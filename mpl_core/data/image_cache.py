@@ -14,11 +14,12 @@ size is rebuilt; `CacheWriter` builds in a sibling folder and renames it into pl
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -51,15 +52,16 @@ class CacheWriter:
         self.files = {part: open(self.folder / f"{part}.u8", "wb") for part in ("pool", "test")}
         self.thumbs = open(self.folder / "thumbs.bin", "wb")
         self.offsets, self.native, self.stamps = [0], {"pool": [], "test": []}, {"pool": [], "test": []}
-        self.gray = {"pool": [], "test": []}
+        self.gray, self.digests = {"pool": [], "test": []}, []
 
     def add(self, part: str, rgb: np.ndarray, gray: bool, thumb: bytes | None, native: tuple[int, int],
-            stamp: tuple[int, int]) -> None:
+            stamp: tuple[int, int], digest: str) -> None:
         """One (3, S, S) uint8 row; a gray image has three equal channels until `finish` decides."""
         self.files[part].write(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
         if part == "pool":
             self.thumbs.write(thumb or b"")
             self.offsets.append(self.offsets[-1] + len(thumb or b""))
+            self.digests.append(digest)
         self.native[part].append(native)
         self.stamps[part].append(stamp)
         self.gray[part].append(gray)
@@ -73,6 +75,7 @@ class CacheWriter:
             for part in ("pool", "test"):
                 _keep_first_channel(self.folder / f"{part}.u8", size)
         np.savez(self.folder / "arrays.npz", offsets=np.asarray(self.offsets, dtype=np.int64),
+                 digests=np.asarray(self.digests, dtype="S32").reshape(-1),
                  **{f"{p}_native": np.asarray(self.native[p], dtype=np.int32).reshape(-1, 2) for p in self.native},
                  **{f"{p}_stamps": np.asarray(self.stamps[p], dtype=np.int64).reshape(-1, 2) for p in self.stamps})
         mode = "L" if gray else "RGB"
@@ -162,26 +165,32 @@ class ImageCache:
             return self._zip_notes(rows)
         notes = []
         for i in rows:
+            file = self.source / ids[i]
             try:
-                st = (self.source / ids[i]).stat()
+                st = file.stat()
+                same = (st.st_size, st.st_mtime_ns) == tuple(stamps[i]) or self._same_bytes(i, file.read_bytes())
             except OSError:
                 notes.append("source file gone since the import")
                 continue
-            notes.append("" if (st.st_size, st.st_mtime_ns) == tuple(stamps[i]) else
-                         "source file changed since the import")
+            notes.append("" if same else "source file changed since the import")
         return notes
+
+    def _same_bytes(self, i: int, data: bytes) -> bool:
+        """A file copied or restored gets a new time, not new contents: compare what the import hashed."""
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest().encode()
+        return digest == self.arrays["digests"][i]
 
     def _zip_notes(self, rows: list[int]) -> list[str]:
         ids, stamps = self.index["pool"]["ids"], self.arrays["pool_stamps"]
         try:
-            st = self.source.stat()
+            signature = zip_signature(self.source)
         except OSError:
             return ["source zip gone since the import"] * len(rows)
-        if (st.st_size, st.st_mtime_ns) == tuple(self.index["zip"]):
+        if list(signature) == list(self.index["zip"]):
             return [""] * len(rows)
         try:
             with zipfile.ZipFile(self.source) as zf:
-                members = {_posix(info.filename): (info.file_size, info.CRC) for info in zf.infolist()}
+                members = {member_id(info.filename): (info.file_size, info.CRC) for info in zf.infolist()}
         except (zipfile.BadZipFile, OSError):
             return ["source zip unreadable since the import"] * len(rows)
         return ["" if members.get(ids[i]) == tuple(stamps[i]) else
@@ -197,11 +206,18 @@ class ImageCache:
             if not self.is_zip:
                 return (self.source / rel).read_bytes()
             with zipfile.ZipFile(self.source) as zf:
-                name = next(info.filename for info in zf.infolist() if _posix(info.filename) == rel)
+                name = next(info.filename for info in zf.infolist() if member_id(info.filename) == rel)
                 return zf.read(name)
         except (OSError, StopIteration, zipfile.BadZipFile):
             return None
 
 
-def _posix(name: str) -> str:
-    return name.replace("\\", "/")
+def member_id(name: str) -> str:
+    """A zip member's id, as the import names it (separators and "./" normalised)."""
+    return PurePosixPath(name.replace("\\", "/")).as_posix()
+
+
+def zip_signature(path: Path) -> tuple[int, int]:
+    """(size, mtime) of a zip file: another zip under the same name is imported again."""
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mpl_core.data.dataset import Dataset
-from mpl_core.data.image_cache import THUMB_PX, CacheKey, CacheWriter, ImageCache, read_index
+from mpl_core.data.image_cache import THUMB_PX, CacheKey, CacheWriter, ImageCache, read_index, zip_signature
 from mpl_core.errors import MPLStudioError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -288,6 +288,20 @@ class _Reader:
         self.budget = limits.max_total_bytes
         self.class_folders: set[str] = set()
         self._lock = threading.Lock()
+        self._local = threading.local()  # a ZipFile per thread: one ZipFile's open() is not thread-safe
+        self._opened: list[zipfile.ZipFile] = []
+
+    def _thread_zip(self) -> zipfile.ZipFile:
+        zf = getattr(self._local, "zf", None)
+        if zf is None:
+            zf = self._local.zf = zipfile.ZipFile(self.zf.filename)
+            with self._lock:
+                self._opened.append(zf)
+        return zf
+
+    def close(self) -> None:
+        for zf in self._opened:
+            zf.close()
 
     def read(self, entry: _Entry, spend: bool = True) -> bytes:
         data = self._read_zip(entry.origin) if self.zf is not None else self._read_file(entry.origin)
@@ -305,7 +319,7 @@ class _Reader:
         if info.flag_bits & 0x1:
             raise _Skip("encrypted zip member; zip the images again without a password")
         chunks, size = [], 0
-        with self.zf.open(info) as f:
+        with self._thread_zip().open(info) as f:
             while chunk := f.read(1 << 20):
                 size += len(chunk)
                 if size > self.limits.max_file_bytes:
@@ -406,11 +420,18 @@ def load_image_folder(path: str | Path, *, image_size: int = 0, limits: ImportLi
 
 
 def open_cached(path: str | Path, cache_dir: str | Path, image_size: int = 0) -> Dataset | None:
-    """The dataset from cache_dir if it holds the import of path at the requested size, else None."""
+    """The dataset from cache_dir if it holds the import of path at the requested size (and, for a
+    zip, of the same zip file), else None. A folder's files are not walked again: a file changed
+    since the import keeps its imported copy, and its tile says what happened to the source."""
     folder = Path(cache_dir)
     index = read_index(folder)
     if index is None or not CacheKey(str(Path(path).resolve()), image_size).matches(index):
         return None
+    try:
+        if index.get("zip") is not None and list(index["zip"]) != list(zip_signature(Path(path))):
+            return None
+    except OSError:
+        return None  # the zip is gone: the import says so
     try:
         return _dataset(ImageCache(folder), ImportReport(**index["report"]))
     except (OSError, KeyError, ValueError, TypeError):
@@ -441,8 +462,11 @@ def inspect_image_folder(path: str | Path, *, image_size: int = 0, limits: Impor
             try:
                 with zipfile.ZipFile(path) as zf:  # members are read while it is open
                     reader = _Reader(limits, report, zf)
-                    return _import(path, _zip_entries(zf, reader), reader, image_size, folder, device_kind,
-                                   on_progress, workers, temporary)
+                    try:
+                        return _import(path, _zip_entries(zf, reader), reader, image_size, folder, device_kind,
+                                       on_progress, workers, temporary)
+                    finally:
+                        reader.close()
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
                 report.problems.append(f"not a readable zip file ({exc.__class__.__name__}: {exc}); "
                                        "zip the folder again and upload the new file")
@@ -476,7 +500,7 @@ def _import(path: Path, entries: Iterator[_Entry], reader: _Reader, image_size: 
         parts = {part: {"ids": [e.relpath for e in rows[part]],
                         "labels": [index[e.label] if e.label is not None else -1 for e in rows[part]]}
                  for part in ("pool", "test")}
-        zip_stamp = None if path.is_dir() else (path.stat().st_size, path.stat().st_mtime_ns)
+        zip_stamp = None if path.is_dir() else zip_signature(path)
         report.mode = "L" if all(writer.gray["pool"]) and all(writer.gray["test"]) else "RGB"
         key = CacheKey(str(path.resolve()), image_size)
         writer.finish({"source": key.source, "requested_size": image_size, "zip": zip_stamp, "classes": classes,
@@ -518,7 +542,7 @@ def _decode_into(writer: CacheWriter, entries: list[_Entry], reader: _Reader, si
                     continue
                 labeled_classes.update([entry.label] if entry.section == "labeled" else [])
                 part = "test" if entry.section == "test" else "pool"
-                writer.add(part, result.rgb, result.gray, result.thumb, result.native, entry.stamp)
+                writer.add(part, result.rgb, result.gray, result.thumb, result.native, entry.stamp, result.digest)
                 rows[part].append(entry)
             if on_progress:
                 on_progress(min(start + chunk, len(entries)), len(entries))

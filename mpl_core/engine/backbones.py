@@ -40,7 +40,8 @@ class TorchvisionNet(nn.Module):
         self.norm = Normalize(mean, std, cfg.in_channels)
         self.net = torchvision.models.get_model(arch, weights=None)
         self.arch, self.in_channels = arch, cfg.in_channels
-        self.pretrained_body = False
+        # From the config, not from whether loading worked: a resumed run's optimizer groups must match.
+        self.pretrained_body = imagenet_norm
         name, conv = _first(self.net, nn.Conv2d)
         if conv.in_channels != cfg.in_channels:
             _replace(self.net, name, nn.Conv2d(cfg.in_channels, conv.out_channels, conv.kernel_size, conv.stride,

@@ -32,6 +32,17 @@ def resolve_model_name(cfg: ModelConfig) -> str:
     return "cnn" if cfg.image_size <= 28 else "wrn-28-2" if cfg.image_size <= 32 else "resnet18"
 
 
+MIN_SIZE = {"convnext_tiny": 32}  # its stride-4 stem and three stride-2 steps leave nothing of 28 px
+
+
+def check_input_size(cfg: ModelConfig) -> None:
+    for role in ("teacher", "student"):
+        name, _ = role_model(cfg, role)
+        if cfg.image_size < MIN_SIZE.get(name, 0):
+            raise MPLStudioError(f"{name} needs images of at least {MIN_SIZE[name]} px and these are "
+                                 f"{cfg.image_size} px; choose another model")
+
+
 def model_names() -> list[str]:
     return list(MODEL_REGISTRY) + list(TORCHVISION_MODELS)
 

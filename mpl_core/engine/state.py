@@ -57,7 +57,7 @@ def _param_groups(model: nn.Module, weight_decay: float, lr: float, body_scale: 
     groups: dict[tuple[bool, bool], list] = {}
     for p in model.parameters():
         groups.setdefault((p.ndim > 1, head is not None and id(p) not in head), []).append(p)
-    return [{"params": groups[(decay, body)], "weight_decay": weight_decay if decay else 0.0,
+    return [{"params": groups.get((decay, body), []), "weight_decay": weight_decay if decay else 0.0,
              "lr": lr * (body_scale if body else 1.0)}
             for decay, body in ((True, False), (False, False), (True, True), (False, True))
             if (decay, body) in groups or not body]
@@ -90,18 +90,20 @@ def finetune_learner(model: nn.Module, cfg: RunConfig) -> Learner:
 
 # --- fresh ---------------------------------------------------------------------------------------
 
-def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, rank: int = 0) -> TrainState:
+def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, rank: int = 0,
+               pretrained: bool = True) -> TrainState:
     """Fresh models and generators. Every rank builds the same weights; each draws its own batches
-    and augmentations (seeds offset by rank; rank 0's are those of a single-process run)."""
+    and augmentations (seeds offset by rank; rank 0's are those of a single-process run).
+    pretrained: load torchvision models' weights (False when a checkpoint will be restored)."""
     t = cfg.train
     # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
-        student = build_model(model_cfg, role="student", pretrained=True).to(device,
+        student = build_model(model_cfg, role="student", pretrained=pretrained).to(device,
                                                                               memory_format=torch.channels_last)
         teacher = None
         if get_algorithm(cfg.algorithm.name).teacher:
-            model = build_model(model_cfg, role="teacher", pretrained=True)
+            model = build_model(model_cfg, role="teacher", pretrained=pretrained)
             teacher = make_learner(model.to(device, memory_format=torch.channels_last),
                                    t.lr, cfg, t.steps, t.warmup_steps)
     offset = rank * dist_.RANK_SEED_STRIDE
@@ -185,15 +187,24 @@ def load_resume_state(out: Path | None, device: torch.device,
     return dist_.broadcast_object(ckpt.load_checkpoint(path, "cpu") if path else None, ctx)
 
 
-def check_compatible(info: dict, cfg: RunConfig) -> None:
-    """Refuse to resume a checkpoint trained on other data or with another algorithm or model."""
+def check_compatible(info: dict, cfg: RunConfig, model_cfg: ModelConfig | None = None) -> None:
+    """Refuse to resume a checkpoint trained on other data, with another algorithm, or with other
+    models or inputs than model_cfg (the models this run would build now)."""
     saved = info["config"]
-    for section, key in (("algorithm", "name"), ("model", "name"), ("model", "student"), ("data", "dataset"),
-                         ("data", "seed"), ("data", "image_size")):
+    for section, key in (("algorithm", "name"), ("model", "name"), ("model", "student"), ("model", "weights"),
+                         ("data", "dataset"), ("data", "seed"), ("data", "image_size")):
         ours = cfg.to_dict()[section][key]
-        if saved[section].get(key, ours) != ours and not (section == "model" and cfg.model.name == "auto"):
+        if saved[section].get(key, ours) != ours and not (section, key, cfg.model.name) == ("model", "name", "auto"):
             raise MPLStudioError(f"the checkpoint in this folder was trained with {section}.{key}="
                                  f"{saved[section][key]!r}; use another output folder or the same setting")
+    if model_cfg is None:
+        return
+    was, now = info["model"], dataclasses.asdict(model_cfg)
+    for key in ("name", "student", "in_channels", "image_size", "num_classes"):
+        if was.get(key, now[key] if key == "student" else None) != now[key]:
+            raise MPLStudioError(f"the checkpoint's model has {key}={was.get(key)!r} and this run's would have "
+                                 f"{now[key]!r} (the data's training size or the model changed since); "
+                                 "start a new run")
 
 
 def restore_state(state: TrainState, tensors: dict, info: dict, cfg: RunConfig, rank: int = 0) -> None:

@@ -29,7 +29,7 @@ from mpl_core.engine.algorithms import Algorithm, Batch, get_algorithm, supervis
 from mpl_core.engine.augment import make_batch
 from mpl_core.engine.evaluate import Evaluator
 from mpl_core.engine.inference import bf16_autocast_applies
-from mpl_core.engine.models import resolve_model_name
+from mpl_core.engine.models import check_input_size, resolve_model_name
 from mpl_core.engine.parallel import ModelWrappers, shard_split
 from mpl_core.engine.sampling import IndexSampler, to_device
 from mpl_core.engine.state import (
@@ -113,7 +113,11 @@ def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> Mode
     mean, std = channel_stats(dataset.train.images[sample])  # a spread sample: a cached pool stays on disk
     m = dataclasses.replace(cfg.model, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
                             image_size=dataset.image_size, mean=mean, std=std)
-    return dataclasses.replace(m, name=resolve_model_name(m))
+    if not get_algorithm(cfg.algorithm.name).teacher:
+        m = dataclasses.replace(m, student="", student_weights="")  # one model: the one named
+    m = dataclasses.replace(m, name=resolve_model_name(m))
+    check_input_size(m)
+    return m
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -126,13 +130,15 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     t, algo, ctx = cfg.train, get_algorithm(cfg.algorithm.name), dist_.current()
     rank, device = (ctx.rank, ctx.device()) if ctx else (0, pick_device(t.device))
     model_cfg = resolve_model_config(cfg, dataset, split)
-    state = init_state(cfg, model_cfg, device, rank)
     out = Path(out_dir) if out_dir else None
     saver = Checkpointer(out, cfg, model_cfg, dataset, ctx)
     saving = dist_.broadcast_object(out is not None, ctx)  # rank 0 decides; the others join its checkpoints
     resumed = load_resume_state(out if resume else None, device, ctx)
     if resumed is not None:
-        check_compatible(resumed[1], cfg)
+        check_compatible(resumed[1], cfg, model_cfg)
+    # Pretrained weights only for a fresh run: a checkpoint brings its own (and needs no network).
+    state = init_state(cfg, model_cfg, device, rank, pretrained=resumed is None)
+    if resumed is not None:
         restore_state(state, *resumed, cfg, rank)
     data = _Data.build(dataset, split, device, ctx, t.balance_classes)
     models, evaluator = ModelWrappers(ctx, device, t.compile), Evaluator(dataset, split.val, device, t.amp)

@@ -53,6 +53,7 @@ class Studio:
         self._jobs: dict[str, TrainingJob] = {}
         self._sessions: dict[str, ReviewSession] = {}
         self._uris: dict[str, dict[int, str]] = {}  # workspace -> pool index -> PNG data URI
+        self._zooms: dict[tuple[str, int], str] = {}  # (workspace, pool index) -> the lightbox's source image
 
     # --- workspaces ----------------------------------------------------------------------------
 
@@ -67,7 +68,7 @@ class Studio:
         try:
             ws.dataset(on_progress)
             ws.split()
-        except MPLStudioError:
+        except BaseException:  # a bad folder, or the page's script stopped midway: no half-made workspace
             shutil.rmtree(ws.root, ignore_errors=True)
             raise
         with self._lock:
@@ -249,8 +250,18 @@ class Studio:
         return media.thumbnails(dataset.train.images, pool_indices, scale)
 
     def zoom_image(self, name: str, pool_index: int) -> str:
-        """The lightbox's image as a data URI: the source file, up to 1600 px."""
-        return media.large_uri(self.open(name).dataset(), pool_index)
+        """The lightbox's image as a data URI: the source file, up to 1600 px (the last few kept, since
+        every redraw while the lightbox is open sends it again)."""
+        key = (name, int(pool_index))
+        with self._lock:
+            if key in self._zooms:
+                return self._zooms[key]
+        uri = media.large_uri(self.open(name).dataset(), pool_index)
+        with self._lock:
+            self._zooms[key] = uri
+            while len(self._zooms) > 8:
+                del self._zooms[next(iter(self._zooms))]
+        return uri
 
     def _image_uris(self, name: str, pool_indices: list[int]) -> list[str]:
         """Images as PNG data URIs, encoded once per process: the grid redraws after every decision."""

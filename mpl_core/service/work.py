@@ -28,6 +28,7 @@ from mpl_core.engine.train import Progress, device_label, pick_device, train
 from mpl_core.errors import MPLStudioError
 from mpl_core.service.job import JobStopped, TrainingJob
 from mpl_core.service.lock import busy_error, lock_is_held
+from mpl_core.workspace.attach import check_fits
 from mpl_core.workspace.calibration import threshold_for_precision
 from mpl_core.workspace.review import decide_rows, reviewed_training_set, select_by_threshold, threshold_index
 from mpl_core.workspace.workspace import Workspace, open_workspace
@@ -196,8 +197,7 @@ def _pseudo_label_work(run_id: int, which: str):
         job.say(f"loading the {which} of run {run_id}", device=device_label(device, amp=True))
         model, info = load_model(path, which, device)
         dataset, split = ws.dataset(), ws.split()
-        if info["class_names"] != dataset.class_names:
-            raise MPLStudioError("the run's classes differ from this workspace's data; pick another run")
+        check_fits(ws, info)  # same classes, channels and training size as the data now
         probs, validation = _predict_with_halving(job, model, dataset, _my_shard(split, ctx), device)
         if ctx is not None:
             job.say(f"collecting pseudo-labels from {ctx.world_size} processes")

@@ -24,7 +24,7 @@ def attach_checkpoint(ws: Workspace, path: str | Path) -> int:
     """Add the checkpoint (or a folder's newest) to ws as a new run; returns its id."""
     source = _find(Path(path))
     _, info = load_checkpoint(source)
-    _check_fits(ws, info)
+    check_fits(ws, info)
     load_model(source, "student")  # the weights must load into the model they describe
     data_note = _data_note(ws, info)
     run_id = ws.store.create_run("train", info["config"])
@@ -60,7 +60,7 @@ def _find(path: Path) -> Path:
     return path
 
 
-def _check_fits(ws: Workspace, info: dict) -> None:
+def check_fits(ws: Workspace, info: dict) -> None:
     ds = ws.dataset()
     if info["class_names"] != ds.class_names:
         raise MPLStudioError(f"the checkpoint's classes ({', '.join(info['class_names'][:6])}…) differ from this "

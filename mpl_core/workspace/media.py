@@ -78,7 +78,7 @@ def large_uri(dataset, i: int, max_side: int = 1600) -> str:
     if data is None:
         return display_uris(dataset, [i])[0]
     try:
-        img = decode_image(data)
+        img = decode_image(data, draft=max_side)
     except Exception:  # noqa: BLE001 - the file changed into something unreadable: show the thumbnail
         return display_uris(dataset, [i])[0]
     img = to_8bit(img, "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")

@@ -286,6 +286,12 @@ class Store:
                                np.asarray(cols[4], dtype=np.float32), np.asarray(cols[5], dtype=np.float32),
                                probs, json.loads(validation))
 
+    def known_samples(self) -> list[tuple[str, int]]:
+        """(sample id, pool index) of every sample a pseudo-label or a decision names."""
+        with self._connect() as con:
+            return con.execute("SELECT sample_id, idx FROM pseudo_labels UNION "
+                               "SELECT sample_id, idx FROM decisions").fetchall()
+
     # --- review decisions ------------------------------------------------------------------------
 
     def decide(self, samples: list[tuple[str, int]], action: str | list[str], labels: list[int] | int, who: str,

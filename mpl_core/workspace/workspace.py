@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mpl_core.config import DataConfig
 from mpl_core.data.dataset import Dataset
+from mpl_core.data.imagefolder import open_cached
 from mpl_core.data.sources import BUILTIN_SETS, load_dataset
 from mpl_core.data.splits import Split, make_split
 from mpl_core.errors import MPLStudioError
@@ -72,12 +73,27 @@ class Workspace:
         (on_progress(done, total) while that runs) and memory-mapped from it afterwards."""
         if self._dataset is None:
             source = self.data.dataset
-            if not is_builtin(source):
-                source = str(inside(source, self.data_root))
-            self._dataset = load_dataset(source, self.data_root, image_size=self.data.image_size,
-                                         cache_dir=self.cache_dir(), device_kind=device_kind(),
-                                         on_progress=on_progress)
+            if is_builtin(source):
+                self._dataset = load_dataset(source, self.data_root)
+                return self._dataset
+            source = str(inside(source, self.data_root))
+            cached = open_cached(source, self.cache_dir(), self.data.image_size)
+            if cached is None:  # first use, or the cache is gone or stale: import, then check it is the same data
+                cached = load_dataset(source, self.data_root, image_size=self.data.image_size,
+                                      cache_dir=self.cache_dir(), device_kind=device_kind(), on_progress=on_progress)
+                self._check_same_images(cached)
+            self._dataset = cached
         return self._dataset
+
+    def _check_same_images(self, dataset: Dataset) -> None:
+        """Decisions and pseudo-labels name images by pool position: refuse data where they moved."""
+        ids = dataset.train.ids
+        moved = [s for s, i in self.store.known_samples() if i >= len(ids) or ids[i] != s]
+        if moved:
+            raise MPLStudioError(f"the images in {self.data.dataset} changed since this workspace imported them "
+                                 f"({len(moved)} of its reviewed or pseudo-labeled images moved or went), so its "
+                                 "decisions would point at other images; put the images back as they were, or "
+                                 "create a new workspace for the new images")
 
     def cache_dir(self, image_size: int | None = None) -> Path:
         size = self.data.image_size if image_size is None else image_size
