@@ -106,6 +106,13 @@ def fmt_eta(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+def interval(low, high) -> str:
+    """'90.2–95.4%' for a 90% interval; '-' where there is none."""
+    if low is None or high is None or low != low or high != high:
+        return "-"
+    return f"{low * 100:.1f}–{high * 100:.1f}%"
+
+
 def pct(v) -> str:
     """0.716 -> '71.6%'; '-' for None or NaN."""
     return "-" if v is None or v != v else f"{v * 100:.1f}%"

@@ -105,16 +105,23 @@ def threshold_metrics(stats) -> None:
     m[0].metric("Pass", f"{stats.passed:,}", help="pseudo-labels at or above their class threshold")
     m[1].metric("Coverage", ui.pct(stats.coverage), help="share of the pool that passes")
     m = st.columns(2)
-    m[0].metric("Estimated precision", ui.pct(stats.est_precision), help="calibrated on the validation split")
+    m[0].metric("Estimated precision", ui.pct(stats.est_precision),
+                help="how often the validation images that pass the same thresholds were labeled right")
     if stats.true_precision is not None:
         m[1].metric("True precision", ui.pct(stats.true_precision), help="from the dataset's hidden labels")
-    st.caption(f"{stats.val_support} validation image(s) behind the estimate")
+    if stats.val_support:
+        st.caption(f"90% interval {ui.interval(stats.est_low, stats.est_high)}, from the "
+                   f"{stats.val_support} validation image(s) that pass: fewer images, a wider interval")
+    else:
+        st.caption("No validation image passes these thresholds, so there is no estimate: lower them, "
+                   "or label more images")
 
 
 def per_class_table(stats, names: list[str], thresholds: list[float]) -> None:
     percent = st.column_config.NumberColumn(format="percent")
     st.dataframe([{"class": names[r["class"]], "threshold": thresholds[r["class"]], "predicted": r["predicted"],
                    "pass": r["passed"], "coverage": r["coverage"], "est. precision": r["est_precision"],
+                   "90% interval": ui.interval(r["est_low"], r["est_high"]), "validation": r["val_support"],
                    "true precision": r["true_precision"]} for r in stats.per_class], hide_index=True,
                  column_config={"coverage": percent, "est. precision": percent, "true precision": percent})
 
@@ -252,12 +259,25 @@ def calibration_tab(view) -> None:
     fig.update_layout(title="Reliability on the validation split", xaxis_title="confidence",
                       yaxis_title="accuracy", height=330, margin=dict(l=10, r=10, t=40, b=10))
     c[0].plotly_chart(fig, key="reliability")
-    series = [k for k in (sweep[0] if sweep else {}) if k != "threshold"]
-    fig = go.Figure([go.Scatter(x=[r["threshold"] for r in sweep], y=[r[k] for r in sweep], mode="lines", name=k)
-                     for k in series])
+    c[1].plotly_chart(precision_figure(sweep), key="sweep")
+
+
+def precision_figure(sweep: list[dict]) -> go.Figure:
+    """Precision and coverage by threshold, the estimate inside its 90% interval (a band)."""
+    x = [r["threshold"] for r in sweep]
+    traces = []
+    if sweep and "est_low" in sweep[0]:
+        traces += [go.Scatter(x=x, y=[r["est_high"] for r in sweep], mode="lines", line=dict(width=0),
+                              showlegend=False, hoverinfo="skip"),
+                   go.Scatter(x=x, y=[r["est_low"] for r in sweep], mode="lines", line=dict(width=0), fill="tonexty",
+                              fillcolor="rgba(99, 110, 250, 0.2)", name="90% interval")]
+    names = {"est_precision": "estimated precision", "true_precision": "true precision", "coverage": "coverage"}
+    traces += [go.Scatter(x=x, y=[r[k] for r in sweep], mode="lines", name=name)
+               for k, name in names.items() if sweep and k in sweep[0]]
+    fig = go.Figure(traces)
     fig.update_layout(title="Precision and coverage by threshold", height=330, xaxis_title="threshold",
                       margin=dict(l=10, r=10, t=40, b=10))
-    c[1].plotly_chart(fig, key="sweep")
+    return fig
 
 
 def main() -> None:

@@ -1,11 +1,16 @@
-"""Estimated vs true precision of pseudo-labels across thresholds, on Fashion-MNIST.
+"""Estimated vs true precision of pseudo-labels across thresholds, on Fashion-MNIST, with intervals.
 
-    python bench/calibration.py --preset quick-demo
-    python bench/calibration.py --preset cpu-10min --model student
+    python bench/calibration.py --preset quick-demo                  # one seed, the app's estimate
+    python bench/calibration.py --preset quick-demo --seeds 0 1 2    # + the comparison of estimators
 
-Trains a run in a scratch workspace, pseudo-labels the whole unlabeled pool (about 59k images),
-and prints, per global threshold: how many pass, the calibrated estimate from the 500-image
-validation split, the true precision, the model's raw mean confidence, and both gaps.
+For each seed: trains a run in a scratch workspace, pseudo-labels the whole unlabeled pool (about
+59k images) and prints, per global threshold, how many pass, the app's estimate with its 90%
+interval and the validation images behind it, and the true precision. With --compare (on by
+default for several seeds) it also scores the alternatives over every (seed, threshold) pair,
+thresholds 0.50 to 0.99: isotonic regression (the former estimate), temperature scaling and
+Kumar et al.'s scaling-binning ("Verified uncertainty calibration", 2019), each with a bootstrap
+interval over the validation split, Bayesian histogram binning weighted by the pool's
+confidences, and the app's count of validation images with a Jeffreys interval. Per class too.
 """
 from __future__ import annotations
 
@@ -15,52 +20,190 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpl_core.config import DataConfig  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
 from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa: E402
+from mpl_core.workspace.calibration import fit_calibration, precision_interval  # noqa: E402
 from mpl_core.workspace.review import threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
-THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98]
+SHOWN = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
+SCORED = [round(x, 2) for x in np.arange(0.50, 0.99, 0.01)] + [0.99]
+EDGES = np.array([0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 1.0 + 1e-9])
+BOOT = 100
+
+
+def run_seed(preset: str, algorithm: str, seed: int) -> dict:
+    """Train, pseudo-label; the pool's and the validation split's probabilities, and the app's sweep."""
+    import torch
+
+    from mpl_core.engine.checkpoint import latest_checkpoint
+    from mpl_core.engine.inference import predict_logits
+    from mpl_core.engine.state import load_model
+    with tempfile.TemporaryDirectory() as root:
+        ws = create_workspace("bench", DataConfig(seed=seed), root)
+        t0 = time.time()
+        st = start_training(ws, build_run_config(preset, algorithm=algorithm, seed=seed)).join()
+        if st.state != "done":
+            sys.exit(f"training {st.state}: {st.error}")
+        pl = start_pseudo_labeling(ws).join()
+        if pl.state != "done":
+            sys.exit(f"pseudo-labeling {pl.state}: {pl.error}")
+        rows, ds, split = ws.store.pseudo_labels(), ws.dataset(), ws.split()
+        model, _ = load_model(latest_checkpoint(ws.run_dir(st.run_id)), which=pl.result["model"])
+        val_probs = torch.softmax(predict_logits(model, ds.train.images, torch.device("cpu"), indices=split.val), -1)
+        print(f"\nseed {seed}: {algorithm} {preset}, student test {st.result['test_acc'] * 100:.2f}%, "
+              f"{pl.result['count']} pseudo-labels from the {pl.result['model']}, {time.time() - t0:.0f} s")
+        return {"sweep": threshold_index(ws).sweep(SHOWN), "pool_probs": rows.probs.astype(np.float64),
+                "pool_conf": rows.confidence.astype(np.float64), "pool_label": rows.label,
+                "truth": ds.train.labels.numpy()[rows.idx], "val_probs": val_probs.numpy().astype(np.float64),
+                "val_truth": ds.train.labels.numpy()[split.val.numpy()]}
+
+
+def print_sweep(sweep: list[dict]) -> None:
+    print("| threshold | passed | coverage | estimated | 90% interval | validation images | true | inside |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in sweep:
+        if not r["passed"]:
+            print(f"| {r['threshold']:.2f} | 0 | 0% | - | - | - | - | - |")
+            continue
+        inside = r["est_low"] <= r["true_precision"] <= r["est_high"]
+        print(f"| {r['threshold']:.2f} | {r['passed']} | {r['coverage'] * 100:.1f}% | {r['est_precision'] * 100:.1f}% "
+              f"| {r['est_low'] * 100:.1f}–{r['est_high'] * 100:.1f}% | {r['val_support']} "
+              f"| {r['true_precision'] * 100:.1f}% | {'yes' if inside else 'no'} |")
+
+
+# --- the alternatives (bench only) --------------------------------------------------------------------
+
+def fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising the validation NLL (golden-section search on log T)."""
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z = z - z.max(1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
+    lo, hi = np.log(0.05), np.log(20.0)
+    for _ in range(50):
+        a, b = lo + (hi - lo) * 0.382, lo + (hi - lo) * 0.618
+        lo, hi = (lo, b) if nll(a) < nll(b) else (a, hi)
+    return float(np.exp((lo + hi) / 2))
+
+
+def scaled_conf(logp: np.ndarray, t: float) -> np.ndarray:
+    z = logp / t
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z)
+    return (p / p.sum(1, keepdims=True)).max(1)
+
+
+def scaling_binning(logp: np.ndarray, y: np.ndarray, rng, bins: int = 10):
+    """Kumar et al.: a temperature fitted on one half; equal-mass bins of the scaled confidence on
+    the other half, each bin's value the mean scaled confidence in it."""
+    order = rng.permutation(len(y))
+    a, b = order[: len(y) // 2], order[len(y) // 2:]
+    t = fit_temperature(logp[a], y[a])
+    s = scaled_conf(logp[b], t)
+    edges = np.quantile(s, np.linspace(0, 1, bins + 1))
+    edges[0], edges[-1] = 0.0, 1.0 + 1e-9
+    which = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, bins - 1)
+    values = np.array([s[which == k].mean() if (which == k).any() else (edges[k] + edges[k + 1]) / 2
+                       for k in range(bins)])
+    return lambda lp: values[np.clip(np.searchsorted(edges, scaled_conf(lp, t), side="right") - 1, 0, bins - 1)]
+
+
+def bayes_bins(vconf, vok, pool_conf_passed, rng, draws: int = 4000, strength: float = 2.0) -> np.ndarray:
+    """Draws of the precision of what passes: per confidence bin a Beta posterior of the validation
+    accuracy (prior: the mean confidence, `strength` images' worth), weighted by the pool in it."""
+    vb = np.clip(np.searchsorted(EDGES, vconf, side="right") - 1, 0, len(EDGES) - 2)
+    pb = np.clip(np.searchsorted(EDGES, pool_conf_passed, side="right") - 1, 0, len(EDGES) - 2)
+    w = np.bincount(pb, minlength=len(EDGES) - 1) / max(1, len(pool_conf_passed))
+    out = np.zeros(draws)
+    for b in np.nonzero(w)[0]:
+        n, k = int((vb == b).sum()), int(vok[vb == b].sum())
+        m = vconf[vb == b].mean() if n else (EDGES[b] + EDGES[b + 1]) / 2
+        out += w[b] * rng.beta(k + strength * m, n - k + strength * (1 - m), draws)
+    return out
+
+
+def compare(seeds: list[dict]) -> None:
+    results: dict[str, list] = {}
+    per_class: dict[str, list] = {}
+    for d in seeds:
+        rng = np.random.default_rng(0)
+        vp, vy = d["val_probs"], d["val_truth"]
+        vlogp, plogp = np.log(np.clip(vp, 1e-12, 1)), np.log(np.clip(d["pool_probs"], 1e-12, 1))
+        vc, vl = vp.max(1), vp.argmax(1)
+        vok = vl == vy
+        pc, pl, truth = d["pool_conf"], d["pool_label"], d["truth"]
+        point = {"isotonic": fit_calibration(vc, vok)(pc),
+                 "temperature": scaled_conf(plogp, fit_temperature(vlogp, vy)),
+                 "scaling-binning": scaling_binning(vlogp, vy, np.random.default_rng(1))(plogp)}
+        boots = {k: [] for k in point}
+        for _ in range(BOOT):
+            i = rng.integers(0, len(vy), len(vy))
+            boots["isotonic"].append(fit_calibration(vc[i], vok[i])(pc))
+            boots["temperature"].append(scaled_conf(plogp, fit_temperature(vlogp[i], vy[i])))
+            boots["scaling-binning"].append(scaling_binning(vlogp[i], vy[i], rng)(plogp))
+        boots = {k: np.asarray(v) for k, v in boots.items()}
+        for t in SCORED:
+            m = pc >= t
+            if not m.any():
+                continue
+            true, n_val = float((pl[m] == truth[m]).mean()), int((vc >= t).sum())
+            rows = {f"{k} + bootstrap": (point[k][m].mean(), *np.percentile(boots[k][:, m].mean(1), [5, 95]))
+                    for k in point}
+            draws = bayes_bins(vc, vok, pc[m], rng)
+            rows["Bayesian bins (pool-weighted)"] = (draws.mean(), *np.percentile(draws, [5, 95]))
+            rows["count + Jeffreys (the app's)"] = precision_interval(int(vok[vc >= t].sum()), n_val)
+            for name, (est, lo, hi) in rows.items():
+                results.setdefault(name, []).append((t, n_val, true, est, lo, hi))
+            for c in range(len(vp[0])):
+                mc, vm = m & (pl == c), (vl == c) & (vc >= t)
+                if mc.sum() < 20:
+                    continue
+                true_c = float((truth[mc] == c).mean())
+                per_class.setdefault("count + Jeffreys (the app's)", []).append(
+                    (true_c, *precision_interval(int(vok[vm].sum()), int(vm.sum()))[1:]))
+                draws = bayes_bins(vc[vl == c], vok[vl == c], pc[mc], rng, draws=2000)
+                per_class.setdefault("Bayesian bins (pool-weighted)", []).append(
+                    (true_c, *np.percentile(draws, [5, 95])))
+    print(f"\n## Estimators over {len(seeds)} seed(s) x thresholds {SCORED[0]:.2f}-{SCORED[-1]:.2f}\n")
+    print("| estimator | true precision inside the 90% interval | mean width | largest error where >= 200 "
+          "validation images pass | mean error | inside, thresholds >= 0.9 |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        r = np.asarray(r, dtype=float)  # threshold, n_val, true, est, lo, hi
+        inside = (r[:, 2] >= r[:, 4]) & (r[:, 2] <= r[:, 5])
+        big, high = r[:, 1] >= 200, r[:, 0] >= 0.9
+        worst = np.max(np.abs(r[big, 3] - r[big, 2])) * 100 if big.any() else float("nan")
+        print(f"| {name} | {inside.mean() * 100:.1f}% of {len(r)} | {np.mean(r[:, 5] - r[:, 4]) * 100:.1f} points "
+              f"| {worst:.1f} points | {np.nanmean(np.abs(r[:, 3] - r[:, 2])) * 100:.1f} points "
+              f"| {inside[high].mean() * 100:.1f}% |")
+    print("\n| per class (>= 20 pool images pass) | true precision inside the 90% interval | mean width |")
+    print("|---|---|---|")
+    for name, r in per_class.items():
+        r = np.asarray(r, dtype=float)
+        inside = (r[:, 0] >= r[:, 1]) & (r[:, 0] <= r[:, 2])
+        print(f"| {name} | {inside.mean() * 100:.1f}% of {len(r)} | {np.mean(r[:, 2] - r[:, 1]) * 100:.1f} points |")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="quick-demo")
     parser.add_argument("--algorithm", default="mpl")
-    parser.add_argument("--model", default="auto", help="auto = teacher for MPL")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
+                        help="score the alternative estimators (default: with several seeds)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as root:
-        ws = create_workspace("bench", DataConfig(seed=args.seed), root)
-        cfg = build_run_config(args.preset, algorithm=args.algorithm, seed=args.seed)
-        t0 = time.time()
-        st = start_training(ws, cfg).join()
-        if st.state != "done":
-            sys.exit(f"training {st.state}: {st.error}")
-        pl = start_pseudo_labeling(ws, model=args.model).join()
-        if pl.state != "done":
-            sys.exit(f"pseudo-labeling {pl.state}: {pl.error}")
-        print(f"{args.algorithm} {args.preset}, seed {args.seed}: student test {st.result['test_acc'] * 100:.2f}%, "
-              f"{pl.result['count']} pseudo-labels from the {pl.result['model']}, {time.time() - t0:.0f} s")
-        rows = threshold_index(ws).sweep(THRESHOLDS)
-    print("| threshold | passed | coverage | estimated | validation images behind it | true | est - true "
-          "| raw confidence | raw - true |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    gaps = []
-    for r in rows:
-        if not r["passed"]:
-            print(f"| {r['threshold']:.2f} | 0 | 0% | - | - | - | - | - | - |")
-            continue
-        gap, raw = r["est_precision"] - r["true_precision"], r["mean_confidence"] - r["true_precision"]
-        gaps.append(abs(gap))
-        print(f"| {r['threshold']:.2f} | {r['passed']} | {r['coverage'] * 100:.1f}% | {r['est_precision'] * 100:.1f}% "
-              f"| {r['val_support']} | {r['true_precision'] * 100:.1f}% | {gap * 100:+.1f} "
-              f"| {r['mean_confidence'] * 100:.1f}% "
-              f"| {raw * 100:+.1f} |")
-    print(f"largest |estimated - true|: {max(gaps) * 100:.1f} points")
+    data = []
+    for seed in args.seeds:
+        data.append(run_seed(args.preset, args.algorithm, seed))
+        print_sweep(data[-1]["sweep"])
+    if args.compare if args.compare is not None else len(args.seeds) > 1:
+        compare(data)
 
 
 if __name__ == "__main__":

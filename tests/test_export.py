@@ -93,3 +93,16 @@ def test_one_table_of_formats_serves_the_cli_and_the_downloads(reviewed_ws, tmp_
         studio.export_bytes("tiny", "imagefolder")
     with pytest.raises(MPLStudioError, match="format must be one of"):
         studio.export_bytes("tiny", "xml")
+
+
+def test_exports_carry_the_estimated_precision_with_its_interval(reviewed_ws, tmp_path):
+    import json
+    ws, _ = reviewed_ws
+    tree = export(ws, "imagefolder", tmp_path / "tree")
+    summary = json.loads((tree / "precision.json").read_text())
+    rows = {r["threshold"]: r for r in summary["thresholds"]}
+    assert summary["round"] == ws.store.latest_round() and "90% interval" in summary["note"]
+    low = rows[0.5]
+    assert low["val_support"] > 0 and low["est_low"] <= low["est_precision"] <= low["est_high"]
+    folder = export(ws, "label-studio", tmp_path / "ls")
+    assert json.loads((folder.parent / "precision.json").read_text()) == summary  # beside tasks.json

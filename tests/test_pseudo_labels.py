@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from mpl_core.config import AlgorithmConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 from mpl_core.errors import MPLStudioError
@@ -12,6 +13,7 @@ from mpl_core.workspace.calibration import (
     confidence_histogram,
     fit_calibration,
     precision_coverage_table,
+    precision_interval,
     threshold_for_precision,
 )
 from mpl_core.workspace.review import threshold_index
@@ -20,12 +22,44 @@ from mpl_core.workspace.workspace import create_workspace
 IDENTITY = fit_calibration([], [])  # no validation evidence: the model's confidence is taken as is
 
 
-def hand_example(calibration=IDENTITY):
+def hand_example(calibration=IDENTITY, estimator="isotonic"):
     label = np.array([0, 0, 0, 1, 1])
     confidence = np.array([0.9, 0.8, 0.4, 0.95, 0.6])
     truth = np.array([0, 1, 0, 1, 0])
     validation = {"confidence": [0.85, 0.5, 0.97], "label": [0, 0, 1], "truth": [0, 1, 1]}
-    return ThresholdIndex(label, confidence, 2, calibration, truth, validation)
+    return ThresholdIndex(label, confidence, 2, calibration, truth, validation, estimator=estimator)
+
+
+def test_the_estimate_counts_the_validation_images_that_pass_with_a_jeffreys_interval():
+    s = hand_example(estimator="count").stats(0.8)  # validation passing: 0.85 (class 0, right), 0.97 (class 1, right)
+    assert s.val_support == 2 and s.est_precision == pytest.approx(2.5 / 3)
+    assert (s.est_precision, s.est_low, s.est_high) == precision_interval(2, 2)
+    assert 0.3 < s.est_low < s.est_precision < s.est_high < 1.0  # two images say little
+    c0, c1 = s.per_class
+    assert (c0["val_support"], c1["val_support"]) == (1, 1) and c0["est_precision"] == pytest.approx(0.75)
+    s = hand_example(estimator="count").stats(0.5)  # the 0.5 one passes too, and it is wrong
+    assert s.val_support == 3 and s.est_precision == pytest.approx(2.5 / 4)
+    nothing = hand_example(estimator="count").stats([0.9, 0.99])  # pool passes, no validation image does
+    assert nothing.passed == 1 and math.isnan(nothing.est_precision) and (nothing.est_low, nothing.est_high) == (0, 1)
+
+
+def test_the_interval_widens_as_the_validation_split_shrinks():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 2000)
+    right = rng.random(2000) < conf  # calibrated: right as often as it says
+    label = np.zeros(2000, dtype=np.int64)
+    widths = []
+    for n in (2000, 500, 100, 20):
+        validation = {"confidence": conf[:n].tolist(), "label": [0] * n, "truth": np.where(right[:n], 0, 1).tolist()}
+        s = ThresholdIndex(label, conf, 2, IDENTITY, validation=validation).stats(0.7)
+        widths.append(s.est_high - s.est_low)
+        assert s.est_low <= s.est_precision <= s.est_high
+    assert widths == sorted(widths) and widths[-1] > 3 * widths[0]
+    for a, b, lev in ((3, 10, 0.9), (40, 45, 0.9), (250, 300, 0.8)):  # the quantiles invert the Beta CDF
+        est, low, high = precision_interval(a, b, lev)
+        draws = np.random.default_rng(1).beta(a + 0.5, b - a + 0.5, 400_000)
+        assert np.mean(draws < low) == pytest.approx((1 - lev) / 2, abs=0.003)
+        assert np.mean(draws > high) == pytest.approx((1 - lev) / 2, abs=0.003)
 
 
 def test_threshold_stats_match_a_hand_computed_example():
@@ -75,10 +109,14 @@ def test_precision_coverage_table_keeps_only_columns_with_values():
     table = precision_coverage_table(hand_example(), [0.5, 0.8, 1.0])
     assert [list(r) for r in table] == [["threshold", "est_precision", "true_precision", "coverage"]] * 3
     assert table[1]["coverage"] == pytest.approx(0.6) and table[1]["true_precision"] == pytest.approx(2 / 3)
-    no_truth = ThresholdIndex(np.array([0, 1]), np.array([0.9, 0.6]), 2, IDENTITY)
+    validation = {"confidence": [0.95, 0.7], "label": [0, 1], "truth": [0, 0]}
+    no_truth = ThresholdIndex(np.array([0, 1]), np.array([0.9, 0.6]), 2, IDENTITY, validation=validation)
     rows = precision_coverage_table(no_truth)  # the default sweep: 34 thresholds from 0 to 0.99
     assert len(rows) == 34 and rows[-1]["threshold"] == pytest.approx(0.99)
-    assert list(rows[0]) == ["threshold", "est_precision", "coverage"]  # no true labels, no true precision
+    # no true labels, no true precision; the estimate comes with its interval
+    assert list(rows[0]) == ["threshold", "est_precision", "est_low", "est_high", "coverage"]
+    no_evidence = ThresholdIndex(np.array([0, 1]), np.array([0.9, 0.6]), 2, IDENTITY)
+    assert list(precision_coverage_table(no_evidence)[0]) == ["threshold", "coverage"]
 
 def test_estimated_precision_tracks_true_precision_on_fashion_mnist(fmnist, tmp_path):
     """A small supervised model labels 10k pool images; the calibrated estimate from 500 validation
@@ -93,3 +131,14 @@ def test_estimated_precision_tracks_true_precision_on_fashion_mnist(fmnist, tmp_
     assert len(checked) >= 4
     for r in checked:
         assert abs(r["est_precision"] - r["true_precision"]) < 0.06, r
+        assert r["est_low"] < r["est_precision"] < r["est_high"]
+    # Only validation labels count: hiding other labels in the pool and the test split changes nothing.
+    ds = ws.dataset()
+    gen = torch.Generator().manual_seed(0)
+    unl = ws.split().unlabeled
+    ds.train.labels[unl] = ds.train.labels[unl][torch.randperm(len(unl), generator=gen)]
+    ds.test.labels[:] = ds.test.labels[torch.randperm(len(ds.test), generator=gen)]
+    again = threshold_index(ws).sweep([0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
+    for r, s in zip(rows, again):
+        assert (r["est_precision"], r["est_low"], r["est_high"]) == (s["est_precision"], s["est_low"], s["est_high"])
+    assert any(r["true_precision"] != s["true_precision"] for r, s in zip(rows, again))  # the swap did happen

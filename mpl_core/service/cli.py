@@ -280,11 +280,13 @@ def _print_threshold_table(ws) -> None:
     from mpl_core.workspace.review import threshold_index
     index = threshold_index(ws)
     truth = " | true precision" if index.has_truth else ""
-    print(f"| threshold | passed | coverage | est. precision{truth} |")
-    print("|---|---|---|---|" + ("---|" if truth else ""))
+    print(f"| threshold | passed | coverage | est. precision | 90% interval | validation images{truth} |")
+    print("|---|---|---|---|---|---|" + ("---|" if truth else ""))
     for row in index.sweep([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]):
+        band = "-" if row["est_low"] != row["est_low"] else \
+            f"{row['est_low'] * 100:.1f}–{row['est_high'] * 100:.1f}%"
         line = (f"| {row['threshold']:.2f} | {row['passed']} | {row['coverage'] * 100:.1f}% | "
-                f"{_pct(row['est_precision'])} |")
+                f"{_pct(row['est_precision'])} | {band} | {row['val_support']} |")
         print(line + (f" {_pct(row['true_precision'])} |" if truth else ""))
 
 

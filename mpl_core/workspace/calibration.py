@@ -1,24 +1,35 @@
 """Calibration and threshold statistics of a round of pseudo-labels.
 
-    index = ThresholdIndex(rows.label, rows.confidence, num_classes, fit_calibration(...))
+    index = ThresholdIndex(rows.label, rows.confidence, num_classes, fit_calibration(...), validation=...)
     stats = index.stats(0.9)              # or one threshold per class
-    stats.passed, stats.coverage, stats.est_precision, stats.per_class
+    stats.passed, stats.coverage, stats.est_precision, stats.est_low, stats.est_high, stats.per_class
 
-Estimated precision. The model's predictions on the held-out labeled validation split give a
-calibration curve: how often it is right at each confidence (isotonic regression, so the curve
-never falls as confidence rises). The estimated precision of what a threshold admits is the
-mean of that curve over the admitted pool samples: it weighs the validation evidence by the
-pool's own confidence distribution, which is steadier at high thresholds than counting the
-few validation samples that pass. One curve serves every class: 50 validation images per
-class are too few for a curve each. Where true labels exist (built-in datasets), the true
-precision is computed beside it so the estimate can be checked.
+Estimated precision, with a 90% interval ("count", the default). Of the held-out validation
+images that pass the same thresholds (each by its predicted class), k of n were labeled right:
+the estimate is the posterior mean and the interval the central 90% of the Jeffreys posterior,
+Beta(k + 1/2, n - k + 1/2). The interval widens as fewer validation images pass, which is the
+honest answer at high thresholds. Per class the same, from the validation images predicted as
+that class. Measured against the alternatives on Fashion-MNIST (bench/calibration.py, 3 seeds,
+thresholds 0.50-0.99): isotonic regression of correctness on confidence, temperature scaling and
+Kumar et al.'s scaling-binning, each with a bootstrap interval, and Bayesian histogram binning
+weighted by the pool's confidences. The calibrators turned the pool's confidence into an estimate
+that was 2-6 points optimistic above 0.9 (the pool has confident mistakes that the curve fitted
+on 500 images does not see), and their bootstrap intervals covered the truth for only 30-68% of
+the pairs; counting covered it for 98%, and per class for 90%. docs/results.md has the table.
+`estimator="isotonic"` keeps the former estimate (no interval) for comparison.
+
+Where true labels exist (built-in datasets), the true precision is computed beside it so the
+estimate can be checked. Validation labels are the only labels the estimate uses.
 
 Speed. `ThresholdIndex` sorts confidences once per class and keeps running sums, so a
-statistics query for any threshold is a few binary searches: O(K log N), not a pass over N.
+statistics query for any threshold is a few binary searches: O(K log N), not a pass over N;
+intervals are cached by (k, n).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -83,6 +94,63 @@ def reliability_table(validation: dict, bins: int = 10) -> list[dict]:
     return rows
 
 
+# --- intervals -----------------------------------------------------------------------------------
+
+ESTIMATORS = ("count", "isotonic")
+LEVEL = 0.90  # the central share of the posterior the interval holds
+
+
+@lru_cache(maxsize=65536)
+def precision_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float, float]:
+    """(estimate, low, high) of a success rate from k successes in n: the Jeffreys posterior
+    Beta(k + 1/2, n - k + 1/2), its mean and its central `level` interval. nan without evidence."""
+    if n <= 0:
+        return float("nan"), 0.0, 1.0
+    a, b = k + 0.5, n - k + 0.5
+    tail = (1.0 - level) / 2
+    return a / (a + b), _beta_quantile(tail, a, b), _beta_quantile(1.0 - tail, a, b)
+
+
+def _beta_quantile(q: float, a: float, b: float) -> float:
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # bisection: the regularized incomplete beta function rises in x
+        mid = (lo + hi) / 2
+        if _betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) (continued fraction, Lentz's method)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = tiny if abs(d) < tiny else d
+        c = 1.0 + num / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-12:
+            break
+    return math.exp(log_front) * (f - 1.0) / a
+
+
 # --- threshold statistics ------------------------------------------------------------------------
 
 @dataclass
@@ -91,29 +159,38 @@ class ThresholdStats:
     total: int  # pseudo-labels in the round
     passed: int  # how many reach their class's threshold
     coverage: float  # passed / total
-    est_precision: float  # calibrated estimate of the accuracy of what passes (nan if none)
+    est_precision: float  # estimated accuracy of what passes (nan without evidence)
     true_precision: float | None  # from the true labels where known
     mean_confidence: float  # the model's own (uncalibrated) claim about what passes
     val_support: int  # validation images that pass too: the evidence behind est_precision
     per_class: list[dict] = field(default_factory=list)  # class, predicted, passed, coverage, precisions
+    est_low: float = float("nan")  # the 90% interval of the estimate ("count" estimator)
+    est_high: float = float("nan")
 
 
 class ThresholdIndex:
     """Answers threshold questions about one round of pseudo-labels in O(K log N) each."""
 
     def __init__(self, label: np.ndarray, confidence: np.ndarray, num_classes: int, calibration: Calibration,
-                 truth: np.ndarray | None = None, validation: dict | None = None):
+                 truth: np.ndarray | None = None, validation: dict | None = None, estimator: str = "count"):
         label = np.asarray(label, dtype=np.int64)
         confidence = np.asarray(confidence, dtype=np.float64)
         if len(label) != len(confidence):
             raise MPLStudioError("labels and confidences differ in length")
-        self.num_classes, self.total = num_classes, len(label)
+        if estimator not in ESTIMATORS:
+            raise MPLStudioError(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
+        self.num_classes, self.total, self.estimator = num_classes, len(label), estimator
         self.has_truth = truth is not None
         expected = calibration(confidence)
         correct = (np.asarray(truth) == label).astype(np.float64) if truth is not None else None
         val_conf = np.asarray((validation or {}).get("confidence", []), dtype=np.float64)
         val_label = np.asarray((validation or {}).get("label", []), dtype=np.int64)
-        self._val = [np.sort(val_conf[val_label == c]) for c in range(num_classes)]
+        val_truth = np.asarray((validation or {}).get("truth", []), dtype=np.int64)
+        self._val = []  # per predicted class: -confidence ascending, running count of right labels
+        for c in range(num_classes):
+            mine = np.nonzero(val_label == c)[0]
+            mine = mine[np.argsort(-val_conf[mine], kind="stable")]
+            self._val.append((-val_conf[mine], np.concatenate([[0], np.cumsum(val_truth[mine] == c)])))
         self._classes = []
         for c in range(num_classes):
             members = np.nonzero(label == c)[0]
@@ -135,22 +212,34 @@ class ThresholdIndex:
 
     def stats(self, threshold: float | Sequence[float]) -> ThresholdStats:
         thresholds = self._thresholds(threshold)
-        per_class, passed, est_sum, true_sum, conf_sum = [], 0, 0.0, 0.0, 0.0
-        support = sum(len(v) - int(np.searchsorted(v, t, side="left")) for v, t in zip(self._val, thresholds))
+        per_class, passed, est_sum, true_sum, conf_sum, val_n, val_k = [], 0, 0.0, 0.0, 0.0, 0, 0
         for c, (neg_conf, exp_cum, cor_cum, conf_cum) in enumerate(self._classes):
             n = int(np.searchsorted(neg_conf, -thresholds[c], side="right"))  # confidence >= threshold
+            vn = int(np.searchsorted(self._val[c][0], -thresholds[c], side="right"))
+            vk = int(self._val[c][1][vn])
+            est, low, high = self._estimate(exp_cum[n], n, vk, vn)
             row = {"class": c, "predicted": len(neg_conf), "passed": n,
                    "coverage": n / len(neg_conf) if len(neg_conf) else 0.0,
-                   "est_precision": _ratio(exp_cum[n], n),
+                   "est_precision": est, "est_low": low, "est_high": high, "val_support": vn,
                    "true_precision": _ratio(cor_cum[n], n) if cor_cum is not None else None}
             per_class.append(row)
             passed += n
             est_sum += exp_cum[n]
             true_sum += cor_cum[n] if cor_cum is not None else 0.0
             conf_sum += conf_cum[n]
+            val_n, val_k = val_n + vn, val_k + vk
+        est, low, high = self._estimate(est_sum, passed, val_k, val_n)
         return ThresholdStats(thresholds, self.total, passed, _ratio(passed, self.total, empty=0.0),
-                              _ratio(est_sum, passed), _ratio(true_sum, passed) if self.has_truth else None,
-                              _ratio(conf_sum, passed), support, per_class)
+                              est, _ratio(true_sum, passed) if self.has_truth else None,
+                              _ratio(conf_sum, passed), val_n, per_class, low, high)
+
+    def _estimate(self, expected_sum: float, passed: int, val_right: int, val_passed: int):
+        """(estimate, low, high) of the precision of what passes: see the module's docstring."""
+        if passed == 0:
+            return float("nan"), float("nan"), float("nan")
+        if self.estimator == "isotonic":
+            return _ratio(expected_sum, passed), float("nan"), float("nan")
+        return precision_interval(val_right, val_passed)
 
     def sweep(self, thresholds: Sequence[float]) -> list[dict]:
         """Coverage and precision for a list of global thresholds (for a precision/coverage plot)."""
@@ -158,7 +247,8 @@ class ThresholdIndex:
         for t in thresholds:
             s = self.stats(float(t))
             out.append({"threshold": float(t), "passed": s.passed, "coverage": s.coverage,
-                        "est_precision": s.est_precision, "true_precision": s.true_precision,
+                        "est_precision": s.est_precision, "est_low": s.est_low, "est_high": s.est_high,
+                        "true_precision": s.true_precision,
                         "mean_confidence": s.mean_confidence, "val_support": s.val_support})
         return out
 
@@ -189,6 +279,8 @@ def precision_coverage_table(index: ThresholdIndex, thresholds: Sequence[float] 
     default), for a precision/coverage plot. A column with no value at any threshold is left out:
     true precision without true labels, estimated precision when nothing ever passes."""
     rows = index.sweep(np.linspace(0.0, 0.99, 34) if thresholds is None else thresholds)
-    keep = [k for k in ("est_precision", "true_precision", "coverage")
+    keep = [k for k in ("est_precision", "est_low", "est_high", "true_precision", "coverage")
             if any(r[k] is not None and not np.isnan(r[k]) for r in rows)]
+    if "est_precision" not in keep:  # no estimate anywhere: an interval of [0, 1] says nothing either
+        keep = [k for k in keep if k not in ("est_low", "est_high")]
     return [{"threshold": r["threshold"], **{k: r[k] for k in keep}} for r in rows]

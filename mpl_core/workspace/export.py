@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterable, Iterator
 from mpl_core.engine.checkpoint import latest_checkpoint
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.media import export_image, export_suffix
-from mpl_core.workspace.review import status_of
+from mpl_core.workspace.review import status_of, threshold_index
 from mpl_core.workspace.workspace import Workspace
 
 CSV_COLUMNS = ("sample_id", "pool_index", "split", "pseudo_label", "confidence", "margin", "status",
@@ -122,8 +122,24 @@ def imagefolder_files(ws: Workspace) -> Iterator[tuple[str, bytes]]:
     folders = class_folder_names(ds.class_names)  # "T-shirt/top" is the folder "T-shirt_top"
     yield "classes.json", json.dumps({"folder_to_class": dict(zip(folders, ds.class_names)),
                                       "classes": ds.class_names}, indent=1, ensure_ascii=False).encode("utf-8")
+    if (summary := precision_summary(ws)) is not None:
+        yield "precision.json", summary
     for rel, idx in imagefolder_items(ws):
         yield rel, export_image(ds, idx)
+
+
+def precision_summary(ws: Workspace) -> bytes | None:
+    """precision.json: the newest round's estimated precision by threshold, with its 90% interval and
+    the validation images behind it (what a reader of the export should trust); None before any round."""
+    if ws.store.latest_round() is None:
+        return None
+    index = threshold_index(ws)
+    rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+            for r in index.sweep([0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99])]
+    note = ("est_precision: how often the validation images that pass a threshold were labeled right (Jeffreys "
+            "posterior mean); est_low and est_high: its 90% interval; val_support: how many validation images "
+            "pass. true_precision only where the dataset knows every label.")
+    return json.dumps({"round": ws.store.latest_round(), "note": note, "thresholds": rows}, indent=1).encode("utf-8")
 
 
 def export_imagefolder(ws: Workspace, out: str | Path, *, as_zip: bool = False) -> Path:

@@ -25,7 +25,7 @@ from typing import Iterator
 from xml.sax.saxutils import quoteattr
 
 from mpl_core.errors import MPLStudioError
-from mpl_core.workspace.export import export_rows, image_name
+from mpl_core.workspace.export import export_rows, image_name, precision_summary
 from mpl_core.workspace.media import export_image, export_suffix
 from mpl_core.workspace.workspace import Workspace
 
@@ -83,6 +83,8 @@ def label_studio_files(ws: Workspace, images: bool = True,
     yield "tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False).encode("utf-8")
     yield "label_config.xml", label_studio_config(ds.class_names).encode("utf-8")
     yield "README.txt", readme(ws.name, len(tasks), image_prefix).encode("utf-8")
+    if (summary := precision_summary(ws)) is not None:
+        yield "precision.json", summary
     if images:
         for t in tasks:
             yield "images/" + t["data"]["file"], export_image(ds, t["data"]["pool_index"])
