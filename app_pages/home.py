@@ -65,6 +65,13 @@ def demo_panel() -> None:
                     delta=ui.points(r["after_test_acc"] - r["before_test_acc"]))
         c[2].metric("Labels given", f"{r['labels_given']:,}")
         c[3].metric("Pseudo-labels accepted", f"{r['accepted']:,}", help=f"confidence ≥ {r['threshold']:.2f}")
+        if "est_precision" in r:
+            p = st.columns(4)
+            p[0].metric("Precision of the accepted labels, estimated", ui.pct(r["est_precision"]),
+                        help=f"from the {r['val_support']} validation images that pass the same threshold")
+            p[1].metric("90% interval", ui.interval(r["est_low"], r["est_high"]))
+            if r.get("true_precision") is not None:
+                p[2].metric("True precision", ui.pct(r["true_precision"]), help="from the dataset's hidden labels")
         st.success(f"With {r['labels_given']} hand labels, the teacher labeled {r['pseudo_labels']:,} images; "
                    f"{r['accepted']:,} above {r['threshold']:.2f} were accepted and the retrained model "
                    f"reaches {ui.pct(r['after_test_acc'])} on the test set.")

@@ -150,6 +150,12 @@ def test_demo_job_trains_pseudo_labels_accepts_and_retrains(tiny_workspace):
     assert r["pseudo_labels"] == 40 and r["accepted"] == tiny_workspace.store.decision_counts()["accept"]
     assert r["labels_used"] == r["labels_given"] + r["accepted"]
     assert 0.0 <= r["before_test_acc"] <= 1.0 and 0.0 <= r["after_test_acc"] <= 1.0
+    # the story's precision is the index's at the chosen threshold (own images: no true precision)
+    from mpl_core.workspace.review import threshold_index
+    stats = threshold_index(tiny_workspace).stats(r["threshold"])
+    assert [r["est_precision"], r["est_low"], r["est_high"]] == pytest.approx(
+        [stats.est_precision, stats.est_low, stats.est_high], nan_ok=True)
+    assert r["val_support"] == stats.val_support and r["true_precision"] is None
 
 
 def test_out_of_gpu_memory_retries_with_a_smaller_batch_and_says_so(tiny_workspace, monkeypatch):

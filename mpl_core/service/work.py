@@ -250,11 +250,15 @@ def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who:
         labeled = _pseudo_label_work(job.run_id, "auto")(job)
         story.update(round=labeled["round"], pseudo_labels=labeled["count"])
         job.say("3/4 accepting confident pseudo-labels")
-        threshold = threshold_for_precision(threshold_index(ws), target) or 0.99
+        index = threshold_index(ws)
+        threshold = threshold_for_precision(index, target) or 0.99
         rows = ws.store.pseudo_labels()
         positions = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
         decide_rows(ws, rows, positions, "accept", who)
-        story.update(threshold=threshold, accepted=len(positions))
+        stats = index.stats(threshold)  # what the accepted labels are worth, estimated and (built-in data) true
+        story.update(threshold=threshold, accepted=len(positions), est_precision=stats.est_precision,
+                     est_low=stats.est_low, est_high=stats.est_high, val_support=stats.val_support,
+                     true_precision=stats.true_precision)
         job.say("4/4 retraining on the reviewed labels")
         job.set_run(ws.store.create_run("retrain", retrain_cfg.to_dict()))
         retrained = _retrain_work(retrain_cfg)(job)
