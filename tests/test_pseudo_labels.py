@@ -142,3 +142,26 @@ def test_estimated_precision_tracks_true_precision_on_fashion_mnist(fmnist, tmp_
     for r, s in zip(rows, again):
         assert (r["est_precision"], r["est_low"], r["est_high"]) == (s["est_precision"], s["est_low"], s["est_high"])
     assert any(r["true_precision"] != s["true_precision"] for r, s in zip(rows, again))  # the swap did happen
+
+
+def test_the_simulated_reviewer_answers_with_hidden_labels_and_only_where_there_are_some(fmnist, tmp_path):
+    from conftest import write_stripes_folder
+    from mpl_core.workspace.simulate import oracle_review
+    ws = create_workspace("oracle", DataConfig(max_unlabeled=300), tmp_path)
+    cfg = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+                    train=TrainConfig(steps=20, eval_every=0, batch_size=16, device="cpu"))
+    assert start_training(ws, cfg).join().state == "done"
+    assert start_pseudo_labeling(ws).join().state == "done"
+    rows = ws.store.pseudo_labels()
+    done = oracle_review(ws, np.arange(30))
+    assert done["accepted"] + done["relabeled"] == 30
+    truth = ws.dataset().train.labels.numpy()[rows.idx[:30]]
+    decisions = ws.store.current_decisions()
+    assert sorted(decisions["idx"].tolist()) == sorted(rows.idx[:30].tolist())
+    by_idx = dict(zip(decisions["idx"].tolist(), decisions["label"].tolist()))
+    assert [by_idx[i] for i in rows.idx[:30].tolist()] == truth.tolist()  # every decided label is the truth
+    assert oracle_review(ws, np.arange(30, 40), hand_labels=True) == {"labeled": 10}
+    write_stripes_folder(tmp_path / "stripes")
+    own = create_workspace("own", DataConfig(dataset="stripes"), tmp_path)
+    with pytest.raises(MPLStudioError, match="hidden labels"):
+        oracle_review(own, [0])

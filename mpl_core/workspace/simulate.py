@@ -1,0 +1,36 @@
+"""A simulated reviewer, for benchmarks (bench/review_value.py) only: it answers with the
+dataset's hidden true labels, as an oracle would. A person's time is what it stands in for, so
+it is refused where there are no hidden labels (own images): there, only people review.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpl_core.errors import MPLStudioError
+from mpl_core.workspace.review import decide_rows
+from mpl_core.workspace.workspace import Workspace
+
+WHO = "simulated reviewer"
+
+
+def oracle_review(ws: Workspace, positions, *, hand_labels: bool = False, who: str = WHO) -> dict:
+    """Decide the pending pseudo-labels at `positions` (rows of the newest round) as an oracle:
+    accept the right ones and relabel the wrong ones to the truth, or (hand_labels, the labeling
+    queue) label each by hand. Returns how many of each."""
+    ds = ws.dataset()
+    if not ds.fully_labeled:
+        raise MPLStudioError("the simulated reviewer answers with a dataset's hidden labels, and this dataset has "
+                             "none; it is for benchmarks on the built-in datasets")
+    rows = ws.store.pseudo_labels()
+    if rows is None:
+        raise MPLStudioError("no pseudo-labels to review: generate them first")
+    positions = np.asarray(positions, dtype=np.int64)
+    truth = ds.train.labels.numpy()[rows.idx[positions]]
+    if hand_labels:
+        n = decide_rows(ws, rows, positions, "manual", who, label=truth.tolist(), expect="pending")
+        return {"labeled": n}
+    right = rows.label[positions] == truth
+    accepted = decide_rows(ws, rows, positions[right], "accept", who, expect="pending")
+    relabeled = decide_rows(ws, rows, positions[~right], "relabel", who, label=truth[~right].tolist(),
+                            expect="pending")
+    return {"accepted": accepted, "relabeled": relabeled}
