@@ -5,7 +5,7 @@ decisions of a simulated reviewer (an oracle that answers with Fashion-MNIST's h
     python bench/review_value.py --seeds 0 --k 100 500            # a shorter run
 
 Per seed: MPL (quick-demo) -> pseudo-labels -> accept what passes the threshold whose estimated
-precision is 95% (as the demo does) -> then, from a copy of the store each time, one of:
+precision is 95% (as the demo does) -> then, from no decision each time, one of:
   threshold only | + K in "closest to the threshold" order | + K in "likely mistakes first" order
   | + K hand labels from the labeling queue | + K random pending pseudo-labels
 -> a supervised class-balanced retrain (quick-demo) -> test accuracy, and the precision of the
@@ -14,7 +14,6 @@ labels the retrain uses beyond the given ones. The headline: test-accuracy point
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -62,14 +61,13 @@ def one_seed(seed: int, ks: list[int], preset: str) -> list[dict]:
         assert st.state == "done", st.error
         assert start_pseudo_labeling(ws).join().state == "done"
         threshold = threshold_for_precision(threshold_index(ws), 0.95) or 0.99
-        base = ws.root / "store.base.sqlite"
-        shutil.copyfile(ws.root / "store.sqlite", base)
         print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}%, threshold {threshold:.3f}, "
               f"{time.time() - t0:.0f} s", flush=True)
         rng = np.random.default_rng(seed)
         for strategy in STRATEGIES:
             for k in ([0] if strategy == "threshold only" else ks):
-                shutil.copyfile(base, ws.root / "store.sqlite")
+                while ws.store.undo_last():  # each strategy starts from no decision
+                    pass
                 rows = ws.store.pseudo_labels()
                 above = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
                 decide_rows(ws, rows, above, "accept", "threshold")
