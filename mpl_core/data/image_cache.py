@@ -4,7 +4,7 @@ read back memory-mapped, so that a pool can be larger than memory and a restart 
 One cache folder holds one import at one training size:
 
     pool.u8       (N, C, S, S) training-size images of the pool: labeled rows, then unlabeled
-    test.u8       the test images, the same layout (absent without test/)
+    test.u8       the test images, the same layout (empty without test/)
     thumbs.bin    the pool's display images (JPEG, or PNG for small ones), shorter side <= 160 px
     arrays.npz    thumbnail offsets, native sizes, source stamps (size and mtime, or size and CRC)
     index.json    written last: ids, labels, classes, the import report, the source and the key
