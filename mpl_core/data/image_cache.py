@@ -133,10 +133,7 @@ class ImageCache:
 
     def thumbnail(self, i: int) -> bytes:
         """The display image of pool row i (JPEG or PNG bytes), read from thumbs.bin."""
-        start, end = self.arrays["offsets"][i], self.arrays["offsets"][i + 1]
-        with open(self.folder / "thumbs.bin", "rb") as f:
-            f.seek(int(start))
-            return f.read(int(end - start))
+        return self.thumbnails([i])[0]
 
     def thumbnails(self, rows: list[int]) -> list[bytes]:
         offsets = self.arrays["offsets"]
@@ -146,9 +143,6 @@ class ImageCache:
                 f.seek(int(offsets[i]))
                 out.append(f.read(int(offsets[i + 1] - offsets[i])))
             return out
-
-    def native_sizes(self, part: str = "pool") -> np.ndarray:
-        return self.arrays[f"{part}_native"]
 
     @property
     def source(self) -> Path:

@@ -37,7 +37,7 @@ from mpl_core.errors import MPLStudioError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SECTIONS = ("labeled", "unlabeled", "test")
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,7 @@ def _probe(entries: list[_Entry], reader: "_Reader") -> tuple[list[tuple[int, in
                 warnings.simplefilter("ignore")  # a bomb is refused by the import itself
                 img = Image.open(io.BytesIO(reader.read(entry, spend=False)))
                 sides.append(img.size)
-                gray = gray and img.mode in _GRAY_MODES
+                gray = gray and img.mode in GRAY_MODES
         except Exception:  # noqa: BLE001 - a bad file is reported by the import itself
             continue
     return sides, gray
@@ -353,7 +353,7 @@ def _decode_entry(reader: _Reader, entry: _Entry, size: int) -> _Decoded | _Skip
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         img = decode_image(data, reader.limits.max_pixels, draft=max(size, THUMB_PX))
         native = Image.open(io.BytesIO(data)).size
-        gray = img.mode in _GRAY_MODES
+        gray = img.mode in GRAY_MODES
         img = to_8bit(img, "L" if gray else "RGB")
         display = _display(img)
         # The training copy from the display image where that is large enough: half the pixels to filter.

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mpl_core.config import TORCHVISION_MODELS, ModelConfig
+from mpl_core.config import MODEL_NAMES, TORCHVISION_MODELS, ModelConfig
 from mpl_core.engine.backbones import TorchvisionNet, pretrained_state
 from mpl_core.errors import MPLStudioError
 
@@ -43,10 +43,6 @@ def check_input_size(cfg: ModelConfig) -> None:
                                  f"{cfg.image_size} px; choose another model")
 
 
-def model_names() -> list[str]:
-    return list(MODEL_REGISTRY) + list(TORCHVISION_MODELS)
-
-
 def role_model(cfg: ModelConfig, role: str) -> tuple[str, str]:
     """(model name, weights) of the "teacher" or the "student" (see ModelConfig)."""
     name = resolve_model_name(cfg)
@@ -72,7 +68,7 @@ def build_model(name: str | ModelConfig, num_classes: int = 10, in_channels: int
             model.load_pretrained(*state)
         return model
     if key not in MODEL_REGISTRY:
-        raise MPLStudioError(f"unknown model {key!r}; choose one of {', '.join(model_names())}")
+        raise MPLStudioError(f"unknown model {key!r}; choose one of {', '.join(MODEL_NAMES)}")
     return MODEL_REGISTRY[key](cfg)
 
 

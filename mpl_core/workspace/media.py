@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from mpl_core.data.imagefolder import decode_image, to_8bit
+from mpl_core.data.imagefolder import GRAY_MODES, decode_image, to_8bit
 
 
 def channels_last(image) -> np.ndarray:
@@ -81,7 +81,7 @@ def large_uri(dataset, i: int, max_side: int = 1600) -> str:
         img = decode_image(data, draft=max_side)
     except Exception:  # noqa: BLE001 - the file changed into something unreadable: show the thumbnail
         return display_uris(dataset, [i])[0]
-    img = to_8bit(img, "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    img = to_8bit(img, "L" if img.mode in GRAY_MODES else "RGB")
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
