@@ -35,8 +35,9 @@ with st.form("train-settings"):
                                       help="defaults: 0.6 for UDA/MPL consistency, 0.95 for pseudo-labeling")
         sign = a[1].selectbox("MPL feedback sign", FEEDBACK_SIGNS, help="derivation (default) or the official code's")
         views = a[1].selectbox("MPL view batches", VIEW_BATCHES,
-                               help="joint (default): each model sees all its views in one batch, as the official "
-                                    "code; separate: a pass per view, fewer computations (faster on a CPU)")
+                               help="auto (default): separate on a CPU, joint on a GPU. joint: each model sees all "
+                                    "its views in one batch, as the official code; separate: a pass per view, a "
+                                    "quarter fewer computations")
         lr = a[2].number_input("Learning rate", 0.0001, 1.0, 0.05, format="%.4f")
         seed = a[3].number_input("Seed", 0, 2**31 - 1, 0)
         d = st.columns(3)
@@ -46,7 +47,8 @@ with st.form("train-settings"):
                                       "worth it for long runs")
         amp = d[2].checkbox("bf16 mixed precision", value=True,
                             help="bf16 autocast on a GPU, and on CPUs that compute bf16 natively (AMX or "
-                                 "AVX512-BF16: 1.6-2.7x faster steps there); other CPUs train in fp32 either way")
+                                 "AVX512-BF16: 1.6-2.7x faster steps there); other CPUs train in fp32 either way, "
+                                 "since emulated bf16 is 2-2.5x slower there")
     start = st.form_submit_button("Start training", type="primary", disabled=busy, icon=":material/play_arrow:")
 if start:
     with ui.user_errors():

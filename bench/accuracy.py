@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from mpl_core.config import VIEW_BATCHES, RunConfig  # noqa: E402
 from mpl_core.data.sources import load_dataset  # noqa: E402
 from mpl_core.data.splits import make_split  # noqa: E402
+from mpl_core.engine.defaults import for_device  # noqa: E402
 from mpl_core.engine.train import device_label, pick_device, train  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
 
@@ -59,12 +60,15 @@ def main() -> None:
     p.add_argument("--algorithms", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast where it applies (CUDA, CPUs with native bf16); --no-amp for fp32")
-    p.add_argument("--view-batches", choices=list(VIEW_BATCHES), default="joint", help="MPL's view batching")
+    p.add_argument("--view-batches", choices=list(VIEW_BATCHES), default="auto",
+                   help="MPL's view batching (auto: the device's choice, engine/defaults.py)")
     args = p.parse_args()
     dataset = load_dataset(args.dataset)
-    device = device_label(pick_device("auto"), args.amp)
+    target = pick_device("auto")
+    views = for_device(configure("mpl", args.preset, args.amp, args.view_batches), target).algorithm.view_batches
+    device = device_label(target, args.amp)
     print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, seeds {args.seeds}, "
-          f"{args.view_batches} view batches, {device}")
+          f"MPL: {views} view batches, {device}")
     print("| algorithm | test accuracy | wall time / run | steps/s | device |")
     print("|---|---|---|---|---|")
     for variant in args.algorithms:

@@ -21,6 +21,7 @@ peak (e.g. 989 for an H100's dense bf16).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from mpl_core.engine.algorithms import Batch, FeedbackState, mpl_step  # noqa: E402
 from mpl_core.engine.augment import make_batch  # noqa: E402
+from mpl_core.engine.defaults import default_view_batches  # noqa: E402
 from mpl_core.engine.inference import autocast_for, bf16_autocast_applies  # noqa: E402
 from mpl_core.engine.models import build_model  # noqa: E402
-from mpl_core.engine.reference import reference_mpl_step  # noqa: E402
+from mpl_core.engine.reference import reference_mpl_step, reference_mpl_step_joint  # noqa: E402
 from mpl_core.engine.sampling import to_device  # noqa: E402
 from mpl_core.engine.state import make_learner  # noqa: E402
 
@@ -84,7 +86,12 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_reference(images, labels, b, mu, steps, device, workers, model, amp=False) -> Timing:
+REFERENCE_STEPS = {"reference": reference_mpl_step, "reference-joint": reference_mpl_step_joint}
+
+
+def run_reference(images, labels, b, mu, steps, device, workers, model, amp=False, views="reference") -> Timing:
+    """views: "reference" (a forward per view) or "reference-joint" (the official code's and the
+    port's joint batches)."""
     teacher, student = learners(device, channels_last=False, model=model)
     algo = AlgorithmConfig(name="mpl", threshold=0.6)
     pin = device.type == "cuda"  # as the ports do: pinned batches, so the copies can overlap
@@ -99,7 +106,7 @@ def run_reference(images, labels, b, mu, steps, device, workers, model, amp=Fals
         u_w, u_s = next(ui)
         batch = Batch(*(t.to(device, non_blocking=True) for t in (x_l, y_l, u_w, u_s)))
         with autocast_for(device, amp):
-            m = reference_mpl_step(teacher, student, batch, algo, step, state)
+            m = REFERENCE_STEPS[views](teacher, student, batch, algo, step, state)
         float(m["t_loss"])  # the ports log (and so sync) every step
     return timed(one, steps, device)
 
@@ -139,7 +146,8 @@ class Row:
     label: str
     timing: Timing
     amp: bool  # bf16 autocast: its FLOP rate is compared with the bf16 matrix product's
-    views: str  # "joint", "separate" or "reference": a compiled row takes its view batching's eager FLOPs
+    views: str  # "joint", "separate", "reference" or "reference-joint": a compiled row takes its view
+    # batching's eager FLOPs
 
 
 FAST_LABELS = {  # (bf16, view batches, compiled) -> row label
@@ -194,11 +202,35 @@ def gemm_tflops(device, dtype, n: int, reps: int = 10) -> float:
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def measure(args, device, images, labels, b, mu) -> list[Row]:
+    """One run of every row: the two references, then MPL Studio's variants."""
+    run = dict(images=images, labels=labels, b=b, mu=mu, steps=args.steps, device=device, model=args.model)
+    bf16 = bf16_autocast_applies(device)  # CUDA, or a CPU with native bf16; elsewhere the row would repeat fp32
+    rows = [Row("reference (PIL in DataLoader workers, fp32, a forward per view)",
+                run_reference(workers=args.workers, **run), amp=False, views="reference"),
+            Row("reference, joint view batches (the official code and the port: one forward per model, fp32)",
+                run_reference(workers=args.workers, views="reference-joint", **run), amp=False,
+                views="reference-joint")]
+    if bf16:  # how much of the gain is bf16 alone: the reference loop under the same autocast
+        rows.append(Row("reference, bf16 autocast", run_reference(workers=args.workers, amp=True, **run),
+                        amp=True, views="reference"))
+    default = (bf16, default_view_batches(device), False)  # what a run with the defaults computes here
+    for compiled in (False,) if args.no_compile else (False, True):
+        for views in ("joint", "separate"):
+            for amp in (False, True) if bf16 else (False,):
+                label = FAST_LABELS[amp, views, compiled] + (" **(default here)**" if default == (amp, views, compiled)
+                                                             else "")
+                rows.append(Row(label, run_fast(amp=amp, views=views, compile_=compiled, **run), amp, views))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shape", choices=sorted(SHAPES), default="cpu")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every row this many times and print medians (runs on a shared machine vary)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--model", default="wrn-28-2", help="wrn-28-2 (the paper's) or cnn (the app's default)")
     p.add_argument("--shape-b", type=int, default=0, help="override B")
@@ -213,38 +245,36 @@ def main() -> None:
     images = torch.randint(0, 256, (6000, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (6000,), generator=gen)
     per_step = b * (1 + mu)
-    run = dict(images=images, labels=labels, b=b, mu=mu, steps=args.steps, device=device, model=args.model)
-    bf16 = bf16_autocast_applies(device)  # CUDA, or a CPU with native bf16; elsewhere the row would repeat fp32
-    rows = [Row("reference (PIL in DataLoader workers, fp32, a forward per view)",
-                run_reference(workers=args.workers, **run), amp=False, views="reference")]
-    if bf16:  # how much of the gain is bf16 alone: the reference loop under the same autocast
-        rows.append(Row("reference, bf16 autocast", run_reference(workers=args.workers, amp=True, **run),
-                        amp=True, views="reference"))
-    for compiled in (False,) if args.no_compile else (False, True):
-        for views in ("joint", "separate"):
-            for amp in (False, True) if bf16 else (False,):
-                timing = run_fast(amp=amp, views=views, compile_=compiled, **run)
-                rows.append(Row(FAST_LABELS[amp, views, compiled], timing, amp, views))
-    # compiled graphs hide their FLOPs: they take the eager count of their view batching
-    eager_flops = {r.views: r.timing.flops for r in rows if r.timing.flops}
+    runs = [measure(args, device, images, labels, b, mu) for _ in range(args.repeats)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}")
+    print(f"{args.model}, 32x32, B={b}, mu={mu} ({per_step} images per step), {args.steps} timed steps, {name}"
+          + (f"; medians of {args.repeats} runs, each ratio's range in brackets" if args.repeats > 1 else ""))
     n = 8192 if device.type == "cuda" else 2048
     gemm = {"fp32": gemm_tflops(device, torch.float32, n),
-            "bf16": gemm_tflops(device, torch.bfloat16, n) if bf16 else 0.0}
+            "bf16": gemm_tflops(device, torch.bfloat16, n) if bf16_autocast_applies(device) else 0.0}
     print("GEMM " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in gemm.items() if v) + f" ({n}x{n} matrix product)")
-    print("| loop | steps/s | images/s | vs reference | first 3 steps (s) | GFLOP/step | TFLOP/s | of GEMM"
-          + (" | MFU |" if args.peak_tflops else " |"))
-    print("|---|---|---|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
-    base = rows[0].timing.steps_per_s
-    for row in rows:
-        t = row.timing
-        flops = t.flops or eager_flops[row.views]
-        tflops = t.steps_per_s * flops / 1e12
+    print("| loop | steps/s | images/s | vs reference (per view) | vs reference (joint) | first 3 steps (s) "
+          "| GFLOP/step | TFLOP/s | of GEMM" + (" | MFU |" if args.peak_tflops else " |"))
+    print("|---|---|---|---|---|---|---|---|---" + ("|---|" if args.peak_tflops else "|"))
+    # compiled graphs hide their FLOPs: they take the eager count of their view batching
+    eager_flops = {r.views: r.timing.flops for r in runs[0] if r.timing.flops}
+    for i, row in enumerate(runs[0]):
+        rates = [rows[i].timing.steps_per_s for rows in runs]
+        rate = statistics.median(rates)
+        flops = row.timing.flops or eager_flops[row.views]
+        tflops = rate * flops / 1e12
         peak = gemm["bf16" if row.amp else "fp32"]
         mfu = f" | {100 * tflops / args.peak_tflops:.1f}% |" if args.peak_tflops else " |"
-        print(f"| {row.label} | {t.steps_per_s:.2f} | {t.steps_per_s * per_step:,.0f} | {t.steps_per_s / base:.2f}x | "
-              f"{t.warmup_s:.1f} | {flops / 1e9:.1f} | {tflops:.3f} | {100 * tflops / peak:.0f}%{mfu}")
+        ratios = [[rows[i].timing.steps_per_s / rows[base].timing.steps_per_s for rows in runs] for base in (0, 1)]
+        warmup = statistics.median(rows[i].timing.warmup_s for rows in runs)
+        print(f"| {row.label} | {rate:.2f} | {rate * per_step:,.0f} | {_spread(ratios[0])} | {_spread(ratios[1])} | "
+              f"{warmup:.1f} | {flops / 1e9:.1f} | {tflops:.3f} | {100 * tflops / peak:.0f}%{mfu}")
+
+
+def _spread(ratios: list[float]) -> str:
+    """The median ratio, and with several runs its range: "1.52x (1.48-1.60)"."""
+    mid = f"{statistics.median(ratios):.2f}x"
+    return mid if len(ratios) == 1 else f"{mid} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 if __name__ == "__main__":

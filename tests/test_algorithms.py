@@ -50,7 +50,7 @@ def test_single_model_steps_are_finite_and_learn(name):
 
 @pytest.mark.parametrize("sign", ["derivation", "official", "off"])
 def test_mpl_step_is_finite_and_moves_both_models(sign):
-    cfg = AlgorithmConfig(name="mpl", threshold=0.0, feedback_sign=sign, feedback_baseline=0.9)
+    cfg = AlgorithmConfig(name="mpl", threshold=0.0, feedback_sign=sign, feedback_baseline=0.9, view_batches="joint")
     teacher, student = learner(tiny_model(0)), learner(tiny_model(1))
     t0, s0 = params(teacher.model), params(student.model)
     state = FeedbackState()
@@ -73,7 +73,8 @@ def _feedback_experiment(sign: str, pseudo_label: int):
         teacher_model.head.bias.copy_(torch.tensor([1.0, 0.0] if pseudo_label == 0 else [0.0, 1.0]))
     teacher = learner(teacher_model, lr=0.5)
     student = learner(tiny_model(1), lr=0.5)
-    cfg = AlgorithmConfig(name="mpl", feedback_sign=sign, unlabeled_weight=0.0, label_smoothing=0.0, threshold=1.0)
+    cfg = AlgorithmConfig(name="mpl", feedback_sign=sign, unlabeled_weight=0.0, label_smoothing=0.0, threshold=1.0,
+                          view_batches="joint")
     metrics = mpl_step(teacher, student, batch, cfg, 0, FeedbackState())
     teacher.model.eval()
     with torch.no_grad():

@@ -9,7 +9,7 @@ from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
 from mpl_core.engine.algorithms import Batch, FeedbackState, mpl_step
 from mpl_core.engine.inference import autocast_for, bf16_autocast_applies
 from mpl_core.engine.models import build_model
-from mpl_core.engine.reference import reference_mpl_step
+from mpl_core.engine.reference import reference_mpl_step, reference_mpl_step_joint
 from mpl_core.engine.state import make_learner
 
 # CUDA where there is one: the same checks then cover the GPU kernels (cuDNN with TF32 off, so that
@@ -52,7 +52,7 @@ def _pair(name: str, channels_last: bool, train_mode: bool = False, device: str 
 @pytest.mark.parametrize("model", ["cnn"])
 @pytest.mark.parametrize("sign", ["derivation", "official"])
 def test_fast_and_reference_steps_agree(model, sign, device, strict_fp32):
-    algo = AlgorithmConfig(name="mpl", threshold=0.3, unlabeled_ramp_steps=0, feedback_sign=sign)
+    algo = AlgorithmConfig(name="mpl", threshold=0.3, unlabeled_ramp_steps=0, feedback_sign=sign, view_batches="joint")
     (t_fast, s_fast), batch = _pair(model, channels_last=True, device=device)
     (t_ref, s_ref), _ = _pair(model, channels_last=False, device=device)
     for step in range(3):  # three steps: the updates agree too, not only the first losses
@@ -80,11 +80,11 @@ def test_separate_view_batches_match_the_reference_with_batch_statistics():
     matches the reference even with BatchNorm in training mode; "joint" does not, by design."""
     base = dict(name="mpl", threshold=0.3, unlabeled_ramp_steps=0)
     ref_learners, batch = _pair("cnn", channels_last=False, train_mode=True)
-    ref = _run(AlgorithmConfig(**base), ref_learners, batch, reference_mpl_step)
+    ref = _run(AlgorithmConfig(**base), ref_learners, batch, reference_mpl_step)  # the references ignore it
     sep_learners, _ = _pair("cnn", channels_last=True, train_mode=True)
     sep = _run(AlgorithmConfig(**base, view_batches="separate"), sep_learners, batch, mpl_step)
     joint_learners, _ = _pair("cnn", channels_last=True, train_mode=True)
-    joint = _run(AlgorithmConfig(**base), joint_learners, batch, mpl_step)
+    joint = _run(AlgorithmConfig(**base, view_batches="joint"), joint_learners, batch, mpl_step)
     for r, s in zip(ref, sep):
         for key in r:
             assert torch.allclose(s[key].float(), r[key].float(), rtol=1e-4, atol=1e-5), key
@@ -92,6 +92,25 @@ def test_separate_view_batches_match_the_reference_with_batch_statistics():
         for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
             assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
     assert not torch.allclose(joint[0]["t_loss"], ref[0]["t_loss"], rtol=1e-4)  # joint batches differ
+
+
+def test_joint_view_batches_match_the_joint_reference_with_batch_statistics():
+    """view_batches="joint" computes what the official code and the port compute (one batch per
+    model over the concatenated views), BatchNorm on batch statistics included."""
+    base = dict(name="mpl", threshold=0.3, unlabeled_ramp_steps=0)
+    ref_learners, batch = _pair("cnn", channels_last=False, train_mode=True)
+    ref = _run(AlgorithmConfig(**base), ref_learners, batch, reference_mpl_step_joint)
+    joint_learners, _ = _pair("cnn", channels_last=True, train_mode=True)
+    joint = _run(AlgorithmConfig(**base, view_batches="joint"), joint_learners, batch, mpl_step)
+    for r, j in zip(ref, joint):
+        for key in r:
+            assert torch.allclose(j[key].float(), r[key].float(), rtol=1e-4, atol=1e-5), key
+    for a, b in zip(joint_learners, ref_learners):
+        for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+    per_view = _run(AlgorithmConfig(**base), _pair("cnn", channels_last=False, train_mode=True)[0], batch,
+                    reference_mpl_step)
+    assert not torch.allclose(per_view[0]["t_loss"], ref[0]["t_loss"], rtol=1e-4)  # the two references differ
 
 
 @pytest.mark.parametrize("device", DEVICES)

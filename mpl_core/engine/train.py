@@ -27,6 +27,7 @@ from mpl_core.data.splits import Split
 from mpl_core.engine import distributed as dist_
 from mpl_core.engine.algorithms import Algorithm, Batch, get_algorithm, supervised_step
 from mpl_core.engine.augment import make_batch
+from mpl_core.engine.defaults import for_device
 from mpl_core.engine.evaluate import Evaluator
 from mpl_core.engine.inference import bf16_autocast_applies
 from mpl_core.engine.models import check_input_size, resolve_model_name
@@ -94,16 +95,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def device_label(device: torch.device, amp: bool = False) -> str:
-    """e.g. "cuda (NVIDIA H100, bf16)", "cpu (2 threads)"; under torchrun "8 processes × cuda (...)".
+def device_label(device: torch.device, amp: bool = False, views: str = "") -> str:
+    """e.g. "cuda (NVIDIA H100, bf16, joint view batches)", "cpu (2 threads, fp32)"; under torchrun
+    "8 processes × cuda (...)".
 
-    amp: whether the job asked for bf16 autocast; the label says bf16 only where it applies."""
+    amp: whether the job asked for bf16 autocast; the label says bf16 only where it applies.
+    views: MPL's view batching, where it matters (engine/defaults.py chooses it by device)."""
     ctx = dist_.current()
     procs = f"{ctx.world_size} processes × " if ctx else ""
-    bf16 = ", bf16" if bf16_autocast_applies(device, amp) else ""
+    how = ", bf16" if bf16_autocast_applies(device, amp) else ", fp32"
+    how += f", {views} view batches" if views else ""
     if device.type == "cuda":
-        return f"{procs}cuda ({torch.cuda.get_device_name(device)}{bf16})"
-    return f"{procs}cpu ({torch.get_num_threads()} threads{bf16})"
+        return f"{procs}cuda ({torch.cuda.get_device_name(device)}{how})"
+    return f"{procs}cpu ({torch.get_num_threads()} threads{how})"
 
 
 def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> ModelConfig:
@@ -127,8 +131,10 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
           resume: bool = True) -> TrainResult:
     """Train as cfg says; resumes from out_dir's newest checkpoint when resume is True."""
     cfg.validate()
-    t, algo, ctx = cfg.train, get_algorithm(cfg.algorithm.name), dist_.current()
-    rank, device = (ctx.rank, ctx.device()) if ctx else (0, pick_device(t.device))
+    algo, ctx = get_algorithm(cfg.algorithm.name), dist_.current()
+    rank, device = (ctx.rank, ctx.device()) if ctx else (0, pick_device(cfg.train.device))
+    cfg = for_device(cfg, device)  # "auto" settings made concrete: the checkpoints record what ran
+    t = cfg.train
     model_cfg = resolve_model_config(cfg, dataset, split)
     out = Path(out_dir) if out_dir else None
     saver = Checkpointer(out, cfg, model_cfg, dataset, ctx)
@@ -143,7 +149,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     data = _Data.build(dataset, split, device, ctx, t.balance_classes)
     models, evaluator = ModelWrappers(ctx, device, t.compile), Evaluator(dataset, split.val, device, t.amp)
     stop = _Stop(control or TrainControl(), ctx)
-    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress)
+    label = device_label(device, t.amp, cfg.algorithm.view_batches if algo.teacher else "")
+    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, label)
 
     if state.phase == "train":
         log.start_phase("train", state.step, t.steps, t.batch_size * (1 + t.mu if algo.unlabeled else 1))
@@ -173,8 +180,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     metrics = evaluator.final_metrics(state)
     path = saver.save(state, metrics) if saving else None
     if on_progress:
-        on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, metrics, 0.0, 0.0,
-                             device_label(device, t.amp)))
+        on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, metrics, 0.0, 0.0, label))
     return TrainResult(state.step, stopped, metrics, path, log.history, _trained_models(state))
 
 
@@ -317,6 +323,7 @@ class _Log:
     evaluator: Evaluator
     stop: _Stop
     on_progress: Callable[[Progress], None] | None
+    label: str  # the device and how the run computes there (device_label)
     history: list[dict] = field(default_factory=list)
     phase: str = "train"
     start: int = 0  # the phase's step when this call began it (a resume starts past 0)
@@ -339,8 +346,7 @@ class _Log:
         row.update(step=n, images_per_s=rate)
         self.history.append({"phase": self.phase, **row})
         if self.on_progress:
-            label = device_label(self.device, self.cfg.amp)
-            self.on_progress(Progress(self.phase, n, self.total, row, rate, eta, label))
+            self.on_progress(Progress(self.phase, n, self.total, row, rate, eta, self.label))
 
 
 def _trained_models(state: TrainState) -> dict[str, nn.Module]:

@@ -108,8 +108,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--feedback-sign", choices=FEEDBACK_SIGNS, default=None)
     t.add_argument("--feedback-baseline", type=float, default=None, help="EMA decay of h's baseline (0 = none)")
     t.add_argument("--view-batches", choices=VIEW_BATCHES, default=None,
-                   help="MPL: joint = all views in one batch per model (official); separate = a pass per view "
-                        "(fewer FLOPs, faster on a CPU)")
+                   help="MPL: auto (default) = separate on a CPU, joint on CUDA; joint = all views in one batch "
+                        "per model (official); separate = a pass per view (a quarter fewer FLOPs)")
     t.add_argument("--model", default=None, help="cnn, wrn-28-2, resnet18, resnet50, efficientnet_b0, convnext_tiny, "
                    "mobilenet_v3_small, mobilenet_v3_large or auto (MPL: the teacher; the student too unless "
                    "--student)")

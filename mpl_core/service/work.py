@@ -22,6 +22,7 @@ from mpl_core.config import RunConfig
 from mpl_core.engine import distributed as dist_
 from mpl_core.engine.algorithms import get_algorithm
 from mpl_core.engine.checkpoint import latest_checkpoint
+from mpl_core.engine.defaults import for_device
 from mpl_core.engine.predict import pool_probabilities, predict_pool
 from mpl_core.engine.state import load_model
 from mpl_core.engine.train import Progress, device_label, pick_device, train
@@ -136,6 +137,9 @@ def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int,
     store.update_run(run_id, status="running", message="")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    ctx = dist_.current()
+    cfg = for_device(cfg, ctx.device() if ctx else pick_device(cfg.train.device))
+    store.update_run(run_id, config=cfg.to_dict())  # the run's record says what the device chose
     while True:
         try:
             result = train(cfg, dataset, split, out_dir=job.ws.run_dir(run_id), on_progress=job.report,
@@ -147,7 +151,7 @@ def _run_training(job: TrainingJob, cfg: RunConfig, dataset, split, run_id: int,
                                      "again with a smaller --batch-size (it resumes from the last checkpoint)") from exc
             cfg = _halve_batch(job, cfg, run_id, exc)  # resumes from the newest checkpoint
     metrics = {**result.metrics, **extra, "labels_used": len(split.labeled), "step": result.step}
-    if (ctx := dist_.current()) is not None:
+    if ctx is not None:
         metrics["processes"] = ctx.world_size
     status = "stopped" if result.stopped else "done"
     store.update_run(run_id, status=status, checkpoint=str(result.checkpoint) if result.checkpoint else None,
