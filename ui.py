@@ -49,6 +49,7 @@ def user_errors():
 def sidebar() -> None:
     """Workspace picker and reviewer name, kept in the URL so a reload keeps them."""
     studio = get_studio()
+    studio.touch()  # every full run is a person's doing; jobs leave a core for the pages meanwhile
     names = [w["name"] for w in studio.workspaces()]
     wanted = st.session_state.get("workspace") or st.query_params.get("ws")
     if (chosen := st.session_state.pop("workspace_next", None)) in names:

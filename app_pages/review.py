@@ -74,6 +74,7 @@ def job_panel(desk: Desk) -> None:
 # Moving the threshold reruns only this fragment: statistics, histogram and bulk counts.
 @st.fragment
 def threshold_panel(desk: Desk) -> None:
+    desk.studio.touch()  # a person moved something: see Studio.job_threads
     view = desk.studio.review(desk.name)
     names = view.class_names
     left, right = st.columns([1, 2])
@@ -152,6 +153,7 @@ def select_range(fig: go.Figure) -> None:
 # Decisions and page turns rerun only this fragment: the counts, filters and the grid.
 @st.fragment
 def grid(desk: Desk) -> None:
+    desk.studio.touch()
     view = desk.studio.review(desk.name)
     names = view.class_names
     show_messages()

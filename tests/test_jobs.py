@@ -223,3 +223,24 @@ def test_full_disk_in_the_store_loses_nothing_already_saved(tiny_workspace, full
         store.update_run(run, status="failed")
     full_disk(False)
     assert store.run(run)["status"] == "done" and store.integrity_check() == "ok"
+
+
+def test_a_job_from_the_app_takes_every_core_only_while_no_one_uses_the_app(tiny_workspace, monkeypatch):
+    from mpl_core.service import studio as studio_mod
+    monkeypatch.setattr(studio_mod.os, "cpu_count", lambda: 3)
+    studio, mine = studio_mod.Studio(tiny_workspace.data_root), torch.get_num_threads()
+    studio.touch()
+    assert studio.job_threads() == 2  # someone is using the pages: one core stays theirs
+    studio.idle_after_s = 0.0
+    assert studio.job_threads() == 3  # no one: every core
+    threads_seen, asked = [], studio.job_threads
+
+    def recording() -> int:  # the thread count the loop set after the previous answer
+        threads_seen.append(torch.get_num_threads())
+        return asked()
+    monkeypatch.setattr(studio, "job_threads", recording)
+    job = studio.start("tiny", "train", cfg=tiny_run_config("supervised", steps=40, eval_every=0))
+    assert job.control.threads == recording
+    assert job.join(120).state == "done"
+    assert threads_seen[-1] == 3  # asked between steps, and applied in the training thread
+    assert torch.get_num_threads() == mine  # ... and only there

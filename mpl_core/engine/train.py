@@ -53,11 +53,20 @@ class TrainControl:
     """Stop and pause flags another thread may set; the loop checks them between steps."""
     stop: threading.Event = field(default_factory=threading.Event)
     resume: threading.Event = field(default_factory=lambda: _set_event())  # cleared = paused
+    # The CPU threads the run should use now, asked between steps (None: as set at the start). The
+    # app lets a job take every core while no one is using its pages, and all but one otherwise.
+    threads: Callable[[], int] | None = None
 
     def wait_if_paused(self) -> None:
         while not self.resume.wait(0.1):
             if self.stop.is_set():
                 return
+
+    def apply_threads(self) -> None:
+        """Called from the training thread: torch's thread count is kept per thread (OpenMP)."""
+        wanted = self.threads() if self.threads else 0
+        if wanted > 0 and wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
 
 
 def _set_event() -> threading.Event:
@@ -281,8 +290,9 @@ class _Stop:
 
     def before_step(self) -> bool:
         """Wait while paused (alone); whether the loop must stop."""
-        if self.ctx is None:
+        if self.ctx is None:  # under torchrun each rank keeps its threads: ranks step in lockstep
             self.control.wait_if_paused()
+            self.control.apply_threads()
         return self.requested()
 
     def requested(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +43,7 @@ from mpl_core.workspace.workspace import (
 )
 
 URI_CACHE = 20_000  # images kept encoded per workspace (about 1 KB each at 28 px)
+IDLE_AFTER_S = 5.0  # seconds without a page interaction after which a job may take every core
 
 class Studio:
     """Process-wide state of the app: thread-safe, one instance per server process."""
@@ -54,6 +56,20 @@ class Studio:
         self._sessions: dict[str, ReviewSession] = {}
         self._uris: dict[str, dict[int, str]] = {}  # workspace -> pool index -> PNG data URI
         self._zooms: dict[tuple[str, int], str] = {}  # (workspace, pool index) -> the lightbox's source image
+        self._last_interaction = time.monotonic()
+        self.idle_after_s = IDLE_AFTER_S
+
+    # --- the CPU share of jobs -----------------------------------------------------------------
+
+    def touch(self) -> None:
+        """A person did something in the app (the pages call it; their polling does not)."""
+        self._last_interaction = time.monotonic()
+
+    def job_threads(self) -> int:
+        """CPU threads for a job now: every core while no one has used the app for idle_after_s
+        seconds, else all but one, so that the pages answer at once. Asked between steps."""
+        idle = time.monotonic() - self._last_interaction >= self.idle_after_s
+        return max(1, os.cpu_count() or 1) if idle else app_threads()
 
     # --- workspaces ----------------------------------------------------------------------------
 
@@ -137,7 +153,9 @@ class Studio:
         if kind not in starters:
             raise MPLStudioError(f"unknown job kind {kind!r}")
         with self._lock:
-            return self.adopt(name, starters[kind]())
+            job = self.adopt(name, starters[kind]())
+        job.control.threads = self.job_threads
+        return job
 
     def adopt(self, name: str, job: TrainingJob) -> TrainingJob:
         """Make a job started elsewhere in this process (a script, a test) the workspace's job, as if

@@ -1,0 +1,72 @@
+"""How long the Home page's one-click demo takes, run as the app runs it (through Studio, in a job).
+
+    python bench/demo_time.py                    # no one using the app: the job may take every core
+    python bench/demo_time.py --someone-watching # a person interacting all along: one core stays the pages'
+
+A fresh workspace on the built-in Fashion-MNIST (10 labels per class), then the demo job with the
+Home page's configs: MPL on quick-demo, pseudo-labels, accept above the threshold whose estimated
+precision is 95%, a class-balanced supervised retrain. Prints the wall time of each phase and the
+numbers the demo shows. --someone-watching touches the Studio every second, as the pages do on
+every interaction (not on their polling).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mpl_core import DataConfig, Studio, build_run_config  # noqa: E402
+
+
+def watch(studio: Studio, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        studio.touch()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--someone-watching", action="store_true", help="touch the app every second")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        studio = Studio(root)
+        studio.create("demo", DataConfig(dataset="fashion-mnist", labels_per_class=10, seed=args.seed))
+        stop = threading.Event()
+        if args.someone_watching:
+            threading.Thread(target=watch, args=(studio, stop), daemon=True).start()
+        t0 = time.perf_counter()
+        job = studio.start("demo", "demo", cfg=build_run_config("quick-demo", algorithm="mpl", seed=args.seed),
+                           retrain_cfg=build_run_config("quick-demo", algorithm="supervised", seed=args.seed))
+        phases, last = [], None
+        while job.status().active:
+            message = job.status().message.split(" ")[0]
+            if message != last and message[:2] in ("1/", "2/", "3/", "4/"):
+                phases.append((message, time.perf_counter() - t0))
+                last = message
+            time.sleep(0.2)
+        status, wall = job.status(), time.perf_counter() - t0
+        stop.set()
+    if status.state != "done":
+        raise SystemExit(f"the demo ended {status.state}: {status.error or status.message}")
+    r = status.result
+    print(f"demo, seed {args.seed}, {'someone watching' if args.someone_watching else 'no one watching'}, "
+          f"{status.device}")
+    marks = phases + [("end", wall)]
+    print("| phase | starts at (s) | takes (s) |\n|---|---|---|")
+    for (name, start), (_, end) in zip(marks, marks[1:]):
+        print(f"| {name} | {start:.0f} | {end - start:.0f} |")
+    pct = {k: 100 * r[k] for k in ("before_test_acc", "after_test_acc", "est_precision", "est_low", "est_high",
+                                   "true_precision")}
+    print(f"wall time {wall:.0f} s; test accuracy {pct['before_test_acc']:.2f}% -> {pct['after_test_acc']:.2f}%; "
+          f"{r['accepted']:,} of {r['pseudo_labels']:,} pseudo-labels accepted at {r['threshold']:.3f}; precision "
+          f"estimated {pct['est_precision']:.1f}% (90% interval {pct['est_low']:.1f}-{pct['est_high']:.1f}), "
+          f"true {pct['true_precision']:.1f}%")
+
+
+if __name__ == "__main__":
+    main()
