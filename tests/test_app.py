@@ -145,3 +145,34 @@ def test_a_job_from_another_process_shows_its_progress_and_blocks_starts(reviewe
     at = app("app_pages/train.py", reviewed_root).run()
     assert not any("outside the app" in i.value for i in at.info)
     assert not next(b for b in at.button if b.label == "Start training").disabled
+
+
+def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path, monkeypatch):
+    from mpl_core.config import AlgorithmConfig, ModelConfig, RunConfig, TrainConfig
+    from ui import get_studio
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+    get_studio.clear()
+    studio = get_studio()
+    studio.create("demo", DataConfig(max_unlabeled=300))
+    train = dict(steps=20, eval_every=0, batch_size=16, mu=2, device="cpu")
+    job = studio.start("demo", "demo",
+                       cfg=RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
+                                     train=TrainConfig(finetune_steps=5, **train)),
+                       retrain_cfg=RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+                                             train=TrainConfig(**train)), target_precision=0.5)
+    status = job.join(300)
+    assert status.state == "done", status.error
+    r = status.result
+    at = app("app_pages/home.py", tmp_path, workspace="demo").run()
+    assert not at.exception and not at.error
+    import ui
+    assert metric(at, "Test accuracy before") == ui.pct(r["before_test_acc"])
+    assert metric(at, "After the retrain") == ui.pct(r["after_test_acc"])
+    assert metric(at, "Pseudo-labels accepted") == f"{r['accepted']:,}"
+    assert metric(at, "90% interval") == ui.interval(r["est_low"], r["est_high"])
+    assert metric(at, "True precision") == ui.pct(r["true_precision"])
+    assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
+    assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
+    chart = at.get("plotly_chart")[0].proto.spec
+    for key in ("before_test_acc", "after_test_acc", "after_review_test_acc"):
+        assert f"{100 * r[key]:.1f}%" in chart  # the chart's bars are the same numbers

@@ -165,3 +165,24 @@ def test_the_simulated_reviewer_answers_with_hidden_labels_and_only_where_there_
     own = create_workspace("own", DataConfig(dataset="stripes"), tmp_path)
     with pytest.raises(MPLStudioError, match="hidden labels"):
         oracle_review(own, [0])
+
+
+def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_hidden_labels(fmnist, tmp_path):
+    from mpl_core.service.work import DEMO_REVIEW, start_demo
+    ws = create_workspace("demo", DataConfig(max_unlabeled=400), tmp_path)
+    cfg = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
+                    train=TrainConfig(steps=20, finetune_steps=5, eval_every=0, batch_size=16, mu=2, device="cpu"))
+    retrain = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+                        train=TrainConfig(steps=20, eval_every=0, batch_size=16, device="cpu"))
+    status = start_demo(ws, cfg, retrain, target_precision=0.5).join(300)
+    assert status.state == "done", status.error
+    r = status.result
+    assert [x["kind"] for x in ws.store.runs()] == ["train", "retrain", "retrain"]
+    pending_before = r["pseudo_labels"] - r["accepted"]
+    assert r["reviewed"] == min(DEMO_REVIEW, pending_before) and 0 <= r["review_relabeled"] <= r["reviewed"]
+    assert r["review_run"] == ws.store.runs()[-1]["id"] and 0.0 <= r["after_review_test_acc"] <= 1.0
+    decisions = ws.store.current_decisions()
+    by_oracle = np.asarray(decisions["who"]) == "simulated reviewer"
+    assert by_oracle.sum() == r["reviewed"]  # said who decided: a person can tell them apart and undo them
+    truth = ws.dataset().train.labels.numpy()[decisions["idx"][by_oracle]]
+    assert (decisions["label"][by_oracle] == truth).all()

@@ -32,6 +32,7 @@ from mpl_core.service.lock import busy_error, lock_is_held
 from mpl_core.workspace.attach import check_fits
 from mpl_core.workspace.calibration import threshold_for_precision
 from mpl_core.workspace.review import decide_rows, reviewed_training_set, select_by_threshold, threshold_index
+from mpl_core.workspace.simulate import review_first
 from mpl_core.workspace.workspace import Workspace, open_workspace
 
 try:  # torch.cuda.OutOfMemoryError exists on every build (CPU ones too); its home moved over versions
@@ -94,7 +95,8 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
 def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *, target_precision: float = 0.95,
                who: str = "demo", on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
     """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
-    precision reaches target_precision -> retrain. The result tells the story in numbers."""
+    precision reaches target_precision -> retrain; on a built-in dataset then a simulated reviewer's
+    DEMO_REVIEW decisions -> a second retrain. The result tells the story in numbers."""
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
             _retrain_config(ws, retrain_cfg)]
     return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who),
@@ -240,20 +242,25 @@ def _predict_with_halving(job: TrainingJob, model, dataset, split, device):
 
 # --- the demo loop -------------------------------------------------------------------------------
 
+DEMO_REVIEW = 100  # decisions the demo's simulated reviewer makes (built-in datasets only)
+
+
 def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str):
     def work(job: TrainingJob) -> dict:
         ws, story = job.ws, {}
-        job.say("1/4 training the teacher and student (MPL)")
+        oracle = ws.dataset().fully_labeled  # hidden labels: a simulated reviewer can stand in for a person
+        steps = 5 if oracle else 4
+        job.say(f"1/{steps} training the teacher and student (MPL)")
         job.set_run(ws.store.create_run("train", train_cfg.to_dict()))
         trained = _train_work(train_cfg)(job)
         if not trained["completed"]:
             return trained
         story.update(before_test_acc=trained.get("test_acc"), train_run=job.run_id,
                      labels_given=trained["labels_used"])
-        job.say("2/4 pseudo-labeling the unlabeled pool")
+        job.say(f"2/{steps} pseudo-labeling the unlabeled pool")
         labeled = _pseudo_label_work(job.run_id, "auto")(job)
         story.update(round=labeled["round"], pseudo_labels=labeled["count"])
-        job.say("3/4 accepting confident pseudo-labels")
+        job.say(f"3/{steps} accepting confident pseudo-labels")
         index = threshold_index(ws)
         threshold = threshold_for_precision(index, target) or 0.99
         rows = ws.store.pseudo_labels()
@@ -263,13 +270,25 @@ def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who:
         story.update(threshold=threshold, accepted=len(positions), est_precision=stats.est_precision,
                      est_low=stats.est_low, est_high=stats.est_high, val_support=stats.val_support,
                      true_precision=stats.true_precision)
-        job.say("4/4 retraining on the reviewed labels")
-        job.set_run(ws.store.create_run("retrain", retrain_cfg.to_dict()))
-        retrained = _retrain_work(retrain_cfg)(job)
+        job.say(f"4/{steps} retraining on the reviewed labels")
+        retrained = _demo_retrain(job, retrain_cfg)
         story.update(after_test_acc=retrained.get("test_acc"), retrain_run=job.run_id,
                      labels_used=retrained.get("labels_used"), completed=retrained["completed"])
+        if oracle and retrained["completed"]:
+            job.say(f"5/{steps} a simulated reviewer decides {DEMO_REVIEW} pseudo-labels (likely mistakes first), "
+                    "then a retrain")
+            review = review_first(ws, DEMO_REVIEW, threshold)
+            retrained = _demo_retrain(job, retrain_cfg)
+            story.update(reviewed=sum(review.values()), review_relabeled=review["relabeled"],
+                         after_review_test_acc=retrained.get("test_acc"), review_run=job.run_id,
+                         completed=retrained["completed"])
         return story
     return work
+
+
+def _demo_retrain(job: TrainingJob, retrain_cfg: RunConfig) -> dict:
+    job.set_run(job.ws.store.create_run("retrain", retrain_cfg.to_dict()))
+    return _retrain_work(retrain_cfg)(job)
 
 
 # --- several processes (torchrun) ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A simulated reviewer, for benchmarks (bench/review_value.py) only: it answers with the
+"""A simulated reviewer, for benchmarks (bench/review_value.py) and the demo only: it answers with the
 dataset's hidden true labels, as an oracle would. A person's time is what it stands in for, so
 it is refused where there are no hidden labels (own images): there, only people review.
 """
@@ -8,6 +8,7 @@ import numpy as np
 
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.review import decide_rows
+from mpl_core.workspace.review_session import ReviewSession
 from mpl_core.workspace.workspace import Workspace
 
 WHO = "simulated reviewer"
@@ -34,3 +35,12 @@ def oracle_review(ws: Workspace, positions, *, hand_labels: bool = False, who: s
     relabeled = decide_rows(ws, rows, positions[~right], "relabel", who, label=truth[~right].tolist(),
                             expect="pending")
     return {"accepted": accepted, "relabeled": relabeled}
+
+
+def review_first(ws: Workspace, k: int, threshold: float, order: str = "likely mistakes first",
+                 who: str = WHO) -> dict:
+    """The oracle decides the first k pending pseudo-labels in one of the Review page's orders, as a
+    person working down that page would. Returns how many it accepted and relabeled."""
+    view = ReviewSession(ws).view()
+    pending = view.select(statuses=["pending"], sort=order, thresholds=[threshold] * len(view.class_names))
+    return oracle_review(ws, pending[:k], who=who)
