@@ -116,7 +116,8 @@ def device_label(device: torch.device, amp: bool = False, views: str = "") -> st
     how += f", {views} view batches" if views else ""
     if device.type == "cuda":
         return f"{procs}cuda ({torch.cuda.get_device_name(device)}{how})"
-    return f"{procs}cpu ({torch.get_num_threads()} threads{how})"
+    threads = torch.get_num_threads()
+    return f"{procs}cpu ({threads} thread{'s' if threads != 1 else ''}{how})"
 
 
 def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> ModelConfig:
@@ -158,8 +159,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     data = _Data.build(dataset, split, device, ctx, t.balance_classes)
     models, evaluator = ModelWrappers(ctx, device, t.compile), Evaluator(dataset, split.val, device, t.amp)
     stop = _Stop(control or TrainControl(), ctx)
-    label = device_label(device, t.amp, cfg.algorithm.view_batches if algo.teacher else "")
-    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, label)
+    views = cfg.algorithm.view_batches if algo.teacher else ""  # shown in the device label
+    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, views)
 
     if state.phase == "train":
         log.start_phase("train", state.step, t.steps, t.batch_size * (1 + t.mu if algo.unlabeled else 1))
@@ -189,7 +190,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     metrics = evaluator.final_metrics(state)
     path = saver.save(state, metrics) if saving else None
     if on_progress:
-        on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, metrics, 0.0, 0.0, label))
+        on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, metrics, 0.0, 0.0,
+                             device_label(device, t.amp, views)))
     return TrainResult(state.step, stopped, metrics, path, log.history, _trained_models(state))
 
 
@@ -333,7 +335,7 @@ class _Log:
     evaluator: Evaluator
     stop: _Stop
     on_progress: Callable[[Progress], None] | None
-    label: str  # the device and how the run computes there (device_label)
+    views: str  # MPL's view batching for the device label; "" where it does not apply
     history: list[dict] = field(default_factory=list)
     phase: str = "train"
     start: int = 0  # the phase's step when this call began it (a resume starts past 0)
@@ -356,7 +358,8 @@ class _Log:
         row.update(step=n, images_per_s=rate)
         self.history.append({"phase": self.phase, **row})
         if self.on_progress:
-            self.on_progress(Progress(self.phase, n, self.total, row, rate, eta, self.label))
+            label = device_label(self.device, self.cfg.amp, self.views)  # threads may change during a run
+            self.on_progress(Progress(self.phase, n, self.total, row, rate, eta, label))
 
 
 def _trained_models(state: TrainState) -> dict[str, nn.Module]:
