@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mpl_core.config import DataConfig  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training  # noqa: E402
-from mpl_core.workspace.calibration import threshold_for_precision  # noqa: E402
+from mpl_core.workspace.calibration import threshold_to_accept  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
@@ -47,7 +47,7 @@ def one_seed(seed: int, variants: list[str], preset: str) -> dict[str, dict]:
         st = start_training(ws, build_run_config(preset, algorithm="mpl", seed=seed)).join()
         assert st.state == "done", st.error
         assert start_pseudo_labeling(ws).join().state == "done"
-        threshold = threshold_for_precision(threshold_index(ws), 0.95) or 0.99
+        threshold = threshold_to_accept(threshold_index(ws), 0.95)
         rows = ws.store.pseudo_labels()
         above = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
         decide_rows(ws, rows, above, "accept", "threshold")

@@ -15,6 +15,7 @@ from mpl_core.workspace.calibration import (
     precision_coverage_table,
     precision_interval,
     threshold_for_precision,
+    threshold_to_accept,
 )
 from mpl_core.workspace.review import threshold_index
 from mpl_core.workspace.workspace import create_workspace
@@ -101,6 +102,12 @@ def test_threshold_for_precision_and_histogram():
     # 0.8 admits 0.8, 0.9, 0.95 (mean 0.883); the next grid step, 0.805, admits 0.9 and 0.95 (0.925)
     assert threshold_for_precision(index, 0.9) == pytest.approx(0.805)
     assert threshold_for_precision(index, 0.99) is None
+    assert threshold_to_accept(index, 0.9) == pytest.approx(0.805)  # reachable: the same threshold
+    assert threshold_to_accept(index, 0.99, min_support=10**6) == 0.99  # nothing has the evidence: the strict one
+    # unreachable: the best estimate with >= 2 validation images behind it (2 of 3 right above 0.5: 2.5/3)
+    counted = hand_example(estimator="count")
+    assert threshold_to_accept(counted, 0.99, min_support=2) == pytest.approx(0.505)
+    assert counted.stats(0.505).est_precision == pytest.approx(2.5 / 3)
     hist = confidence_histogram(np.array([0, 0, 1]), np.array([0.05, 1.0, 0.5]), 2, bins=10)
     assert hist.shape == (2, 10) and hist[0, 0] == 1 and hist[0, 9] == 1 and hist[1, 5] == 1
 

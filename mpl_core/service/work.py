@@ -30,7 +30,7 @@ from mpl_core.errors import MPLStudioError
 from mpl_core.service.job import JobStopped, TrainingJob
 from mpl_core.service.lock import busy_error, lock_is_held
 from mpl_core.workspace.attach import check_fits
-from mpl_core.workspace.calibration import threshold_for_precision
+from mpl_core.workspace.calibration import threshold_to_accept
 from mpl_core.workspace.review import decide_rows, reviewed_training_set, select_by_threshold, threshold_index
 from mpl_core.workspace.simulate import review_first
 from mpl_core.workspace.workspace import Workspace, open_workspace
@@ -262,7 +262,7 @@ def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who:
         story.update(round=labeled["round"], pseudo_labels=labeled["count"])
         job.say(f"3/{steps} accepting confident pseudo-labels")
         index = threshold_index(ws)
-        threshold = threshold_for_precision(index, target) or 0.99
+        threshold = threshold_to_accept(index, target)
         rows = ws.store.pseudo_labels()
         positions = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
         decide_rows(ws, rows, positions, "accept", who)
