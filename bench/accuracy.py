@@ -72,8 +72,11 @@ def main() -> None:
     print("| algorithm | test accuracy | wall time / run | steps/s | device |")
     print("|---|---|---|---|---|")
     for variant in args.algorithms:
-        runs = [run_one(configure(variant, args.preset, args.amp, args.view_batches), s, dataset,
-                        args.labels_per_class, args.steps) for s in args.seeds]
+        runs = []
+        for s in args.seeds:  # each seed as it ends: a long run shows its progress, and a cut-short one its part
+            runs.append(run_one(configure(variant, args.preset, args.amp, args.view_batches), s, dataset,
+                                args.labels_per_class, args.steps))
+            print(f"  {variant}, seed {s}: {runs[-1]['acc'] * 100:.2f}%, {runs[-1]['wall']:.0f} s", flush=True)
         accs = [r["acc"] * 100 for r in runs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         wall = statistics.mean(r["wall"] for r in runs)
