@@ -35,7 +35,7 @@ with st.form("train-settings"):
                                       help="defaults: 0.6 for UDA/MPL consistency, 0.95 for pseudo-labeling")
         sign = a[1].selectbox("MPL feedback sign", FEEDBACK_SIGNS, help="derivation (default) or the official code's")
         views = a[1].selectbox("MPL view batches", VIEW_BATCHES,
-                               help="auto (default): separate on a CPU, joint on a GPU. joint: each model sees all "
+                               help="auto (default): separate on a CPU, joint on CUDA. joint: each model sees all "
                                     "its views in one batch, as the official code; separate: a pass per view, a "
                                     "quarter fewer computations")
         lr = a[2].number_input("Learning rate", 0.0001, 1.0, 0.05, format="%.4f")

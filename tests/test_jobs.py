@@ -227,7 +227,7 @@ def test_full_disk_in_the_store_loses_nothing_already_saved(tiny_workspace, full
 
 def test_a_job_from_the_app_takes_every_core_only_while_no_one_uses_the_app(tiny_workspace, monkeypatch):
     from mpl_core.service import studio as studio_mod
-    monkeypatch.setattr(studio_mod.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(studio_mod, "usable_cores", lambda: 3)
     studio, mine = studio_mod.Studio(tiny_workspace.data_root), torch.get_num_threads()
     studio.touch()
     assert studio.job_threads() == 2  # someone is using the pages: one core stays theirs
@@ -242,5 +242,14 @@ def test_a_job_from_the_app_takes_every_core_only_while_no_one_uses_the_app(tiny
     job = studio.start("tiny", "train", cfg=tiny_run_config("supervised", steps=40, eval_every=0))
     assert job.control.threads == recording
     assert job.join(120).state == "done"
-    assert threads_seen[-1] == 3  # asked between steps, and applied in the training thread
-    assert torch.get_num_threads() == mine  # ... and only there
+    try:
+        assert threads_seen[-1] == 3  # asked between steps, and applied in the training thread
+        assert torch.get_num_threads() == mine  # ... and only there
+    finally:
+        torch.set_num_threads(mine)  # torch keeps the last count as the default of new threads
+    chosen = tiny_run_config("supervised", steps=4, eval_every=0)
+    chosen.train.threads = 1
+    job = studio.start("tiny", "train", cfg=chosen)
+    assert job.control.threads is None  # threads a person set are left alone
+    assert job.join(120).state == "done"
+    torch.set_num_threads(mine)

@@ -213,7 +213,7 @@ def _separate_views(cfg: AlgorithmConfig) -> bool:
 
 def _views(cfg: AlgorithmConfig) -> str:
     if cfg.view_batches == "auto":  # a programming error, not a user's: train() resolves it first
-        raise ValueError('view_batches "auto" is chosen by the device: engine.defaults.for_device(cfg, device) '
+        raise ValueError('view_batches "auto" must be resolved first: call engine.defaults.for_device(cfg, device) '
                          "before a step")
     return cfg.view_batches
 

@@ -12,9 +12,10 @@ What each choice rests on is measured in docs/speed.md and docs/results.md:
   accurate (quick-demo over 4 seeds, cpu-10min over 3), with or without native bf16; "joint" on
   CUDA, as the official code runs, where larger batches suit the device and the FLOP saving is
   unmeasured.
-- Threads, channels_last and torch.compile are left as they were: torch's thread count is
-  already one per core, channels_last is on for every device, and compiling took minutes on a
-  2-core CPU for 5% faster steps, so it stays an option (`--compile`).
+- channels_last and torch.compile are left as they were: channels_last is on for every device,
+  and compiling took minutes on a 2-core CPU for 5% faster steps, so it stays an option
+  (`--compile`). Threads: torch's default (one per core) on the command line; a job started from
+  the app follows Studio.job_threads (every core while no one uses the app).
 """
 from __future__ import annotations
 
@@ -23,23 +24,20 @@ import dataclasses
 import torch
 
 from mpl_core.config import RunConfig
-from mpl_core.engine.inference import bf16_autocast_applies
 
 
 def default_view_batches(device: torch.device) -> str:
     return "joint" if device.type == "cuda" else "separate"
 
 
-def for_device(cfg: RunConfig, device: torch.device) -> RunConfig:
-    """cfg with its "auto" settings made concrete for this device (a copy; cfg is unchanged)."""
+def for_device(cfg: RunConfig, device: torch.device, saved: dict | None = None) -> RunConfig:
+    """cfg with its "auto" settings made concrete for this device (a copy; cfg is unchanged).
+
+    saved: the config of the checkpoint a run resumes from; its concrete choice wins over the
+    device's, so that a run started on a CPU and resumed on a GPU keeps the batching it began with."""
     if cfg.algorithm.view_batches != "auto":
         return cfg
-    algorithm = dataclasses.replace(cfg.algorithm, view_batches=default_view_batches(device))
-    return dataclasses.replace(cfg, algorithm=algorithm)
+    views = (saved or {}).get("algorithm", {}).get("view_batches", "auto")
+    views = views if views != "auto" else default_view_batches(device)
+    return dataclasses.replace(cfg, algorithm=dataclasses.replace(cfg.algorithm, view_batches=views))
 
-
-def speed_label(cfg: RunConfig, device: torch.device, teacher: bool) -> str:
-    """What the run computes in, for the device label: "bf16" or "fp32", and for MPL the view batching."""
-    precision = "bf16" if bf16_autocast_applies(device, cfg.train.amp) else "fp32"
-    views = for_device(cfg, device).algorithm.view_batches
-    return f"{precision}, {views} view batches" if teacher else precision

@@ -63,7 +63,8 @@ class TrainControl:
                 return
 
     def apply_threads(self) -> None:
-        """Called from the training thread: torch's thread count is kept per thread (OpenMP)."""
+        """Called from the training thread: under OpenMP a thread's team size is its own setting
+        (torch also keeps the number as the default for threads that start later)."""
         wanted = self.threads() if self.threads else 0
         if wanted > 0 and wanted != torch.get_num_threads():
             torch.set_num_threads(wanted)
@@ -143,13 +144,14 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     cfg.validate()
     algo, ctx = get_algorithm(cfg.algorithm.name), dist_.current()
     rank, device = (ctx.rank, ctx.device()) if ctx else (0, pick_device(cfg.train.device))
-    cfg = for_device(cfg, device)  # "auto" settings made concrete: the checkpoints record what ran
+    out = Path(out_dir) if out_dir else None
+    resumed = load_resume_state(out if resume else None, device, ctx)
+    # "auto" settings made concrete (a resumed run keeps its own): the checkpoints record what ran
+    cfg = for_device(cfg, device, resumed[1]["config"] if resumed is not None else None)
     t = cfg.train
     model_cfg = resolve_model_config(cfg, dataset, split)
-    out = Path(out_dir) if out_dir else None
     saver = Checkpointer(out, cfg, model_cfg, dataset, ctx)
     saving = dist_.broadcast_object(out is not None, ctx)  # rank 0 decides; the others join its checkpoints
-    resumed = load_resume_state(out if resume else None, device, ctx)
     if resumed is not None:
         check_compatible(resumed[1], cfg, model_cfg)
     # Pretrained weights only for a fresh run: a checkpoint brings its own (and needs no network).

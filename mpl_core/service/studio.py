@@ -69,7 +69,7 @@ class Studio:
         """CPU threads for a job now: every core while no one has used the app for idle_after_s
         seconds, else all but one, so that the pages answer at once. Asked between steps."""
         idle = time.monotonic() - self._last_interaction >= self.idle_after_s
-        return max(1, os.cpu_count() or 1) if idle else app_threads()
+        return usable_cores() if idle else app_threads()
 
     # --- workspaces ----------------------------------------------------------------------------
 
@@ -140,9 +140,10 @@ class Studio:
     def start(self, name: str, kind: str, **kwargs) -> TrainingJob:
         """Start a job: kind = train, resume, pseudo_label, retrain or demo."""
         ws = self.open(name)
+        chosen = any(kwargs[key].train.threads for key in ("cfg", "retrain_cfg") if key in kwargs)
         for key in ("cfg", "retrain_cfg"):
             if key in kwargs and not kwargs[key].train.threads:
-                kwargs[key].train.threads = app_threads()
+                kwargs[key].train.threads = app_threads()  # until the first step asks job_threads
         starters = {"train": lambda: work.start_training(ws, kwargs["cfg"]),
                     "resume": lambda: work.start_training(ws, run_id=kwargs["run_id"]),
                     "pseudo_label": lambda: work.start_pseudo_labeling(ws, kwargs.get("run_id"),
@@ -154,7 +155,8 @@ class Studio:
             raise MPLStudioError(f"unknown job kind {kind!r}")
         with self._lock:
             job = self.adopt(name, starters[kind]())
-        job.control.threads = self.job_threads
+        if not chosen:  # threads a person set stay as set
+            job.control.threads = self.job_threads
         return job
 
     def adopt(self, name: str, job: TrainingJob) -> TrainingJob:
@@ -332,6 +334,12 @@ class Studio:
         return import_label_studio(self.open(name), data, who, dry_run).lines()  # the view sees the new version
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container's cpuset sets it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else max(1, os.cpu_count() or 1)
+
+
 def app_threads() -> int:
-    """CPU threads for a job started from the app: all cores but one, which serves the pages."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """CPU threads for a job started from the app while someone uses it: all cores but one, which
+    serves the pages."""
+    return max(1, usable_cores() - 1)

@@ -247,20 +247,25 @@ DEMO_REVIEW = 100  # decisions the demo's simulated reviewer makes (built-in dat
 
 def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str):
     def work(job: TrainingJob) -> dict:
-        ws, story = job.ws, {}
+        ws, t0 = job.ws, time.perf_counter()
         oracle = ws.dataset().fully_labeled  # hidden labels: a simulated reviewer can stand in for a person
-        steps = 5 if oracle else 4
-        job.say(f"1/{steps} training the teacher and student (MPL)")
+        story: dict = {"phase_s": []}  # (phase, seconds since the start) as each phase begins
+
+        def phase(n: int, what: str) -> None:
+            story["phase_s"].append([what, round(time.perf_counter() - t0, 2)])
+            job.say(f"{n}/{5 if oracle else 4} {what}")
+
+        phase(1, "training the teacher and student (MPL)")
         job.set_run(ws.store.create_run("train", train_cfg.to_dict()))
         trained = _train_work(train_cfg)(job)
         if not trained["completed"]:
             return trained
         story.update(before_test_acc=trained.get("test_acc"), train_run=job.run_id,
                      labels_given=trained["labels_used"])
-        job.say(f"2/{steps} pseudo-labeling the unlabeled pool")
+        phase(2, "pseudo-labeling the unlabeled pool")
         labeled = _pseudo_label_work(job.run_id, "auto")(job)
         story.update(round=labeled["round"], pseudo_labels=labeled["count"])
-        job.say(f"3/{steps} accepting confident pseudo-labels")
+        phase(3, "accepting confident pseudo-labels")
         index = threshold_index(ws)
         threshold = threshold_to_accept(index, target)
         rows = ws.store.pseudo_labels()
@@ -269,19 +274,22 @@ def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who:
         stats = index.stats(threshold)  # what the accepted labels are worth, estimated and (built-in data) true
         story.update(threshold=threshold, accepted=len(positions), est_precision=stats.est_precision,
                      est_low=stats.est_low, est_high=stats.est_high, val_support=stats.val_support,
-                     true_precision=stats.true_precision)
-        job.say(f"4/{steps} retraining on the reviewed labels")
+                     true_precision=stats.true_precision, target_precision=target,
+                     target_reached=bool(stats.est_precision >= target))
+        phase(4, "retraining on the reviewed labels")
         retrained = _demo_retrain(job, retrain_cfg)
         story.update(after_test_acc=retrained.get("test_acc"), retrain_run=job.run_id,
                      labels_used=retrained.get("labels_used"), completed=retrained["completed"])
         if oracle and retrained["completed"]:
-            job.say(f"5/{steps} a simulated reviewer decides {DEMO_REVIEW} pseudo-labels (likely mistakes first), "
-                    "then a retrain")
+            phase(5, f"a simulated reviewer decides {DEMO_REVIEW} pseudo-labels (likely mistakes first), then a "
+                     "retrain")
             review = review_first(ws, DEMO_REVIEW, threshold)
-            retrained = _demo_retrain(job, retrain_cfg)
-            story.update(reviewed=sum(review.values()), review_relabeled=review["relabeled"],
-                         after_review_test_acc=retrained.get("test_acc"), review_run=job.run_id,
-                         completed=retrained["completed"])
+            story.update(reviewed=sum(review.values()), review_relabeled=review["relabeled"])
+            if story["reviewed"]:  # nothing left pending: the first retrain is the answer
+                retrained = _demo_retrain(job, retrain_cfg)
+                story.update(after_review_test_acc=retrained.get("test_acc"), review_run=job.run_id,
+                             completed=retrained["completed"])
+        story["phase_s"].append(["end", round(time.perf_counter() - t0, 2)])
         return story
     return work
 
