@@ -37,6 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     data = stripes_dataset()
     cfg = tiny_config("mpl", steps=20, checkpoint_every=10, eval_every=10, finetune_steps=10)
+    cfg.algorithm.view_batches = "joint"  # DDP's own gradient averaging first (a CPU's default is separate)
     split = make_split(data, cfg.data)
 
     def out_dir(name):  # only rank 0 is given a folder: it alone writes
