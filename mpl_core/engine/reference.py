@@ -24,26 +24,13 @@ from mpl_core.engine.algorithms import Batch, FeedbackState, Learner, consistenc
 
 def reference_mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,
                        state: FeedbackState) -> dict:
-    t_logits_l = teacher.model(batch.x_l)
-    t_logits_uw = teacher.model(batch.u_weak)
-    t_logits_us = teacher.model(batch.u_strong)
-    t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
-    t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
-    t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
-    pseudo = t_logits_us.detach().argmax(-1)
-
+    t_logits = teacher.model(batch.x_l), teacher.model(batch.u_weak), teacher.model(batch.u_strong)
+    losses = _teacher_losses(*t_logits, batch, cfg, step)
     s_loss_before = F.cross_entropy(student.model(batch.x_l).detach(), batch.y_l)
-    s_loss = F.cross_entropy(student.model(batch.u_strong), pseudo)
+    s_loss = F.cross_entropy(student.model(batch.u_strong), losses["pseudo"])
     student.update(s_loss)
     s_loss_after = F.cross_entropy(student.model(batch.x_l).detach(), batch.y_l)
-
-    h, h_used = feedback_coefficient(s_loss_before, s_loss_after, cfg, state)
-    t_loss_mpl = h_used * F.cross_entropy(t_logits_us, pseudo)
-    t_loss = t_loss_uda + t_loss_mpl
-    teacher.update(t_loss)
-    return {"t_loss": t_loss.detach(), "t_loss_labeled": t_loss_l.detach(), "t_loss_uda": t_loss_u.detach(),
-            "t_loss_mpl": t_loss_mpl.detach(), "s_loss": s_loss.detach(), "s_loss_labeled": s_loss_after,
-            "h": h, "mask_rate": mask.mean()}
+    return _feedback(teacher, t_logits[2], losses, s_loss, s_loss_before, s_loss_after, cfg, state)
 
 
 def reference_mpl_step_joint(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,
@@ -54,25 +41,33 @@ def reference_mpl_step_joint(teacher: Learner, student: Learner, batch: Batch, c
     student on the weak view's argmax; here, as in `mpl_step`, it is the strong view's: the same
     passes and FLOPs.)"""
     b, n_u = len(batch.x_l), len(batch.u_weak)
-    t_logits = teacher.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong]))
-    t_logits_l, t_logits_uw, t_logits_us = t_logits.split([b, n_u, n_u])
-    t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
-    t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
-    t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
-    pseudo = t_logits_us.detach().argmax(-1)
-
-    s_logits = student.model(torch.cat([batch.x_l, batch.u_strong]))
-    s_logits_l, s_logits_us = s_logits.split([b, n_u])
+    t_logits = teacher.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong])).split([b, n_u, n_u])
+    losses = _teacher_losses(*t_logits, batch, cfg, step)
+    s_logits_l, s_logits_us = student.model(torch.cat([batch.x_l, batch.u_strong])).split([b, n_u])
     s_loss_before = F.cross_entropy(s_logits_l.detach(), batch.y_l)
-    s_loss = F.cross_entropy(s_logits_us, pseudo)
+    s_loss = F.cross_entropy(s_logits_us, losses["pseudo"])
     student.update(s_loss)
     with torch.no_grad():
         s_loss_after = F.cross_entropy(student.model(batch.x_l), batch.y_l)
+    return _feedback(teacher, t_logits[2], losses, s_loss, s_loss_before, s_loss_after, cfg, state)
 
+
+def _teacher_losses(t_logits_l, t_logits_uw, t_logits_us, batch: Batch, cfg: AlgorithmConfig, step: int) -> dict:
+    """The teacher's UDA loss and its hard pseudo-labels on the strong view."""
+    t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
+    t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
+    t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
+    return {"t_loss_l": t_loss_l, "t_loss_u": t_loss_u, "mask": mask, "t_loss_uda": t_loss_uda,
+            "pseudo": t_logits_us.detach().argmax(-1)}
+
+
+def _feedback(teacher: Learner, t_logits_us, losses: dict, s_loss, s_loss_before, s_loss_after,
+              cfg: AlgorithmConfig, state: FeedbackState) -> dict:
+    """The teacher's update: its UDA loss plus h times its loss on its own pseudo-labels."""
     h, h_used = feedback_coefficient(s_loss_before, s_loss_after, cfg, state)
-    t_loss_mpl = h_used * F.cross_entropy(t_logits_us, pseudo)
-    t_loss = t_loss_uda + t_loss_mpl
+    t_loss_mpl = h_used * F.cross_entropy(t_logits_us, losses["pseudo"])
+    t_loss = losses["t_loss_uda"] + t_loss_mpl
     teacher.update(t_loss)
-    return {"t_loss": t_loss.detach(), "t_loss_labeled": t_loss_l.detach(), "t_loss_uda": t_loss_u.detach(),
-            "t_loss_mpl": t_loss_mpl.detach(), "s_loss": s_loss.detach(), "s_loss_labeled": s_loss_after,
-            "h": h, "mask_rate": mask.mean()}
+    return {"t_loss": t_loss.detach(), "t_loss_labeled": losses["t_loss_l"].detach(),
+            "t_loss_uda": losses["t_loss_u"].detach(), "t_loss_mpl": t_loss_mpl.detach(), "s_loss": s_loss.detach(),
+            "s_loss_labeled": s_loss_after, "h": h, "mask_rate": losses["mask"].mean()}
