@@ -4,6 +4,7 @@ Streamlit code only; everything it shows comes from mpl_core.Studio.
 """
 from __future__ import annotations
 
+import gc
 import html
 import re
 import threading
@@ -20,6 +21,9 @@ POLL_S = 1.0  # how often live panels refresh
 @st.cache_resource
 def get_studio() -> Studio:
     """One Studio per server process: every browser tab sees the same jobs."""
+    # The libraries are imported by now and live as long as the process: move their objects out of
+    # the collector's reach, so its occasional full collections walk only what the app allocates.
+    gc.freeze()
     return Studio(default_data_root())
 
 

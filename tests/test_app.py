@@ -1,4 +1,5 @@
 """Each page's logic under Streamlit's AppTest (no browser): rendering, thresholds, decisions, forms."""
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,10 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     chart = at.get("plotly_chart")[0].proto.spec
     for key in ("before_test_acc", "after_test_acc", "after_review_test_acc"):
         assert f"{100 * r[key]:.1f}%" in chart  # the chart's bars are the same numbers
+
+
+def test_the_server_does_not_walk_every_object_after_each_script_run():
+    # Streamlit's default post-run gc.collect(2) costs 100-250 ms per run with torch loaded, and
+    # the review grid reruns its fragment for every decision (bench/review_keys.py).
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False

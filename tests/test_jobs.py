@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import ROOT, swap_step, tiny_run_config
 from mpl_core.engine.algorithms import get_algorithm
 from mpl_core.engine.checkpoint import latest_checkpoint, list_checkpoints
 from mpl_core.engine.state import load_model
-from mpl_core.service.job import TrainingJob
+from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import JobBusy, JobLock
 from mpl_core.service.work import recover, start_pseudo_labeling, start_training
 from mpl_core.workspace.workspace import open_workspace
@@ -65,6 +66,25 @@ def test_worker_exception_fails_the_job_and_frees_the_workspace(tiny_workspace):
     assert st.state == "failed" and "ZeroDivisionError: boom" in st.error
     assert "jobs.log" in os.listdir(tiny_workspace.root / "logs")
     assert start_training(tiny_workspace, tiny_run_config("supervised")).join(60).state == "done"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are Linux's")
+def test_a_job_runs_below_the_pages_priority_and_its_cpu_threads_inherit_it(tiny_workspace):
+    def work(job):
+        torch.set_num_threads(2)
+        torch.nn.functional.conv2d(torch.randn(8, 8, 32, 32), torch.randn(8, 8, 3, 3))  # starts its thread team
+        return {"nice": {int(t): _nice(t) for t in os.listdir("/proc/self/task")}, "me": threading.get_native_id()}
+
+    before = {int(t) for t in os.listdir("/proc/self/task")}
+    seen = TrainingJob(tiny_workspace, "train", work).start().join(30).result
+    assert seen["nice"][seen["me"]] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
+    new = [t for t in seen["nice"] if t not in before]  # the job's thread and the threads it started
+    assert len(new) >= 2 and all(seen["nice"][t] == seen["nice"][seen["me"]] for t in new)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def _nice(tid) -> int:
+    return int(open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16])
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_workspace, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 import traceback
@@ -25,6 +26,10 @@ from mpl_core.service.lock import JobLock
 from mpl_core.workspace.workspace import Workspace
 
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+# How much lower a job's thread runs than the pages' threads (a nice increment, 0..19). The
+# scheduler then gives the pages the CPU whenever both want it, and a job loses nothing while the
+# pages are idle: a priority only matters when threads compete for a core.
+BACKGROUND_NICE = 10
 
 
 class JobStopped(Exception):
@@ -164,6 +169,7 @@ class TrainingJob:
             self.ws.store.update_run(run_id, status=status, **kwargs)
 
     def _main(self) -> None:
+        lower_priority(BACKGROUND_NICE)
         self._set(state="running", message="running")
         try:
             result = self._work(self)
@@ -195,3 +201,22 @@ class TrainingJob:
                 f.write(f"--- {time.ctime()} {self.kind} run {self.run_id}\n{traceback.format_exc()}\n")
         except OSError:
             pass
+
+
+def lower_priority(increment: int) -> int | None:
+    """Lower the calling thread's CPU priority by `increment` nice steps; returns its nice value,
+    or None where it was left as it was.
+
+    Linux schedules threads, not processes, so this thread's nice value is its own, and the
+    threads it starts later inherit it (its OpenMP team, which torch creates from the first
+    thread that runs a parallel op). Elsewhere, or where the call is refused, nothing changes:
+    a priority makes the app more responsive but is never required."""
+    if not sys.platform.startswith("linux") or increment <= 0:
+        return None
+    tid = threading.get_native_id()
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + increment))
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except OSError:
+        return None

@@ -12,6 +12,7 @@ the next view() call reads the state again.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -69,9 +70,8 @@ class ReviewView:
     truth: np.ndarray | None = None  # true labels where the dataset knows them
 
     def counts(self) -> dict[str, int]:
-        names, counts = np.unique(self.status, return_counts=True)
         out = {s: 0 for s in STATUSES}
-        out.update({str(n): int(c) for n, c in zip(names, counts)})
+        out.update(Counter(self.status.tolist()))  # 10x np.unique's time on an object array: it sorts
         return out
 
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
