@@ -183,6 +183,26 @@ def test_closest_to_the_threshold_orders_by_distance_from_each_class_threshold(s
     assert len(order) == 40 and (np.diff(distance) >= 0).all()
 
 
+def test_every_order_filtered_is_the_filtered_rows_sorted_also_after_decisions(studio):
+    from mpl_core.workspace.review_session import SORTS
+    for step in range(3):
+        view = studio.review("tiny")
+        for sort, thresholds in [(sort, t) for sort in SORTS for t in ([0.6, 0.8], [0.9, 0.5])]:
+            for statuses, classes in ((None, None), (["pending"], None), (["pending", "accept"], [1])):
+                got = view.select(statuses=statuses, classes=classes, sort=sort, thresholds=thresholds)
+                mask = np.ones(len(view.rows), dtype=bool)
+                if statuses:
+                    mask &= np.isin(view.status, statuses)
+                if classes:
+                    mask &= np.isin(view.rows.label, classes)
+                want = np.nonzero(mask)[0]
+                key = view.order_key(sort, thresholds)
+                if key is not None:
+                    want = want[np.argsort(key[want], kind="stable")]
+                assert got.tolist() == want.tolist(), (step, sort, statuses, classes)
+        studio.decide("tiny", view.select(statuses=["pending"])[:5], "accept", "ana")  # the cached order stays
+
+
 def test_likely_mistakes_put_confident_labels_of_error_prone_classes_first():
     from mpl_core.workspace.review_session import class_error_rates
     validation = {"label": [0, 0, 0, 0, 1, 1, 1, 1], "truth": [0, 0, 0, 0, 1, 0, 0, 0]}  # says 1: wrong 3 of 4

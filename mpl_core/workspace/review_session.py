@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +34,8 @@ from mpl_core.workspace.review import (
 )
 from mpl_core.workspace.store import HUMAN_LABEL_ACTIONS, PseudoLabelRows
 from mpl_core.workspace.workspace import Workspace
+
+MAX_ORDERS = 16  # cached row orders per view
 
 SORTS = ("least sure first", "closest to the threshold", "likely mistakes first", "most sure first",
          "smallest margin first", "pool order")
@@ -68,6 +70,9 @@ class ReviewView:
     class_names: list[str]
     version: int  # the store's decisions version this view reflects (-1: read it again)
     truth: np.ndarray | None = None  # true labels where the dataset knows them
+    # (order, thresholds) -> every row position in that order. An order depends on the rows only,
+    # not on decisions, so a decision's rerun filters a cached order in O(N) instead of sorting.
+    orders: dict = field(default_factory=dict, repr=False, compare=False)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
@@ -86,9 +91,19 @@ class ReviewView:
             mask &= np.isin(self.status, statuses)
         if conf_range is not None:
             mask &= (self.rows.confidence >= conf_range[0]) & (self.rows.confidence <= conf_range[1])
-        pos = np.nonzero(mask)[0]
-        key = self.order_key(sort, thresholds)
-        return pos if key is None else pos[np.argsort(key[pos], kind="stable")]
+        order = self.order(sort, thresholds)
+        # a stable order of all rows, filtered, is the stable order of the filtered rows
+        return np.nonzero(mask)[0] if order is None else order[mask[order]]
+
+    def order(self, sort: str, thresholds: float | Sequence[float] = 0.9) -> np.ndarray | None:
+        """All row positions in the chosen order (None: pool order), cached per order and thresholds."""
+        cache_key = (sort, tuple(np.atleast_1d(np.asarray(thresholds, dtype=np.float64)).tolist()))
+        if cache_key not in self.orders:
+            key = self.order_key(sort, thresholds)
+            if len(self.orders) >= MAX_ORDERS:  # each threshold move makes a new key for one order
+                self.orders.clear()
+            self.orders[cache_key] = None if key is None else np.argsort(key, kind="stable")
+        return self.orders[cache_key]
 
     def order_key(self, sort: str, thresholds: float | Sequence[float] = 0.9) -> np.ndarray | None:
         """Per row, the value the order sorts by (ascending); None keeps pool order.
@@ -196,7 +211,8 @@ class ReviewSession:
             ds = self.ws.dataset()
             status, final = decision_state(rows, store.current_decisions())
             truth = ds.train.labels.numpy()[rows.idx] if ds.fully_labeled else None
-            self._view = ReviewView(rows, index, status, final, ds.class_names, version, truth)
+            orders = view.orders if same_round else {}
+            self._view = ReviewView(rows, index, status, final, ds.class_names, version, truth, orders)
             return self._view
 
     def decide(self, positions, action: str, who: str, label: int | Sequence[int] | None = None,
