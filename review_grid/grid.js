@@ -16,6 +16,10 @@ function el(tag, cls, text) {
   return e;
 }
 
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function typing(active) {
   if (!active || active === document.body) return false;
   const tag = active.tagName;
@@ -408,6 +412,10 @@ class Grid {
 
   renderLegend() {
     const classes = this.data.classes;
+    // rebuilt only when what it says changed: a key press must not re-lay out the legend
+    const said = JSON.stringify([classes, this.data.page, this.data.pages, this.data.total, this.data.mode]);
+    if (said === this.legendSaid) return;
+    this.legendSaid = said;
     const parts = classes.length <= 10
       ? classes.map((name, k) => {
         const b = el("button", "key");
@@ -495,12 +503,13 @@ class Grid {
     img.alt = tile.label_name;
     const classes = this.data.classes;
     const after = (s.status === "relabel" || s.status === "manual") && s.final >= 0 ? ` → ${classes[s.final]}` : "";
-    node.children[2].textContent = `${tile.label_name} ${tile.confidence.toFixed(2)}${after}`;
-    node.children[1].textContent = ACTION_MARK[s.status] || "";
-    node.children[4].textContent = tile.note || ""; // the source file changed or went after the import
+    // text is set only where it changed: a key press then touches one or two tiles, not a hundred
+    setText(node.children[2], `${tile.label_name} ${tile.confidence.toFixed(2)}${after}`);
+    setText(node.children[1], ACTION_MARK[s.status] || "");
+    setText(node.children[4], tile.note || ""); // the source file changed or went after the import
     node.classList.toggle("stale", Boolean(tile.note));
-    node.dataset.status = s.status;
-    node.dataset.position = String(tile.position);
+    if (node.dataset.status !== s.status) node.dataset.status = s.status;
+    if (node.dataset.position !== String(tile.position)) node.dataset.position = String(tile.position);
     node.classList.toggle("focused", i === this.focus);
     node.classList.toggle("selected", this.selected.has(tile.position));
     node.classList.toggle("unsaved", this.overlay.has(tile.position));
