@@ -141,12 +141,16 @@ class _FullDisk:
 @pytest.fixture
 def full_disk(monkeypatch):
     """Call full_disk(True) to make the workspace store's writes fail as on a full disk, False to free it."""
-    import sqlite3
+    from contextlib import contextmanager
 
-    from mpl_core.workspace import store as store_mod
-    real = sqlite3.connect
+    from mpl_core.workspace.store import Store
+    real = Store._connect
 
-    def set_full(full: bool) -> None:
-        monkeypatch.setattr(store_mod.sqlite3, "connect",
-                            (lambda *a, **k: _FullDisk(real(*a, **k))) if full else real)
+    @contextmanager
+    def full(self):
+        with real(self) as con:
+            yield _FullDisk(con)
+
+    def set_full(is_full: bool) -> None:
+        monkeypatch.setattr(Store, "_connect", full if is_full else real)
     return set_full

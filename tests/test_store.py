@@ -146,3 +146,23 @@ def test_a_conditional_decision_applies_once_and_never_overwrites_another_review
     assert dict(zip(current["idx"].tolist(), current["action"])) == {0: "accept", 1: "reject", 2: "reject"}
     with pytest.raises(MPLStudioError, match="expect must be"):
         store.decide([("a", 0)], "accept", 3, who="ana", expect="maybe")
+
+
+def test_each_thread_keeps_its_connection_and_one_that_failed_is_replaced(tmp_path):
+    import sqlite3
+    store = Store(tmp_path / "s.sqlite")
+    with store._connect() as first, store._connect() as again:
+        assert first is again  # no open and close (with its WAL checkpoint) per call
+    theirs = []
+    t = threading.Thread(target=lambda: theirs.append(store._connect().__enter__()))
+    t.start()
+    t.join()
+    assert theirs[0] is not first  # SQLite connections do not cross threads
+    store.decide([("train/1", 1)], "accept", labels=[0], who="ana")
+    assert (tmp_path / "s.sqlite-wal").exists()  # the open connection keeps the WAL between calls
+    with pytest.raises(sqlite3.OperationalError):
+        with store._connect() as con:
+            con.execute("SELECT * FROM no_such_table")
+    with store._connect() as fresh:
+        assert fresh is not first
+    assert store.current_decisions()["idx"].tolist() == [1]
