@@ -117,14 +117,13 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
         grid(other).locator(".statusline").get_by_text("another reviewer decided 1").wait_for(timeout=30000)
         assert counts(ws) == {"accept": 10, "reject": 1, "relabel": 0, "manual": 0}
 
-        # The labeling queue: drawn when its tab opens (only the open tab is), digits label by hand.
+        # The labeling queue, the page's second grid: digits label by hand.
         page.get_by_role("tab", name="Labeling queue").click()
         page.get_by_text("The most uncertain pending samples", exact=False).wait_for(timeout=30000)
-        wait_for(lambda: page.locator(".grid-root").count() == 1)  # the Pseudo-labels grid is not drawn meanwhile
-        queue = page.locator(".grid-root").first
+        queue = page.locator(".grid-root").nth(1)
         queue.locator(".tile img").first.click()
         page.keyboard.press("2")
-        wait_for(lambda: settled(page) and counts(ws)["manual"] == 1)
+        wait_for(lambda: queue.get_attribute("data-pending") == "0" and counts(ws)["manual"] == 1)
         page.get_by_role("tab", name="Calibration").click()
         wait_for(lambda: page.locator(".js-plotly-plot").count() == 3, 30)  # the histogram and its two charts
     assert "Traceback" not in (tmp_path / "app.log").read_text()

@@ -69,18 +69,21 @@ def test_worker_exception_fails_the_job_and_frees_the_workspace(tiny_workspace):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are Linux's")
-def test_a_job_runs_below_the_pages_priority_and_its_cpu_threads_inherit_it(tiny_workspace):
+def test_an_app_job_runs_below_the_pages_priority_and_its_cpu_threads_inherit_it(tiny_workspace):
     def work(job):
         torch.set_num_threads(2)
         torch.nn.functional.conv2d(torch.randn(8, 8, 32, 32), torch.randn(8, 8, 3, 3))  # starts its thread team
         return {"nice": {int(t): _nice(t) for t in os.listdir("/proc/self/task")}, "me": threading.get_native_id()}
 
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     before = {int(t) for t in os.listdir("/proc/self/task")}
-    seen = TrainingJob(tiny_workspace, "train", work).start().join(30).result
-    assert seen["nice"][seen["me"]] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
+    seen = TrainingJob(tiny_workspace, "train", work, nice=BACKGROUND_NICE).start().join(30).result
+    assert seen["nice"][seen["me"]] == min(19, mine + BACKGROUND_NICE)
     new = [t for t in seen["nice"] if t not in before]  # the job's thread and the threads it started
     assert len(new) >= 2 and all(seen["nice"][t] == seen["nice"][seen["me"]] for t in new)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's is its own
+    plain = TrainingJob(tiny_workspace, "train", work).start().join(30).result  # the CLI's: as its caller
+    assert plain["nice"][plain["me"]] == mine
 
 
 def _nice(tid) -> int:

@@ -166,3 +166,25 @@ def test_each_thread_keeps_its_connection_and_one_that_failed_is_replaced(tmp_pa
     with store._connect() as fresh:
         assert fresh is not first
     assert store.current_decisions()["idx"].tolist() == [1]
+
+
+def test_a_write_stuck_behind_another_in_the_process_gives_up_with_a_message(tmp_path, monkeypatch):
+    from mpl_core.workspace import store as store_mod
+    store = Store(tmp_path / "s.sqlite")
+    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.2)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store._write():
+            held.set()
+            release.wait(10)
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        with pytest.raises(MPLStudioError, match="busy"):
+            store.decide([("train/1", 1)], "accept", labels=[0], who="ana")
+    finally:
+        release.set()
+        t.join()
+    assert store.decide([("train/1", 1)], "accept", labels=[0], who="ana") == 1  # free again

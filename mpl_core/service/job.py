@@ -26,9 +26,10 @@ from mpl_core.service.lock import JobLock
 from mpl_core.workspace.workspace import Workspace
 
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
-# How much lower a job's thread runs than the pages' threads (a nice increment, 0..19). The
-# scheduler then gives the pages the CPU whenever both want it, and a job loses nothing while the
-# pages are idle: a priority only matters when threads compete for a core.
+# How much lower a job started from the app runs than the pages' threads (a nice increment, 0..19).
+# The scheduler then gives the pages the CPU whenever both want it, and a job loses nothing while
+# the pages are idle: a priority only matters when threads compete for a core. The CLI and torchrun
+# keep their jobs at their own priority (nice=0): no pages to protect, and ranks must keep pace.
 BACKGROUND_NICE = 10
 
 
@@ -71,8 +72,8 @@ class TrainingJob:
     start_demo, or directly with any work function (tests do)."""
 
     def __init__(self, ws: Workspace, kind: str, work: Callable[["TrainingJob"], dict], *,
-                 run_id: int | None = None, on_progress: Callable[[Progress], None] | None = None):
-        self.ws, self.kind, self._work = ws, kind, work
+                 run_id: int | None = None, on_progress: Callable[[Progress], None] | None = None, nice: int = 0):
+        self.ws, self.kind, self._work, self._nice = ws, kind, work, nice
         self.control = TrainControl()
         self._on_progress = on_progress
         self._lock = threading.Lock()
@@ -169,7 +170,7 @@ class TrainingJob:
             self.ws.store.update_run(run_id, status=status, **kwargs)
 
     def _main(self) -> None:
-        lower_priority(BACKGROUND_NICE)
+        lower_priority(self._nice)  # first, so that the threads this one starts inherit it
         self._set(state="running", message="running")
         try:
             result = self._work(self)

@@ -24,7 +24,7 @@ import numpy as np
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
 from mpl_core.service import work
-from mpl_core.service.job import TrainingJob
+from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
 from mpl_core.workspace import media
 from mpl_core.workspace.attach import attach_checkpoint
@@ -85,6 +85,7 @@ class Studio:
             ws.dataset(on_progress)
             ws.split()
         except BaseException:  # a bad folder, or the page's script stopped midway: no half-made workspace
+            ws.store.close()
             shutil.rmtree(ws.root, ignore_errors=True)
             raise
         with self._lock:
@@ -144,12 +145,13 @@ class Studio:
         for key in ("cfg", "retrain_cfg"):
             if key in kwargs and not kwargs[key].train.threads:
                 kwargs[key].train.threads = app_threads()  # until the first step asks job_threads
-        starters = {"train": lambda: work.start_training(ws, kwargs["cfg"]),
-                    "resume": lambda: work.start_training(ws, run_id=kwargs["run_id"]),
+        nice = BACKGROUND_NICE  # the pages come first: see job.BACKGROUND_NICE
+        starters = {"train": lambda: work.start_training(ws, kwargs["cfg"], nice=nice),
+                    "resume": lambda: work.start_training(ws, run_id=kwargs["run_id"], nice=nice),
                     "pseudo_label": lambda: work.start_pseudo_labeling(ws, kwargs.get("run_id"),
-                                                                       kwargs.get("model", "auto")),
-                    "retrain": lambda: work.start_retrain(ws, kwargs["cfg"]),
-                    "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"],
+                                                                       kwargs.get("model", "auto"), nice=nice),
+                    "retrain": lambda: work.start_retrain(ws, kwargs["cfg"], nice=nice),
+                    "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"], nice=nice,
                                                     target_precision=kwargs.get("target_precision", 0.95))}
         if kind not in starters:
             raise MPLStudioError(f"unknown job kind {kind!r}")

@@ -53,30 +53,32 @@ def recover(ws: Workspace) -> int:
 # --- starting jobs -------------------------------------------------------------------------------
 
 def start_training(ws: Workspace, cfg: RunConfig | None = None, *, run_id: int | None = None,
-                   on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
-    """Train a new run with cfg (the workspace's data settings win), or resume run_id."""
+                   on_progress: Callable[[Progress], None] | None = None, nice: int = 0) -> TrainingJob:
+    """Train a new run with cfg (the workspace's data settings win), or resume run_id. Every start_*
+    takes `nice`: how much lower than its caller the job's thread runs (see job.lower_priority)."""
     store = ws.store
     if run_id is not None:
         run = store.run(run_id)
         cfg, kind = RunConfig.from_dict(run["config"]), run["kind"]
         work = _retrain_work(cfg) if kind == "retrain" else _train_work(cfg)
-        return TrainingJob(ws, kind, work, run_id=run_id, on_progress=on_progress).start()
+        return TrainingJob(ws, kind, work, run_id=run_id, on_progress=on_progress, nice=nice).start()
     if cfg is None:
         raise MPLStudioError("give a training configuration or a run to resume")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data))
     cfg.validate()
-    return TrainingJob(ws, "train", _train_work(cfg), on_progress=on_progress).start(new_run=("train", cfg))
+    return TrainingJob(ws, "train", _train_work(cfg), on_progress=on_progress, nice=nice).start(new_run=("train", cfg))
 
 
 def start_retrain(ws: Workspace, cfg: RunConfig, *,
-                  on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+                  on_progress: Callable[[Progress], None] | None = None, nice: int = 0) -> TrainingJob:
     """A retrain round on given + accepted + human labels (rejected excluded), class-balanced."""
     cfg = _retrain_config(ws, cfg)
-    return TrainingJob(ws, "retrain", _retrain_work(cfg), on_progress=on_progress).start(new_run=("retrain", cfg))
+    return TrainingJob(ws, "retrain", _retrain_work(cfg), on_progress=on_progress,
+                       nice=nice).start(new_run=("retrain", cfg))
 
 
 def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str = "auto", *,
-                          on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+                          on_progress: Callable[[Progress], None] | None = None, nice: int = 0) -> TrainingJob:
     """Label the unlabeled pool with a run's teacher (MPL, default) or student into a new round."""
     if lock_is_held(ws.lock_path):  # say "busy" before anything about the run
         raise busy_error(ws.lock_path)
@@ -88,19 +90,20 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
     ws.store.run(run_id)  # an unknown run is a clear error here, not in the worker
     if model not in ("auto", "teacher", "student"):
         raise MPLStudioError(f"model must be teacher or student, not {model!r}")
-    job = TrainingJob(ws, "pseudo_label", _pseudo_label_work(run_id, model), on_progress=on_progress)
+    job = TrainingJob(ws, "pseudo_label", _pseudo_label_work(run_id, model), on_progress=on_progress, nice=nice)
     return job.start()
 
 
 def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *, target_precision: float = 0.95,
-               who: str = "demo", on_progress: Callable[[Progress], None] | None = None) -> TrainingJob:
+               who: str = "demo", on_progress: Callable[[Progress], None] | None = None,
+               nice: int = 0) -> TrainingJob:
     """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
     precision reaches target_precision -> retrain; on a built-in dataset then a simulated reviewer's
     DEMO_REVIEW decisions -> a second retrain. The result tells the story in numbers."""
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
             _retrain_config(ws, retrain_cfg)]
     return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who),
-                       on_progress=on_progress).start()
+                       on_progress=on_progress, nice=nice).start()
 
 
 def _retrain_config(ws: Workspace, cfg: RunConfig) -> RunConfig:

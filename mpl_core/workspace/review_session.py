@@ -96,14 +96,19 @@ class ReviewView:
         return np.nonzero(mask)[0] if order is None else order[mask[order]]
 
     def order(self, sort: str, thresholds: float | Sequence[float] = 0.9) -> np.ndarray | None:
-        """All row positions in the chosen order (None: pool order), cached per order and thresholds."""
-        cache_key = (sort, tuple(np.atleast_1d(np.asarray(thresholds, dtype=np.float64)).tolist()))
-        if cache_key not in self.orders:
+        """All row positions in the chosen order (None: pool order), cached per order (and per
+        thresholds for the one order that measures from them). Script threads share a view: a
+        concurrent clear() costs a sort again, never a wrong answer."""
+        cache_key = (sort, tuple(np.atleast_1d(np.asarray(thresholds, dtype=np.float64)).tolist())
+                     if sort == "closest to the threshold" else None)
+        order = self.orders.get(cache_key)
+        if order is None and cache_key not in self.orders:
             key = self.order_key(sort, thresholds)
-            if len(self.orders) >= MAX_ORDERS:  # each threshold move makes a new key for one order
+            order = None if key is None else np.argsort(key, kind="stable")
+            if len(self.orders) >= MAX_ORDERS:  # each threshold move makes a new key for that order
                 self.orders.clear()
-            self.orders[cache_key] = None if key is None else np.argsort(key, kind="stable")
-        return self.orders[cache_key]
+            self.orders[cache_key] = order
+        return order
 
     def order_key(self, sort: str, thresholds: float | Sequence[float] = 0.9) -> np.ndarray | None:
         """Per row, the value the order sorts by (ascending); None keeps pool order.

@@ -6,12 +6,12 @@
 
 Every write is one `BEGIN IMMEDIATE` transaction committed with `synchronous=FULL` before the
 call returns, so a decision the caller was told about survives a crash of the process (or the
-machine). Each thread keeps its own connection: Streamlit runs every session's script on its own
-thread and the training job on another, and SQLite connections must not cross threads. Keeping it
+machine). Each thread keeps its own connection while it lives: Streamlit runs every script run on
+its own thread and a job on another, and SQLite connections must not cross threads. Keeping it
 open matters: closing the last connection to a WAL database checkpoints it and deletes the WAL,
-two more syncs on every call. Writers of one process queue on a lock in the process rather than
-in SQLite's busy handler, which sleeps up to 100 ms between tries (8 reviewers deciding at once
-waited up to 2.9 s there).
+two more syncs, which every call paid when each opened its own. Writers of one process queue on
+a lock in the process rather than in SQLite's busy handler, which sleeps up to 100 ms between
+tries (8 threads deciding at once waited up to 2.9 s there).
 
 Decisions are an append-only log (`decisions`) plus the current state per sample
 (`current_decisions`), updated in the same transaction; undo marks the last batch undone and
@@ -180,25 +180,37 @@ class Store:
 
     @contextmanager
     def _write(self):
-        """One write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
-        with self._write_lock, self._connect() as con:
-            try:
-                con.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise MPLStudioError(f"the workspace database is busy ({exc}); try again") from exc
-            try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException as exc:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock).
+        Not re-entrant: a write inside a write would wait for itself (the process's lock)."""
+        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_S):
+            raise MPLStudioError("the workspace database is busy (another write in this app takes too long); "
+                                 "try again")
+        try:
+            with self._connect() as con:
                 try:
-                    con.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite already rolled back (it does on a full disk or an I/O error)
-                if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, read-only file
-                    raise MPLStudioError(f"could not save to the workspace database ({exc}); nothing of this "
-                                         "change was saved and earlier changes are intact. Free disk space "
-                                         "and try again") from exc
-                raise
+                    con.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    raise MPLStudioError(f"the workspace database is busy ({exc}); try again") from exc
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException as exc:
+                    self._roll_back(con)
+                    if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, read-only file
+                        raise MPLStudioError(f"could not save to the workspace database ({exc}); nothing of "
+                                             "this change was saved and earlier changes are intact. Free disk "
+                                             "space and try again") from exc
+                    raise
+        finally:
+            self._write_lock.release()
+
+    def _roll_back(self, con) -> None:
+        try:
+            con.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled back (it does on a full disk or an I/O error)
+        if con.in_transaction:  # never keep a connection that holds a transaction (and SQLite's lock)
+            self.close()
 
     def _read(self, sql: str, args=()) -> list[tuple]:
         with self._connect() as con:
