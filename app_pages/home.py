@@ -3,7 +3,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from mpl_core import DataConfig, build_run_config, builtin_dataset_status
+from mpl_core import DataConfig, build_retrain_config, build_run_config, builtin_dataset_status
 
 st.title("MPL Studio")
 st.markdown(
@@ -49,7 +49,7 @@ busy = ui.job_active(name)
 if st.button("Run the demo", type="primary", icon=":material/play_arrow:", disabled=busy):
     with ui.user_errors():
         studio.start(name, "demo", cfg=build_run_config("quick-demo", algorithm="mpl"),
-                     retrain_cfg=build_run_config("quick-demo", algorithm="supervised"))
+                     retrain_cfg=build_retrain_config("quick-demo", algorithm="supervised"))
         st.rerun()
 
 

@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from mpl_core import ALGORITHMS, PRESETS, build_run_config
+from mpl_core import ALGORITHMS, PRESETS, build_retrain_config
 
 st.title("Rounds")
 studio = ui.get_studio()
@@ -21,7 +21,7 @@ with st.form("retrain"):
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
 if go:
     with ui.user_errors():
-        studio.start(name, "retrain", cfg=build_run_config(preset, algorithm=algorithm))
+        studio.start(name, "retrain", cfg=build_retrain_config(preset, algorithm=algorithm))
         st.rerun()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpl_core import DataConfig, Studio, build_run_config  # noqa: E402
+from mpl_core import DataConfig, Studio, build_retrain_config, build_run_config  # noqa: E402
 
 
 def watch(studio: Studio, stop: threading.Event) -> None:
@@ -42,7 +42,8 @@ def main() -> None:
             threading.Thread(target=watch, args=(studio, stop), daemon=True).start()
         t0 = time.perf_counter()
         job = studio.start("demo", "demo", cfg=build_run_config("quick-demo", algorithm="mpl", seed=args.seed),
-                           retrain_cfg=build_run_config("quick-demo", algorithm="supervised", seed=args.seed))
+                           retrain_cfg=build_retrain_config("quick-demo", algorithm="supervised",
+                                                                      seed=args.seed))
         while job.status().active:
             time.sleep(0.2)
         status, wall = job.status(), time.perf_counter() - t0

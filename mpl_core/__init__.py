@@ -29,6 +29,7 @@ _EXPORTS = {
     "MODEL_NAMES": "mpl_core.config",
     "EXPORT_FORMATS": "mpl_core.config",
     "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets", "build_run_config": "mpl_core.presets",
+    "build_retrain_config": "mpl_core.presets",
     "OVERRIDES": "mpl_core.config", "override": "mpl_core.config",
     "Dataset": "mpl_core.data.dataset", "ImageSet": "mpl_core.data.dataset",
     "load_dataset": "mpl_core.data.sources", "default_data_root": "mpl_core.data.sources",

@@ -21,6 +21,13 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# A supervised retrain round runs this many times its preset's steps. It trains on the accepted
+# labels, tens of thousands where the MPL run started from a hundred, and at the preset's steps it
+# stops before it has learned them. bench/rounds.py, quick-demo, seeds 0-2: 75.66% +- 0.83 with
+# three times the steps against 74.17% +- 1.26, better on every seed, for 51 s against 19 s here.
+RETRAIN_STEPS_FACTOR = 3
+
+
 def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     if name not in PRESETS:
         raise MPLStudioError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -34,3 +41,12 @@ def build_run_config(preset: str | None = None, **overrides) -> RunConfig:
     None keeps the value): what the command line's flags and the Train page's fields give."""
     cfg = apply_preset(RunConfig(), preset) if preset else RunConfig()
     return override(cfg, **overrides)
+
+
+def build_retrain_config(preset: str | None = None, **overrides) -> RunConfig:
+    """A retrain round's config: build_run_config's, with a supervised round on RETRAIN_STEPS_FACTOR
+    times its preset's steps unless the steps are given."""
+    cfg = build_run_config(preset, **overrides)
+    if cfg.algorithm.name == "supervised" and overrides.get("steps") is None:
+        cfg.train.steps *= RETRAIN_STEPS_FACTOR
+    return cfg

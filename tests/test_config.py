@@ -2,7 +2,7 @@ import pytest
 
 from mpl_core.config import OVERRIDES, RunConfig, override
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import PRESETS, build_run_config
+from mpl_core.presets import PRESETS, RETRAIN_STEPS_FACTOR, build_retrain_config, build_run_config
 from mpl_core.service.cli import build_parser, config_from_args
 
 
@@ -43,3 +43,13 @@ def test_a_new_algorithm_gets_its_own_default_threshold_unless_one_is_given():
     assert override(mpl, algorithm="pseudo_label").algorithm.threshold == 0.95
     assert override(mpl, algorithm="pseudo_label", threshold=0.8).algorithm.threshold == 0.8
     assert override(override(mpl, threshold=0.7), steps=5).algorithm.threshold == 0.7  # same algorithm: kept
+
+
+def test_a_supervised_retrain_round_trains_longer_unless_its_steps_are_given():
+    steps = PRESETS["quick-demo"]["train"]["steps"]
+    assert build_retrain_config("quick-demo", algorithm="supervised").train.steps == steps * RETRAIN_STEPS_FACTOR
+    assert build_retrain_config("quick-demo", algorithm="supervised", steps=50).train.steps == 50
+    assert build_retrain_config("quick-demo", algorithm="uda").train.steps == steps  # measured only for supervised
+    args = build_parser().parse_args(["retrain", "--workspace", "w", "--preset", "quick-demo",
+                                      "--algorithm", "supervised"])
+    assert config_from_args(args, build_retrain_config).train.steps == steps * RETRAIN_STEPS_FACTOR

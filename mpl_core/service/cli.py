@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mpl_core.config import ALGORITHMS, EXPORT_FORMATS, FEEDBACK_SIGNS, OVERRIDES, VIEW_BATCHES, RunConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import PRESETS, build_run_config
+from mpl_core.presets import PRESETS, build_retrain_config, build_run_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,12 +139,12 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
         t.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def config_from_args(args) -> RunConfig:
+def config_from_args(args, build=build_run_config) -> RunConfig:
     """The run config the flags describe: the preset, then every flag given (config.OVERRIDES)."""
     flags = {key: getattr(args, key) for key in OVERRIDES if hasattr(args, key)}
     flags["seed"] = flags.get("seed") or 0
     flags["dataset"] = flags.get("dataset") or "fashion-mnist"
-    return build_run_config(args.preset, **flags)
+    return build(args.preset, **flags)
 
 
 def cmd_train(args) -> int:
@@ -334,7 +334,7 @@ def cmd_retrain(args) -> int:
     if ctx is not None and not ctx.is_main:
         return _follow(args)
     ws = _workspace(args)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, build_retrain_config)
     status = _run_job(args, lambda hook: start_retrain(ws, cfg, on_progress=hook))
     r = status.result
     print(f"retrain run {status.run_id}: {status.state}; labels used {r.get('labels_used')} "
