@@ -297,7 +297,10 @@ def main() -> None:
     threshold_panel(desk)
     # Every tab is drawn, though the browser re-renders them at each decision's rerun (about 12% of
     # its time there): a grid left undrawn would lose the keys it has not sent yet, and its filters.
-    grid_tab, q_tab, cal_tab = st.tabs(["Pseudo-labels", "Labeling queue", "Calibration"])
+    # Opening a tab reruns the page, so it shows what the other tabs decided meanwhile (the grid's
+    # decisions rerun only its own fragment).
+    grid_tab, q_tab, cal_tab = st.tabs(["Pseudo-labels", "Labeling queue", "Calibration"], key="review-tab",
+                                       on_change="rerun")
     with grid_tab:
         grid(desk)
     with q_tab:

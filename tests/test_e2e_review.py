@@ -117,7 +117,8 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
         grid(other).locator(".statusline").get_by_text("another reviewer decided 1").wait_for(timeout=30000)
         assert counts(ws) == {"accept": 10, "reject": 1, "relabel": 0, "manual": 0}
 
-        # The labeling queue, the page's second grid: digits label by hand.
+        # The labeling queue, the page's second grid, shows what the first decided (opening a tab
+        # reruns the page): a digit labels its first tile by hand, with no conflict.
         page.get_by_role("tab", name="Labeling queue").click()
         page.get_by_text("The most uncertain pending samples", exact=False).wait_for(timeout=30000)
         queue = page.locator(".grid-root").nth(1)
