@@ -29,6 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benches
+
+from review_keys import TIMINGS, settled  # noqa: E402  (the grid's own timings and pending count)
 
 from browser import browser_pages, choose, streamlit_server  # noqa: E402
 from mpl_core.config import DataConfig  # noqa: E402
@@ -46,12 +49,6 @@ def prepare(root: Path, pool: int) -> None:
     print(f"workspace ready: {len(ws.store.pseudo_labels()):,} pseudo-labels", file=sys.stderr)
 
 
-ACKS = """() => { for (const e of document.querySelectorAll('*')) { const g = e.shadowRoot &&
-  e.shadowRoot.querySelector('.grid-root'); if (g) return (g.__timings || {ack: []}).ack; } return []; }"""
-PENDING = """() => { for (const e of document.querySelectorAll('*')) { const g = e.shadowRoot &&
-  e.shadowRoot.querySelector('.grid-root'); if (g) return Number(g.dataset.pending || 0); } return -1; }"""
-
-
 def wait_acked(pages, timeout, poll=0.1) -> int:
     """Wait until every session's grid has its decisions acknowledged (committed: Python acks a batch
     after its store transaction); returns how many sessions still wait. Polled slowly on purpose:
@@ -59,7 +56,7 @@ def wait_acked(pages, timeout, poll=0.1) -> int:
     end = time.perf_counter() + timeout
     waiting = list(pages)
     while waiting and time.perf_counter() < end:
-        waiting = [p for p in waiting if p.evaluate(PENDING) != 0]
+        waiting = [p for p in waiting if not settled(p)]
         if waiting:
             time.sleep(poll)
     return len(waiting)
@@ -132,7 +129,8 @@ def main() -> None:
                 sent += len(pages)
                 misses += wait_acked(pages, timeout=60)
             stored_under_load = store.decision_total()
-            latencies = [ms / 1000 for page in pages for ms in page.evaluate(ACKS)]  # key -> ack, in the browser
+            # key -> ack, as each grid recorded it in the browser
+            latencies = [ms / 1000 for page in pages for ms in page.evaluate(TIMINGS)["ack"]]
             job = store.run(new_runs[0]["id"]) if new_runs else {"status": "none"}
             logged = store.last_logged(job["id"]) if new_runs else None
             status = f"its run {job['status']}, step {logged[1] if logged else 0} logged"
@@ -143,7 +141,7 @@ def main() -> None:
             time.sleep(0.4)
             os.kill(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
-            acknowledged = sum(len(page.evaluate(ACKS)) for page in pages)  # acks that reached a browser
+            acknowledged = sum(len(page.evaluate(TIMINGS)["ack"]) for page in pages)  # acks that reached a browser
         after = open_workspace("bench", root).store
         stored = after.decision_total()
         per_session = {}
