@@ -11,6 +11,8 @@ batches, as every round) -> test accuracy, its gain over the MPL student, and wa
   supervised-xN    the same with N times the steps (the accepted labels are many epochs' worth)
   uda, mpl         a semi-supervised round: the reviewed labels as its labeled set, the rest of
                    the pool as its unlabeled images, on the preset's steps
+  finetune         supervised, starting from the MPL student's weights instead of from scratch
+  ...-lrF          any of them at learning rate F (e.g. finetune-x1-lr0.01)
 """
 from __future__ import annotations
 
@@ -24,19 +26,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpl_core.config import DataConfig  # noqa: E402
+from mpl_core.engine.checkpoint import latest_checkpoint  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training  # noqa: E402
 from mpl_core.workspace.calibration import threshold_to_accept  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
-VARIANTS = ("supervised", "supervised-x3", "supervised-x6", "uda", "mpl")
+VARIANTS = ("supervised", "supervised-x3", "supervised-x6", "uda", "mpl", "finetune-x1-lr0.01", "finetune-x3-lr0.02")
 
 
-def round_config(variant: str, preset: str, seed: int):
-    algorithm, _, times = variant.partition("-x")
-    cfg = build_run_config(preset, algorithm=algorithm, seed=seed)
-    cfg.train.steps *= int(times or 1)
+def round_config(variant: str, preset: str, seed: int, student: str = ""):
+    """variant: an algorithm or "finetune", then optional -xN (N times the steps) and -lrF parts."""
+    name, *parts = variant.split("-")
+    algorithm = "supervised" if name == "finetune" else name
+    cfg = build_run_config(preset, algorithm=algorithm, seed=seed, init_from=student if name == "finetune" else None)
+    for part in parts:
+        if part.startswith("lr"):
+            cfg.train.lr = float(part[2:])
+        elif part.startswith("x"):
+            cfg.train.steps *= int(part[1:])
+        else:
+            raise SystemExit(f"unknown part {part!r} of variant {variant!r}")
     return cfg
 
 
@@ -55,7 +66,8 @@ def one_seed(seed: int, variants: list[str], preset: str) -> dict[str, dict]:
               f"{threshold:.3f}", flush=True)
         for variant in variants:
             t0 = time.perf_counter()
-            r = start_retrain(ws, round_config(variant, preset, seed)).join()
+            student = str(latest_checkpoint(ws.run_dir(st.run_id)))
+            r = start_retrain(ws, round_config(variant, preset, seed, student)).join()
             assert r.state == "done", r.error
             out[variant] = {"acc": r.result["test_acc"], "gain": r.result["test_acc"] - st.result["test_acc"],
                             "wall": time.perf_counter() - t0}

@@ -38,6 +38,8 @@ class ModelConfig:
     weights: str = "imagenet"  # torchvision models: "imagenet" (torchvision's, cached in data/weights/),
     # "none" (from scratch) or the path of a .safetensors / torch.save file
     student_weights: str = ""  # "" = as `weights` (a file only where the student is the same model)
+    init_from: str = ""  # a checkpoint of an earlier run: its student's weights start this run's student
+    # (a retrain round that fine-tunes; the models must match). "" = weights as above
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 28
@@ -146,6 +148,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "seed": (("data", "seed"), ("train", "seed")),
     "model": (("model", "name"),), "width": (("model", "width"),), "student": (("model", "student"),),
     "weights": (("model", "weights"),), "student_weights": (("model", "student_weights"),),
+    "init_from": (("model", "init_from"),),
     "pretrained_lr_scale": (("train", "pretrained_lr_scale"),), "image_size": (("data", "image_size"),),
     "algorithm": (("algorithm", "name"),), "threshold": (("algorithm", "threshold"),),
     "feedback_sign": (("algorithm", "feedback_sign"),), "feedback_baseline": (("algorithm", "feedback_baseline"),),

@@ -63,11 +63,16 @@ def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsy
     assert main(["review", *ws, "--reject-below", "1.0"]) == 0
     assert main(["retrain", *ws, *small]) == 0
     assert "labels used 12 (given 12, accepted 0, human 0, rejected and left out 40)" in capsys.readouterr().out
+    mpl_run = tmp_path / "workspaces" / "w" / "runs" / "0001"
+    assert main(["retrain", *ws, *small, "--init-from", str(mpl_run)]) == 0  # fine-tunes run 1's student
+    assert "run 3: done" in capsys.readouterr().out
+    assert main(["retrain", *ws, *small, "--init-from", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
     assert main(["export", *ws, "--format", "csv", "--out", str(tmp_path / "l.csv")]) == 0
     assert (tmp_path / "l.csv").read_text().count("reject") == 40
     assert main(["status", *ws]) == 0
     out = capsys.readouterr().out
-    assert "run 2 retrain" in out and "reject 40" in out
+    assert "run 2 retrain" in out and "reject 40" in out and "run 3 retrain" in out
 
 
 def test_workspace_errors_are_one_line(tmp_path, capsys):

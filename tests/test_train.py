@@ -178,3 +178,33 @@ def test_cpu_bf16_autocast_runs_where_the_cpu_has_native_bf16(tiny_dataset, monk
         assert ("bf16" in labels[-1]) == (expected == torch.bfloat16)
         assert all(torch.isfinite(v).all() for v in result.models["student"].state_dict().values()
                    if v.is_floating_point())
+
+
+def test_a_run_can_start_from_an_earlier_runs_student(tiny_dataset, tmp_path):
+    cfg = tiny_config("mpl")
+    split = make_split(tiny_dataset, cfg.data)
+    first = train(cfg, tiny_dataset, split, out_dir=tmp_path / "mpl")
+    student, _ = load_model(first.checkpoint)
+    cfg2 = tiny_config("supervised", steps=1, lr=1e-9, ema_decay=0)  # a step too small to move the weights
+    cfg2.model.init_from = str(first.checkpoint)
+    second = train(cfg2, tiny_dataset, split, out_dir=tmp_path / "round")
+    tuned, info = load_model(second.checkpoint)
+    convs = [k for k, v in student.named_parameters() if v.ndim == 4]
+    assert convs and all(torch.allclose(student.state_dict()[k], tuned.state_dict()[k], atol=1e-6) for k in convs)
+    assert info["model"]["init_from"] == str(first.checkpoint)  # the run's record says where it started
+    cfg2.model.init_from = ""  # from scratch: other weights
+    scratch, _ = load_model(train(cfg2, tiny_dataset, split, out_dir=tmp_path / "scratch").checkpoint)
+    assert not torch.allclose(student.state_dict()[convs[0]], scratch.state_dict()[convs[0]])
+
+
+def test_starting_from_another_model_is_a_clear_error(tiny_dataset, tmp_path):
+    cfg = tiny_config("supervised")
+    split = make_split(tiny_dataset, cfg.data)
+    first = train(cfg, tiny_dataset, split, out_dir=tmp_path / "a")
+    wider = tiny_config("supervised")
+    wider.model.width, wider.model.init_from = 8, str(first.checkpoint)
+    with pytest.raises(MPLStudioError, match="does not fit this run's model"):
+        train(wider, tiny_dataset, split, out_dir=tmp_path / "b")
+    wider.model.init_from = str(tmp_path / "missing.safetensors")
+    with pytest.raises(MPLStudioError, match="no checkpoint"):
+        train(wider, tiny_dataset, split, out_dir=tmp_path / "c")

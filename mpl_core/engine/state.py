@@ -99,8 +99,10 @@ def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, ran
     # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
-        student = build_model(model_cfg, role="student", pretrained=pretrained).to(device,
-                                                                              memory_format=torch.channels_last)
+        student = build_model(model_cfg, role="student", pretrained=pretrained)
+        if pretrained and model_cfg.init_from:
+            start_from_student(student, model_cfg.init_from)
+        student = student.to(device, memory_format=torch.channels_last)
         teacher = None
         if get_algorithm(cfg.algorithm.name).teacher:
             model = build_model(model_cfg, role="teacher", pretrained=pretrained)
@@ -245,11 +247,39 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
     tensors, info = ckpt.load_checkpoint(path)
     model_cfg = ModelConfig(**{**info["model"], "mean": tuple(info["model"]["mean"]),
                                "std": tuple(info["model"]["std"])})
+    model = build_model(model_cfg, role="teacher" if which == "teacher" else "student")
+    model.load_state_dict(_saved_model(tensors, info, which, path))
+    return model.to(device).eval(), info
+
+
+def start_from_student(model: nn.Module, path: str | Path) -> None:
+    """Load the student of the checkpoint at path (its EMA weights if kept) into a fresh model: a
+    round that fine-tunes an earlier run's model instead of starting from scratch."""
+    path = checkpoint_file(path)
+    tensors, info = ckpt.load_checkpoint(path)
+    try:
+        model.load_state_dict(_saved_model(tensors, info, "student", path))
+    except RuntimeError as exc:  # other layers or shapes: another model, width or number of classes
+        was = info["model"]
+        raise MPLStudioError(f"{Path(path).name} holds a {was.get('student') or was['name']} of width "
+                             f"{was.get('width')} for {was['num_classes']} classes, which does not fit this "
+                             "run's model; start it from scratch or with the same model") from exc
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file given as itself or as the folder a run wrote to (its newest checkpoint)."""
+    path = Path(path)
+    found = ckpt.latest_checkpoint(path) if path.is_dir() else path if path.is_file() else None
+    if found is None:
+        raise MPLStudioError(f"no checkpoint at {path}; give a run's .safetensors file or the folder it wrote to")
+    return found
+
+
+def _saved_model(tensors: dict, info: dict, which: str, path: str | Path) -> dict:
+    """The state dict of a checkpoint's student (EMA weights if kept) or teacher."""
     prefix = {"student": "ema.model" if any(k.startswith("ema.model.") for k in tensors) else "student.model",
               "teacher": "teacher.model"}[which]
     if not any(k.startswith(prefix + ".") for k in tensors):
         algorithm = info["config"]["algorithm"]["name"]
         raise MPLStudioError(f"{Path(path).name} has no {which} model (algorithm {algorithm})")
-    model = build_model(model_cfg, role="teacher" if which == "teacher" else "student")
-    model.load_state_dict(ckpt.module_state(prefix, tensors))
-    return model.to(device).eval(), info
+    return ckpt.module_state(prefix, tensors)

@@ -118,6 +118,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--weights", default=None, help="torchvision models: imagenet (default; cached in "
                    "data/weights/), none, or a .safetensors / torch.save file")
     t.add_argument("--student-weights", default=None, help="the student's, where it is another model")
+    t.add_argument("--init-from", default=None, help="a checkpoint (or the folder a run wrote to) whose student "
+                   "starts this run's student: fine-tune it instead of training from scratch (same model)")
     t.add_argument("--pretrained-lr-scale", type=float, default=None,
                    help="learning rate of a pretrained body relative to its new head (default 0.1)")
     t.add_argument("--image-size", type=int, default=None,

@@ -24,7 +24,7 @@ from mpl_core.engine.algorithms import get_algorithm
 from mpl_core.engine.checkpoint import latest_checkpoint
 from mpl_core.engine.defaults import for_device
 from mpl_core.engine.predict import pool_probabilities, predict_pool
-from mpl_core.engine.state import load_model
+from mpl_core.engine.state import checkpoint_file, load_model
 from mpl_core.engine.train import Progress, device_label, pick_device, train
 from mpl_core.errors import MPLStudioError
 from mpl_core.service.job import JobStopped, TrainingJob
@@ -64,7 +64,7 @@ def start_training(ws: Workspace, cfg: RunConfig | None = None, *, run_id: int |
         return TrainingJob(ws, kind, work, run_id=run_id, on_progress=on_progress, nice=nice).start()
     if cfg is None:
         raise MPLStudioError("give a training configuration or a run to resume")
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data))
+    cfg = _with_init_file(dataclasses.replace(cfg, data=dataclasses.replace(ws.data)))
     cfg.validate()
     return TrainingJob(ws, "train", _train_work(cfg), on_progress=on_progress, nice=nice).start(new_run=("train", cfg))
 
@@ -111,7 +111,16 @@ def _retrain_config(ws: Workspace, cfg: RunConfig) -> RunConfig:
     classes the teacher finds easy, and the hard classes would be drowned out."""
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(ws.data),
                               train=dataclasses.replace(cfg.train, balance_classes=True))
-    return cfg.validate()
+    return _with_init_file(cfg).validate()
+
+
+def _with_init_file(cfg: RunConfig) -> RunConfig:
+    """init_from as the checkpoint file it names (a run folder means its newest): checked before the
+    job starts, and the run's record says exactly which weights it started from."""
+    if not cfg.model.init_from:
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=str(checkpoint_file(
+        cfg.model.init_from))))
 
 
 # --- training ------------------------------------------------------------------------------------
