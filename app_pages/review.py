@@ -150,43 +150,74 @@ def select_range(fig: go.Figure) -> None:
         st.rerun()
 
 
-# Decisions and page turns rerun only this fragment: the counts, filters and the grid.
+# Filters, undo and the page buttons: changing one reruns this fragment (and the grid inside it).
 @st.fragment
 def grid(desk: Desk) -> None:
     desk.studio.touch()
     view = desk.studio.review(desk.name)
     names = view.class_names
-    show_messages()
-    counts = view.counts()
-    c = st.columns(6)
-    for col, key in zip(c, STATUSES):
-        col.metric(key.capitalize() if key != "manual" else "Labeled by hand", f"{counts[key]:,}")
-    c[5].button("Undo last", icon=":material/undo:", on_click=act, args=(desk.studio.undo, desk.name, desk.who),
-                key="undo", help="your last decision (U in the grid)")
     f = st.columns([2, 2, 2, 1, 1, 1.4])
-    classes = f[0].multiselect("Predicted class", range(len(names)), format_func=lambda k: names[k], key="f-class")
-    statuses = f[1].multiselect("Status", STATUSES, default=["pending"], key="f-status")
-    sort = f[2].selectbox("Order", SORTS, key="f-sort")
+    f[0].multiselect("Predicted class", range(len(names)), format_func=lambda k: names[k], key="f-class")
+    f[1].multiselect("Status", STATUSES, default=["pending"], key="f-status")
+    f[2].selectbox("Order", SORTS, key="f-sort")
     focus = f[5].toggle("Focus mode", key="f-focus", help="one large image at a time, Prodigy-style")
-    size = f[3].selectbox("Per page", [24, 48, 100], key="f-size", disabled=focus)  # kept across focus mode
-    size = 50 if focus else size
+    f[3].selectbox("Per page", [24, 48, 100], key="f-size", disabled=focus)  # kept across focus mode
+    f[4].number_input("Go to page", min_value=1, value=None, step=1, key="f-goto", on_change=go_to_page,
+                      placeholder="number", help="the grid's ‹ › and PageUp / PageDown turn pages too")
     conf_range = st.session_state.get("conf_range")
-    positions = view.select(classes=classes or None, statuses=statuses or None, conf_range=conf_range, sort=sort,
-                            thresholds=current_thresholds(len(names)))
-    page = view.page(positions, size, st.session_state.get("f-page", 1))
-    if st.session_state.get("f-page") != page.page:
-        st.session_state["f-page"] = page.page  # clamped: a filter or a decision can shrink the list
-    f[4].number_input("Page", 1, page.pages, key="f-page")
-    st.caption(f"{page.total:,} match" + (f" · confidence {conf_range[0]:.2f}–{conf_range[1]:.2f} "
-                                          "(from the histogram selection)" if conf_range else "")
-               + f" · page {page.page} of {page.pages}")
+    if conf_range:
+        st.caption(f"Confidence {conf_range[0]:.2f}–{conf_range[1]:.2f}, from the histogram selection")
+    p = st.columns(3)
     if not focus:
-        p = st.columns(2)
         for col, action, label, icon in ((p[0], "accept", "Accept this page", ":material/done_all:"),
                                          (p[1], "reject", "Reject this page", ":material/remove_done:")):
-            col.button(label, on_click=act, args=(desk.studio.decide, desk.name, page.items, action, desk.who),
-                       disabled=len(page.items) == 0, key=f"page-{action}", icon=icon)
-    show_grid(desk, view, page, "focus" if focus else "grid", key="review-grid")
+            col.button(label, on_click=act, args=(decide_page, desk, action), key=f"page-{action}", icon=icon)
+    p[2].button("Undo last", icon=":material/undo:", on_click=act, args=(desk.studio.undo, desk.name, desk.who),
+                key="undo", help="your last decision (U in the grid)")
+    grid_page(desk)
+
+
+# Decisions and page turns rerun only this fragment: the grid component alone, which draws the
+# counts and the page numbers itself. Each Streamlit element in a rerun costs the browser time, and
+# with eight reviewers on one machine that time was most of a decision's.
+@st.fragment
+def grid_page(desk: Desk) -> None:
+    desk.studio.touch()
+    view = desk.studio.review(desk.name)
+    show_messages()
+    page = current_page(view)
+    mode = "focus" if st.session_state.get("f-focus") else "grid"
+    show_grid(desk, view, page, mode, key="review-grid", counts=view.counts())
+
+
+def current_page(view):
+    """The page of the grid that the filters (read from their widgets' state) and the page number give."""
+    names = view.class_names
+    focus = st.session_state.get("f-focus", False)
+    size = 50 if focus else st.session_state.get("f-size", 24)
+    state = st.session_state
+    positions = view.select(classes=state.get("f-class") or None, statuses=state.get("f-status", ["pending"]) or None,
+                            conf_range=state.get("conf_range"), sort=state.get("f-sort", SORTS[0]),
+                            thresholds=current_thresholds(len(names)))
+    page = view.page(positions, size, state.get("f-page", 1))
+    state["f-page"] = page.page  # clamped: a filter or a decision can shrink the list
+    return page
+
+
+def go_to_page() -> None:
+    """Turn to the page typed, then empty the box: the grid turns pages too, so a number left in it
+    would soon be stale, and typing the same number again would not count as a change."""
+    if st.session_state.get("f-goto"):
+        st.session_state["f-page"] = int(st.session_state["f-goto"])
+    st.session_state["f-goto"] = None
+
+
+def decide_page(desk: Desk, action: str) -> int:
+    """Accept or reject the page the grid shows now (read at the click: keyed decisions move tiles)."""
+    page = current_page(desk.studio.review(desk.name))
+    if len(page.items) == 0:
+        raise MPLStudioError("this page is empty: nothing to decide")
+    return desk.studio.decide(desk.name, page.items, action, desk.who)
 
 
 def current_thresholds(k: int) -> list[float]:
@@ -195,10 +226,10 @@ def current_thresholds(k: int) -> list[float]:
     return [st.session_state.get(f"t-{c}", t) if st.session_state.get("per_class") else t for c in range(k)]
 
 
-def show_grid(desk: Desk, view, page, mode: str, key: str) -> None:
+def show_grid(desk: Desk, view, page, mode: str, key: str, counts: dict | None = None) -> None:
     """The review component over one page; its callbacks commit decisions and turn pages."""
     tiles = desk.studio.review_tiles(desk.name, page.items)
-    data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode,
+    data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode, counts=counts,
                    ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.pop(f"{key}-last", False),
                    zoom=zoom_image(desk, tiles, key))
     review_grid(key=key, data=data, on_batch_change=lambda: commit(desk, key),

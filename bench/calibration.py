@@ -11,6 +11,14 @@ thresholds 0.50 to 0.99: isotonic regression (the former estimate), temperature 
 Kumar et al.'s scaling-binning ("Verified uncertainty calibration", 2019), each with a bootstrap
 interval over the validation split, Bayesian histogram binning weighted by the pool's
 confidences, and the app's count of validation images with a Jeffreys interval. Per class too.
+
+With --choice, it also checks the demo's choice of threshold: the lowest whose estimate reaches
+--target. That choice favours thresholds whose few validation images happened to be right (a
+winner's curse), so the interval of the chosen threshold may hold the truth less often than the
+intervals of thresholds fixed in advance. It draws --draws validation sets of the same size from
+the pool (whose hidden labels the bench knows), applies each rule of choice to each, and counts
+how often the chosen threshold's interval holds its true precision, and how often the accepted
+pseudo-labels truly reach the target.
 """
 from __future__ import annotations
 
@@ -27,7 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mpl_core.config import DataConfig  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
 from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa: E402
-from mpl_core.workspace.calibration import fit_calibration, precision_interval  # noqa: E402
+from mpl_core.workspace.calibration import (  # noqa: E402
+    Calibration,
+    ThresholdIndex,
+    fit_calibration,
+    precision_interval,
+    threshold_to_accept,
+)
 from mpl_core.workspace.review import threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
@@ -35,6 +49,7 @@ SHOWN = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
 SCORED = [round(x, 2) for x in np.arange(0.50, 0.99, 0.01)] + [0.99]
 EDGES = np.array([0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 1.0 + 1e-9])
 BOOT = 100
+NO_CALIBRATION = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]), 0)  # the count estimate needs none
 
 
 def run_seed(preset: str, algorithm: str, seed: int) -> dict:
@@ -190,6 +205,46 @@ def compare(seeds: list[dict]) -> None:
         print(f"| {name} | {inside.mean() * 100:.1f}% of {len(r)} | {np.mean(r[:, 2] - r[:, 1]) * 100:.1f} points |")
 
 
+# --- the demo's choice of threshold -------------------------------------------------------------------
+def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None:
+    """Each rule picks a threshold from a validation set drawn from the pool; score the pick."""
+    rules = {"lowest estimate >= target, on all validation images (the demo's)": False,
+             "choose on half of them, estimate on the other half": True}
+    results: dict[str, list] = {name: [] for name in rules}
+    for d in seeds:
+        rng = np.random.default_rng(1)
+        pc, pl, truth = d["pool_conf"], d["pool_label"], d["truth"]
+        k = int(pl.max()) + 1
+        full = ThresholdIndex(pl, pc, k, NO_CALIBRATION, truth=truth)
+        for _ in range(draws):
+            drawn = np.concatenate([rng.choice(np.nonzero(truth == c)[0], per_class, replace=False) for c in range(k)])
+            rng.shuffle(drawn)
+            for name, split in rules.items():
+                pick, tell = (drawn[: len(drawn) // 2], drawn[len(drawn) // 2:]) if split else (drawn, drawn)
+                t = threshold_to_accept(_index(pl, pc, k, pick, truth), target)
+                told, true = _index(pl, pc, k, tell, truth).stats(t), full.stats(t)
+                results[name].append((t, told.est_precision, told.est_low, told.est_high, true.true_precision,
+                                      true.passed))
+    print(f"\n## The demo's choice of threshold: {draws} validation sets of {per_class} per class drawn from the pool "
+          f"per seed, {len(seeds)} seed(s), target {target:.0%}\n")
+    print("| rule | chosen threshold (median) | accepted (median) | truth inside the 90% interval | true precision "
+          ">= target | true precision (mean) | estimate (mean) | interval width (mean) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        r = np.asarray(r, dtype=float)  # threshold, est, low, high, true, passed
+        ok = r[:, 5] > 0
+        inside = (r[ok, 4] >= r[ok, 2]) & (r[ok, 4] <= r[ok, 3])
+        print(f"| {name} | {np.median(r[:, 0]):.3f} | {np.median(r[:, 5]):,.0f} | {inside.mean() * 100:.1f}% "
+              f"| {(r[ok, 4] >= target).mean() * 100:.1f}% | {np.mean(r[ok, 4]) * 100:.1f}% "
+              f"| {np.mean(r[ok, 1]) * 100:.1f}% | {np.mean(r[ok, 3] - r[ok, 2]) * 100:.1f} points |")
+
+
+def _index(pool_label, pool_conf, k: int, val_rows: np.ndarray, truth: np.ndarray) -> ThresholdIndex:
+    """The app's index over the pool, with pool rows standing in for the validation split."""
+    validation = {"confidence": pool_conf[val_rows], "label": pool_label[val_rows], "truth": truth[val_rows]}
+    return ThresholdIndex(pool_label, pool_conf, k, NO_CALIBRATION, validation=validation)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="quick-demo")
@@ -197,6 +252,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
                         help="score the alternative estimators (default: with several seeds)")
+    parser.add_argument("--choice", action="store_true", help="score the demo's choice of threshold (see above)")
+    parser.add_argument("--target", type=float, default=0.95, help="--choice: the precision the demo aims at")
+    parser.add_argument("--draws", type=int, default=200, help="--choice: validation sets drawn per seed")
     args = parser.parse_args()
     data = []
     for seed in args.seeds:
@@ -204,6 +262,8 @@ def main() -> None:
         print_sweep(data[-1]["sweep"])
     if args.compare if args.compare is not None else len(args.seeds) > 1:
         compare(data)
+    if args.choice:
+        choice(data, args.target, args.draws, DataConfig().val_per_class)
 
 
 if __name__ == "__main__":

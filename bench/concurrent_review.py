@@ -95,7 +95,7 @@ def open_review(pages, url) -> None:
         name = page.get_by_label("Your name (recorded with decisions)")
         name.fill(f"reviewer-{i}")  # decisions are counted per session in the store
         name.press("Enter")
-        number = page.get_by_label("Page", exact=True)
+        number = page.get_by_label("Go to page", exact=True)
         number.fill(str(i + 1))  # each reviewer on its own grid page
         number.press("Enter")
         page.locator(".grid-root").first.get_by_text(f"page {i + 1} of").wait_for(timeout=60000)

@@ -7,6 +7,8 @@
 
 const RESEND_MS = 4000; // an ack that does not come (a dropped rerun) is asked for again
 const UNDO_DEPTH = 20; // the reviewer's last decisions that U / Ctrl+Z take back one by one
+const COUNT_NAMES = [["pending", "pending"], ["accept", "accepted"], ["reject", "rejected"],
+  ["relabel", "relabeled"], ["manual", "labeled by hand"]];
 const ACTION_MARK = { accept: "✓", reject: "✗", relabel: "✎", manual: "✎", pending: "" };
 
 function el(tag, cls, text) {
@@ -54,6 +56,7 @@ class Grid {
     root.tabIndex = 0;
     root.setAttribute("role", "grid");
     root.setAttribute("aria-label", "Pseudo-labels: arrows move, A accepts, X rejects, digits relabel, ? for all keys");
+    this.counts = el("div", "counts");
     this.legend = el("div", "legend");
     this.status = el("div", "statusline");
     this.tilesBox = el("div", "tiles");
@@ -62,7 +65,7 @@ class Grid {
     this.box.tabIndex = -1;
     this.help = el("div", "help hidden");
     this.picker = el("div", "picker hidden");
-    root.append(this.legend, this.status, this.tilesBox, this.focusBox, this.box, this.help, this.picker);
+    root.append(this.counts, this.legend, this.status, this.tilesBox, this.focusBox, this.box, this.help, this.picker);
     root.addEventListener("keydown", (e) => this.onKey(e));
     document.addEventListener("mouseup", () => { this.dragFrom = null; });
     this.box.addEventListener("close", () => {
@@ -402,12 +405,31 @@ class Grid {
   render() {
     const focusMode = this.data.mode === "focus";
     this.root.classList.toggle("focus-mode", focusMode);
+    this.renderCounts();
     this.renderLegend();
     this.tilesBox.classList.toggle("hidden", focusMode);
     this.focusBox.classList.toggle("hidden", !focusMode);
     if (focusMode) this.renderFocus(); else this.renderTiles();
     if (this.lightbox) this.renderLightbox();
     this.root.dataset.pending = String(this.queue.length + (this.inflight ? this.inflight.ops.length : 0));
+  }
+
+  renderCounts() {
+    // The round's counts by status, from Python (committed decisions): drawn here rather than as
+    // Streamlit elements, so that a decision's rerun redraws this component alone.
+    const counts = this.data.counts;
+    if (!counts) { this.counts.replaceChildren(); return; }
+    if (this.counts.children.length !== COUNT_NAMES.length) {
+      this.counts.replaceChildren(...COUNT_NAMES.map(([status, name]) => {
+        const c = el("span", "count");
+        c.dataset.status = status;
+        c.append(el("b", "n"), document.createTextNode(" " + name));
+        return c;
+      }));
+    }
+    COUNT_NAMES.forEach(([status], i) => {
+      setText(this.counts.children[i].firstChild, (counts[status] || 0).toLocaleString("en-US"));
+    });
   }
 
   renderLegend() {
@@ -424,9 +446,19 @@ class Grid {
         return b;
       })
       : [el("span", "hint", `${classes.length} classes: C or / opens a picker`)];
-    const info = el("span", "hint", `page ${this.data.page} of ${this.data.pages} · ${this.data.total} match · `
-      + "A accept · X reject · U undo · Space " + (this.data.mode === "focus" ? "skip" : "lightbox") + " · ? keys");
-    this.legend.replaceChildren(...parts, info);
+    const pager = el("span", "pager");
+    const prev = el("button", "page-btn", "‹");
+    const next = el("button", "page-btn", "›");
+    prev.title = "previous page (PageUp)";
+    next.title = "next page (PageDown)";
+    prev.disabled = this.data.page <= 1;
+    next.disabled = this.data.page >= this.data.pages;
+    prev.onclick = () => this.turn(-1);
+    next.onclick = () => this.turn(1);
+    pager.append(prev, el("span", "hint", ` page ${this.data.page} of ${this.data.pages} `), next);
+    const info = el("span", "hint", ` · ${this.data.total} match · A accept · X reject · U undo · Space `
+      + (this.data.mode === "focus" ? "skip" : "lightbox") + " · ? keys");
+    this.legend.replaceChildren(...parts, pager, info);
   }
 
   renderTiles() {

@@ -102,6 +102,11 @@ def metric(page, label: str) -> str:
     return box.locator('[data-testid="stMetricValue"]').first.inner_text()
 
 
+def grid_count(page, status: str) -> str:
+    """The count the review grid shows for a status (pending, accept, reject, relabel, manual)."""
+    return page.locator(".grid-root").first.locator(f'.counts [data-status="{status}"] .n').inner_text()
+
+
 def choose(page, label: str, option: str) -> None:
     """Pick an option of the st.selectbox labelled `label`."""
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import ROOT, browser_page, choose, chromium_available, metric, streamlit_app
+from browser import ROOT, browser_page, choose, chromium_available, grid_count, metric, streamlit_app
 from conftest import write_stripes_folder
 from mpl_core.config import DataConfig
 from mpl_core.workspace.workspace import create_workspace
@@ -68,7 +68,7 @@ def test_the_whole_loop_in_a_browser(tmp_path):
         go(page, url, "Review")
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("Round 1: 200 pseudo-labels from the teacher of run 1").wait_for(timeout=120000)
-        assert metric(page, "Pending") == "200"
+        assert grid_count(page, "pending") == "200"
         page.get_by_role("slider").first.focus()
         page.keyboard.press("Home")  # threshold 0: everything passes
         wait_until(lambda: metric(page, "Pass") == "200")
@@ -77,13 +77,13 @@ def test_the_whole_loop_in_a_browser(tmp_path):
         page.keyboard.press("Home")
         wait_until(lambda: metric(page, "Pass") == "200")
         page.locator(".grid-root").first.locator(".tile button.ok").first.click()  # the grid's ✓
-        wait_until(lambda: metric(page, "Accept") == "1")
+        wait_until(lambda: grid_count(page, "accept") == "1")
         shot(page, "review")
         page.get_by_role("button", name="Accept all pending at or above the threshold").click()
-        wait_until(lambda: metric(page, "Accept") == "200" and metric(page, "Pending") == "0")
+        wait_until(lambda: grid_count(page, "accept") == "200" and grid_count(page, "pending") == "0")
         page.reload()
         page.get_by_text("Round 1: 200 pseudo-labels").wait_for(timeout=60000)
-        assert metric(page, "Accept") == "200"  # decisions survive a reload
+        assert grid_count(page, "accept") == "200"  # decisions survive a reload
 
         # a retrain round on the reviewed labels
         go(page, url, "Rounds")

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from browser import browser_pages, chromium_available, metric, streamlit_app
+from browser import browser_pages, chromium_available, grid_count, streamlit_app
 from conftest import tiny_run_config, write_stripes_folder
 from mpl_core.config import DataConfig
 from mpl_core.service.work import start_pseudo_labeling, start_training
@@ -101,7 +101,13 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
 
         page.reload()
         grid(page).wait_for(timeout=60000)
-        wait_for(lambda: metric(page, "Accept") == "10" and metric(page, "Reject") == "0")
+        wait_for(lambda: grid_count(page, "accept") == "10" and grid_count(page, "reject") == "0")
+        grid(page).locator(".legend .page-btn", has_text="›").click()  # the mouse turns pages too
+        grid(page).get_by_text("page 2 of").wait_for(timeout=30000)
+        box = page.get_by_label("Go to page", exact=True)
+        box.fill("1")
+        box.press("Enter")
+        grid(page).get_by_text("page 1 of").wait_for(timeout=30000)
 
         # Two tabs on the same tile: the first decision stands, the second tab is told.
         grid(page).locator(".tile").first.wait_for(timeout=30000)  # a reload starts in the grid
