@@ -87,6 +87,21 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
     assert not at.exception and not at.error
 
 
+def test_a_retrain_round_can_fine_tune_the_student_of_the_run_that_made_the_pseudo_labels(reviewed_root):
+    from ui import get_studio
+    at = app("app_pages/rounds.py", reviewed_root).run()
+    next(s for s in at.selectbox if s.label == "Preset").set_value("smoke")
+    at.radio[0].set_value("Run 1's student (fine-tune)")
+    next(b for b in at.button if b.label == "Start a retrain round").click().run()
+    assert not at.exception and not at.error
+    status = get_studio().job("tiny").join(120)
+    assert status.state == "done", status.error
+    run = get_studio().runs("tiny")[-1]
+    first = get_studio().runs("tiny")[0]
+    assert run["kind"] == "retrain" and run["config"]["model"]["init_from"] == first["checkpoint"]
+    assert run["config"]["model"]["width"] == first["config"]["model"]["width"]  # the same model as run 1's
+
+
 def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
     from ui import get_studio

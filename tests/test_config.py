@@ -2,7 +2,7 @@ import pytest
 
 from mpl_core.config import OVERRIDES, RunConfig, override
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import PRESETS, RETRAIN_STEPS_FACTOR, build_retrain_config, build_run_config
+from mpl_core.presets import FINETUNE_ROUND_LR, PRESETS, RETRAIN_STEPS_FACTOR, build_retrain_config, build_run_config
 from mpl_core.service.cli import build_parser, config_from_args
 
 
@@ -53,3 +53,12 @@ def test_a_supervised_retrain_round_trains_longer_unless_its_steps_are_given():
     args = build_parser().parse_args(["retrain", "--workspace", "w", "--preset", "quick-demo",
                                       "--algorithm", "supervised"])
     assert config_from_args(args, build_retrain_config).train.steps == steps * RETRAIN_STEPS_FACTOR
+
+
+def test_a_round_that_fine_tunes_keeps_the_preset_steps_at_its_own_rate():
+    steps = PRESETS["quick-demo"]["train"]["steps"]
+    tuned = build_retrain_config("quick-demo", algorithm="supervised", init_from="runs/0001")
+    assert (tuned.train.steps, tuned.train.lr, tuned.model.init_from) == (steps, FINETUNE_ROUND_LR, "runs/0001")
+    assert build_retrain_config("quick-demo", algorithm="supervised", init_from="r", lr=0.1).train.lr == 0.1
+    args = build_parser().parse_args(["retrain", "--workspace", "w", "--preset", "quick-demo", "--init-from", "r"])
+    assert config_from_args(args, build_retrain_config).train.lr == FINETUNE_ROUND_LR

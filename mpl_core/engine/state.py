@@ -99,7 +99,8 @@ def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, ran
     # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
-        student = build_model(model_cfg, role="student", pretrained=pretrained)
+        # A student started from an earlier run needs no downloaded weights under its own.
+        student = build_model(model_cfg, role="student", pretrained=pretrained and not model_cfg.init_from)
         if pretrained and model_cfg.init_from:
             start_from_student(student, model_cfg.init_from)
         student = student.to(device, memory_format=torch.channels_last)
