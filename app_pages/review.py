@@ -187,6 +187,10 @@ def grid_page(desk: Desk) -> None:
     show_messages()
     page = current_page(view)
     mode = "focus" if st.session_state.get("f-focus") else "grid"
+    # What is on show, for the page buttons (in the outer fragment, which this one's reruns leave as
+    # they were): the rows and the state each was drawn in.
+    st.session_state["review-grid-shown"] = {"round": int(view.rows.round), "items": page.items.tolist(),
+                                             "status": [str(view.status[i]) for i in page.items]}
     show_grid(desk, view, page, mode, key="review-grid", counts=view.counts())
 
 
@@ -213,11 +217,18 @@ def go_to_page() -> None:
 
 
 def decide_page(desk: Desk, action: str) -> int:
-    """Accept or reject the page the grid shows now (read at the click: keyed decisions move tiles)."""
-    page = current_page(desk.studio.review(desk.name))
-    if len(page.items) == 0:
+    """Accept or reject the tiles the grid shows, each only if it is still as it was drawn (another
+    reviewer may have decided it since)."""
+    shown = st.session_state.get("review-grid-shown") or {}
+    if not shown.get("items"):
         raise MPLStudioError("this page is empty: nothing to decide")
-    return desk.studio.decide(desk.name, page.items, action, desk.who)
+    if shown["round"] != desk.studio.latest_round(desk.name):
+        raise MPLStudioError("a new round of pseudo-labels arrived since this page was drawn: look at it first")
+    n = desk.studio.decide(desk.name, shown["items"], action, desk.who, expect=shown["status"])
+    if n < len(shown["items"]):
+        raise MPLStudioError(f"{n} decision(s) saved; another reviewer decided {len(shown['items']) - n} of these "
+                             "tiles first, so they were left as that reviewer decided")
+    return n
 
 
 def current_thresholds(k: int) -> list[float]:

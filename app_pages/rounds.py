@@ -4,23 +4,13 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from mpl_core import ALGORITHMS, PRESETS, build_retrain_config
+from mpl_core import ALGORITHMS, PRESETS, MPLStudioError, build_retrain_config
 
 st.title("Rounds")
 studio = ui.get_studio()
 name = ui.workspace_or_stop()
 busy = ui.job_active(name)
-
-
-def fine_tune_from(run: dict | None) -> dict:
-    """Settings that start a round from a run's student: its checkpoint, and the same model."""
-    if run is None:
-        return {}
-    model = run["config"]["model"]
-    return {"init_from": run["checkpoint"], "model": model.get("student") or model["name"], "width": model["width"]}
-
-
-source = studio.labeling_run(name)
+source = studio.fine_tune_source(name)
 with st.form("retrain"):
     st.markdown("A retrain round trains on the given labels, the accepted pseudo-labels and your "
                 "relabels and hand labels. Rejected samples are left out.")
@@ -28,18 +18,21 @@ with st.form("retrain"):
     algorithm = c[0].selectbox("Algorithm", ALGORITHMS, index=ALGORITHMS.index("supervised"),
                                help="supervised trains on the reviewed labels only; mpl/uda also use the rest")
     preset = c[1].selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick-demo"))
-    starts = {"Scratch": None}
-    if source is not None and source["checkpoint"]:
-        starts[f"Run {source['id']}'s student (fine-tune)"] = source
+    starts = {"Scratch": {}}
+    if source is not None:
+        starts[f"Run {source['run_id']}'s student (fine-tune)"] = source["overrides"]
     start = c[2].radio("Start from", list(starts), horizontal=True,
                        help="Scratch is the most accurate (3× the preset's steps). Fine-tuning the student of the "
-                            "run that made the pseudo-labels takes about a third of the time and gave about half "
-                            "a point less (docs/results.md); it keeps that run's model.")
+                            "run that made the pseudo-labels (supervised rounds: the preset's steps at learning "
+                            "rate 0.02, with that run's model) takes about a third of the time and gave about "
+                            "half a point less (docs/results.md).")
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
 if go:
     with ui.user_errors():
-        studio.start(name, "retrain", cfg=build_retrain_config(preset, algorithm=algorithm,
-                                                               **fine_tune_from(starts[start])))
+        if starts[start] and algorithm != "supervised":
+            raise MPLStudioError("fine-tuning the student is for supervised rounds (the one measured); choose "
+                                 "supervised, or start from scratch")
+        studio.start(name, "retrain", cfg=build_retrain_config(preset, algorithm=algorithm, **starts[start]))
         st.rerun()
 
 

@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_run_config, write_stripes_folder
 from mpl_core.config import DataConfig
+from mpl_core.presets import FINETUNE_ROUND_LR
 from mpl_core.service.work import start_pseudo_labeling, start_training
 from mpl_core.workspace.workspace import create_workspace
 
@@ -87,6 +88,17 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
     assert not at.exception and not at.error
 
 
+def test_the_page_buttons_decide_the_tiles_on_show_as_they_were_drawn(reviewed_root):
+    from ui import get_studio
+    at = app("app_pages/review.py", reviewed_root).run()
+    shown = at.session_state["review-grid-shown"]["items"]
+    assert len(shown) == 24
+    get_studio().decide("tiny", shown[:2], "accept", "someone else")  # after this page was drawn
+    at.button(key="page-reject").click().run()
+    assert any("another reviewer decided 2 of these tiles first" in e.value for e in at.error)
+    assert counts(reviewed_root) == {"pending": 16, "accept": 2, "reject": 22, "relabel": 0, "manual": 0}
+
+
 def test_a_retrain_round_can_fine_tune_the_student_of_the_run_that_made_the_pseudo_labels(reviewed_root):
     from ui import get_studio
     at = app("app_pages/rounds.py", reviewed_root).run()
@@ -98,8 +110,15 @@ def test_a_retrain_round_can_fine_tune_the_student_of_the_run_that_made_the_pseu
     assert status.state == "done", status.error
     run = get_studio().runs("tiny")[-1]
     first = get_studio().runs("tiny")[0]
-    assert run["kind"] == "retrain" and run["config"]["model"]["init_from"] == first["checkpoint"]
+    start = Path(run["config"]["model"]["init_from"])
+    assert run["kind"] == "retrain" and start.is_absolute() and start.name == Path(first["checkpoint"]).name
     assert run["config"]["model"]["width"] == first["config"]["model"]["width"]  # the same model as run 1's
+    assert run["config"]["train"]["lr"] == FINETUNE_ROUND_LR
+    at = app("app_pages/rounds.py", reviewed_root).run()  # the job is over: Start is enabled again
+    next(s for s in at.selectbox if s.label == "Algorithm").set_value("uda")
+    at.radio[0].set_value("Run 1's student (fine-tune)")
+    next(b for b in at.button if b.label == "Start a retrain round").click().run()
+    assert any("is for supervised rounds" in e.value for e in at.error)
 
 
 def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeypatch):

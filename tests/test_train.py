@@ -208,3 +208,17 @@ def test_starting_from_another_model_is_a_clear_error(tiny_dataset, tmp_path):
     wider.model.init_from = str(tmp_path / "missing.safetensors")
     with pytest.raises(MPLStudioError, match="no checkpoint"):
         train(wider, tiny_dataset, split, out_dir=tmp_path / "c")
+
+
+def test_a_resumed_run_keeps_its_own_weights_not_the_ones_it_started_from(tiny_dataset, tmp_path):
+    cfg = tiny_config("supervised")
+    split = make_split(tiny_dataset, cfg.data)
+    first = train(cfg, tiny_dataset, split, out_dir=tmp_path / "a")
+    tuned = tiny_config("supervised", steps=20, checkpoint_every=10, eval_every=10)
+    tuned.model.init_from = str(first.checkpoint)
+    control = TrainControl()
+    train(tuned, tiny_dataset, split, out_dir=tmp_path / "b", control=control,
+          on_progress=lambda p: control.stop.set() if p.step >= 10 else None)
+    first.checkpoint.unlink()  # gone: a resume reads only its own checkpoint
+    result = train(tuned, tiny_dataset, split, out_dir=tmp_path / "b")
+    assert result.step == 20 and not result.stopped

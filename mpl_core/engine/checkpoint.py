@@ -109,6 +109,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return tensors, info
 
 
+def read_info(path: str | Path) -> dict:
+    """The JSON description of a checkpoint (config, model, step) without reading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = (f.metadata() or {}).get("mpl_studio")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MPLStudioError(f"{Path(path).name} is not a readable checkpoint ({exc}); use an earlier one") from exc
+    if header is None:
+        raise MPLStudioError(f"{Path(path).name} is a safetensors file without MPL Studio's description")
+    return json.loads(header)
+
+
 def checkpoint_path(folder: str | Path, step: int) -> Path:
     return Path(folder) / f"ckpt-{step:07d}.safetensors"
 

@@ -91,18 +91,19 @@ def finetune_learner(model: nn.Module, cfg: RunConfig) -> Learner:
 # --- fresh ---------------------------------------------------------------------------------------
 
 def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, rank: int = 0,
-               pretrained: bool = True) -> TrainState:
+               pretrained: bool = True, start: tuple[dict, dict] | None = None) -> TrainState:
     """Fresh models and generators. Every rank builds the same weights; each draws its own batches
     and augmentations (seeds offset by rank; rank 0's are those of a single-process run).
-    pretrained: load torchvision models' weights (False when a checkpoint will be restored)."""
+    pretrained: load torchvision models' weights (False when a checkpoint will be restored).
+    start: an earlier run's student (read_student) that this run's student starts from."""
     t = cfg.train
     # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
         # A student started from an earlier run needs no downloaded weights under its own.
-        student = build_model(model_cfg, role="student", pretrained=pretrained and not model_cfg.init_from)
-        if pretrained and model_cfg.init_from:
-            start_from_student(student, model_cfg.init_from)
+        student = build_model(model_cfg, role="student", pretrained=pretrained and start is None)
+        if start is not None:
+            load_student(student, start)
         student = student.to(device, memory_format=torch.channels_last)
         teacher = None
         if get_algorithm(cfg.algorithm.name).teacher:
@@ -253,18 +254,23 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
     return model.to(device).eval(), info
 
 
-def start_from_student(model: nn.Module, path: str | Path) -> None:
-    """Load the student of the checkpoint at path (its EMA weights if kept) into a fresh model: a
-    round that fine-tunes an earlier run's model instead of starting from scratch."""
+def read_student(path: str | Path) -> tuple[dict, dict]:
+    """(state dict, its checkpoint's model description) of the student saved at path (EMA weights
+    if kept; a folder means its newest checkpoint): for a run that fine-tunes an earlier run's."""
     path = checkpoint_file(path)
     tensors, info = ckpt.load_checkpoint(path)
+    return _saved_model(tensors, info, "student", path), {"file": path.name, **info["model"]}
+
+
+def load_student(model: nn.Module, start: tuple[dict, dict]) -> None:
+    """Load read_student's weights into a fresh model of this run."""
+    state, was = start
     try:
-        model.load_state_dict(_saved_model(tensors, info, "student", path))
+        model.load_state_dict(state)
     except RuntimeError as exc:  # other layers or shapes: another model, width or number of classes
-        was = info["model"]
-        raise MPLStudioError(f"{Path(path).name} holds a {was.get('student') or was['name']} of width "
-                             f"{was.get('width')} for {was['num_classes']} classes, which does not fit this "
-                             "run's model; start it from scratch or with the same model") from exc
+        raise MPLStudioError(f"{was['file']} holds a {was.get('student') or was['name']} of width {was.get('width')} "
+                             f"for {was['num_classes']} classes, which does not fit this run's model; start it "
+                             "from scratch or with the same model") from exc
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -272,7 +278,7 @@ def checkpoint_file(path: str | Path) -> Path:
     path = Path(path)
     found = ckpt.latest_checkpoint(path) if path.is_dir() else path if path.is_file() else None
     if found is None:
-        raise MPLStudioError(f"no checkpoint at {path}; give a run's .safetensors file or the folder it wrote to")
+        raise MPLStudioError(f"no checkpoint at {path} to start from: give a checkpoint file or a run's folder")
     return found
 
 

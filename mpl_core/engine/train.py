@@ -41,6 +41,7 @@ from mpl_core.engine.state import (
     finetune_learner,
     init_state,
     load_resume_state,
+    read_student,
     restore_state,
 )
 from mpl_core.errors import MPLStudioError
@@ -155,7 +156,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     if resumed is not None:
         check_compatible(resumed[1], cfg, model_cfg)
     # Pretrained weights only for a fresh run: a checkpoint brings its own (and needs no network).
-    state = init_state(cfg, model_cfg, device, rank, pretrained=resumed is None)
+    state = init_state(cfg, model_cfg, device, rank, pretrained=resumed is None,
+                       start=_student_start(model_cfg, ctx) if resumed is None else None)
     if resumed is not None:
         restore_state(state, *resumed, cfg, rank)
     data = _Data.build(dataset, split, device, ctx, t.balance_classes)
@@ -198,6 +200,16 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
 
 
 # --- the loop's helpers --------------------------------------------------------------------------
+
+def _student_start(model_cfg: ModelConfig, ctx) -> tuple[dict, dict] | None:
+    """The earlier run's student that init_from names, read by rank 0 and sent to the others (as a
+    checkpoint to resume is): only rank 0 needs the file."""
+    if not model_cfg.init_from:
+        return None
+    if ctx is None:
+        return read_student(model_cfg.init_from)
+    return dist_.broadcast_object(read_student(model_cfg.init_from) if ctx.is_main else None, ctx)
+
 
 @dataclass(frozen=True)
 class _Data:

@@ -171,12 +171,10 @@ class Studio:
     def runs(self, name: str) -> list[dict]:
         return self.open(name).store.runs()
 
-    def labeling_run(self, name: str) -> dict | None:
-        """The run whose model made the newest pseudo-labels (a retrain round can fine-tune its
-        student), or None before the first round."""
-        store = self.open(name).store
-        rounds = store.rounds()
-        return store.run(rounds[-1]["run_id"]) if rounds else None
+    def fine_tune_source(self, name: str) -> dict | None:
+        """{"run_id", "overrides"}: the settings with which a retrain round fine-tunes the student of
+        the run that made the newest pseudo-labels (see work.fine_tune_source), or None."""
+        return work.fine_tune_source(self.open(name))
 
     def outside_job(self, name: str) -> dict | None:
         """A job another process runs on the workspace (the CLI, torchrun), or None: who runs it and

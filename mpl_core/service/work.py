@@ -21,7 +21,7 @@ import torch
 from mpl_core.config import RunConfig
 from mpl_core.engine import distributed as dist_
 from mpl_core.engine.algorithms import get_algorithm
-from mpl_core.engine.checkpoint import latest_checkpoint
+from mpl_core.engine.checkpoint import latest_checkpoint, read_info
 from mpl_core.engine.defaults import for_device
 from mpl_core.engine.predict import pool_probabilities, predict_pool
 from mpl_core.engine.state import checkpoint_file, load_model
@@ -114,13 +114,29 @@ def _retrain_config(ws: Workspace, cfg: RunConfig) -> RunConfig:
     return _with_init_file(cfg).validate()
 
 
+def fine_tune_source(ws: Workspace) -> dict | None:
+    """What a retrain round needs to fine-tune the student of the run that made the newest
+    pseudo-labels: {"run_id", "overrides"} (its newest checkpoint and the student's model, as that
+    checkpoint records it), or None before the first round or without a checkpoint."""
+    rounds = ws.store.rounds()
+    if not rounds:
+        return None
+    run_id = rounds[-1]["run_id"]
+    path = latest_checkpoint(ws.run_dir(run_id))
+    if path is None:
+        return None
+    model = read_info(path)["model"]
+    return {"run_id": run_id, "overrides": {"init_from": str(path.resolve()), "model": model.get("student") or
+                                             model["name"], "width": model["width"], "weights": model["weights"]}}
+
+
 def _with_init_file(cfg: RunConfig) -> RunConfig:
     """init_from as the checkpoint file it names (a run folder means its newest): checked before the
     job starts, and the run's record says exactly which weights it started from."""
     if not cfg.model.init_from:
         return cfg
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=str(checkpoint_file(
-        cfg.model.init_from))))
+        cfg.model.init_from).resolve())))
 
 
 # --- training ------------------------------------------------------------------------------------
