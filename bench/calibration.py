@@ -232,7 +232,9 @@ def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         r = np.asarray(r, dtype=float)  # threshold, est, low, high, true, passed
-        ok = r[:, 5] > 0
+        ok = (r[:, 5] > 0) & ~np.isnan(r[:, 2])  # no validation image passes: no interval to score
+        if (~ok).any():
+            print(f"({name}: {int((~ok).sum())} of {len(r)} picks had no validation image behind them; left out)")
         inside = (r[ok, 4] >= r[ok, 2]) & (r[ok, 4] <= r[ok, 3])
         print(f"| {name} | {np.median(r[:, 0]):.3f} | {np.median(r[:, 5]):,.0f} | {inside.mean() * 100:.1f}% "
               f"| {(r[ok, 4] >= target).mean() * 100:.1f}% | {np.mean(r[ok, 4]) * 100:.1f}% "

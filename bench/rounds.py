@@ -9,11 +9,12 @@ Per seed: MPL (the preset) -> pseudo-labels -> accept what passes the threshold 
 precision is each of --targets (95% by default, as the demo does) -> each variant as a retrain
 round (class-balanced labeled batches, as every round) -> test accuracy, its gain over the MPL
 student, and wall time:
-  supervised       the round today: supervised from scratch on the preset's steps
+  supervised       supervised from scratch on the preset's steps (the app's round is -x3)
   supervised-xN    the same with N times the steps (the accepted labels are many epochs' worth)
   uda, mpl         a semi-supervised round: the reviewed labels as its labeled set, the rest of
                    the pool as its unlabeled images, on the preset's steps
   finetune         supervised, starting from the MPL student's weights instead of from scratch
+                   (the app's fine-tune round is finetune-x1-lr0.02)
   ...-lrF          any of them at learning rate F (e.g. finetune-x1-lr0.01)
 """
 from __future__ import annotations

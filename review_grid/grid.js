@@ -418,7 +418,8 @@ class Grid {
     // The round's counts by status, from Python (committed decisions): drawn here rather than as
     // Streamlit elements, so that a decision's rerun redraws this component alone.
     const counts = this.data.counts;
-    if (!counts) { this.counts.replaceChildren(); return; }
+    this.counts.classList.toggle("hidden", !counts);
+    if (!counts) return;
     if (this.counts.children.length !== COUNT_NAMES.length) {
       this.counts.replaceChildren(...COUNT_NAMES.map(([status, name]) => {
         const c = el("span", "count");
@@ -432,33 +433,54 @@ class Grid {
     });
   }
 
-  renderLegend() {
-    const classes = this.data.classes;
-    // rebuilt only when what it says changed: a key press must not re-lay out the legend
-    const said = JSON.stringify([classes, this.data.page, this.data.pages, this.data.total, this.data.mode]);
-    if (said === this.legendSaid) return;
-    this.legendSaid = said;
-    const parts = classes.length <= 10
-      ? classes.map((name, k) => {
-        const b = el("button", "key");
-        b.append(el("kbd", "", String((k + 1) % 10)), document.createTextNode(" " + name));
-        b.onclick = () => { this.relabel(k); this.root.focus({ preventScroll: true }); };
+  pager() {
+    // Built once and updated in place (see renderLegend).
+    if (!this.pagerBox) {
+      this.pagerBox = el("span", "pager");
+      const button = (text, title, delta) => {
+        const b = el("button", "page-btn", text);
+        b.title = title;
+        b.tabIndex = -1; // the grid keeps the keys: Enter must accept, not press this again
+        b.onmousedown = (e) => e.preventDefault();
+        b.onclick = () => { this.turn(delta); this.root.focus({ preventScroll: true }); };
         return b;
-      })
-      : [el("span", "hint", `${classes.length} classes: C or / opens a picker`)];
-    const pager = el("span", "pager");
-    const prev = el("button", "page-btn", "‹");
-    const next = el("button", "page-btn", "›");
-    prev.title = "previous page (PageUp)";
-    next.title = "next page (PageDown)";
-    prev.disabled = this.data.page <= 1;
-    next.disabled = this.data.page >= this.data.pages;
-    prev.onclick = () => this.turn(-1);
-    next.onclick = () => this.turn(1);
-    pager.append(prev, el("span", "hint", ` page ${this.data.page} of ${this.data.pages} `), next);
-    const info = el("span", "hint", ` · ${this.data.total} match · A accept · X reject · U undo · Space `
+      };
+      this.prevBtn = button("‹", "previous page (PageUp)", -1);
+      this.nextBtn = button("›", "next page (PageDown)", 1);
+      this.pageText = el("span", "hint");
+      this.pagerBox.append(this.prevBtn, this.pageText, this.nextBtn);
+    }
+    setText(this.pageText, ` page ${this.data.page} of ${this.data.pages} `);
+    this.prevBtn.disabled = this.data.page <= 1;
+    this.nextBtn.disabled = this.data.page >= this.data.pages;
+    return this.pagerBox;
+  }
+
+  renderLegend() {
+    // The class keys are rebuilt only when the classes change, and the page and match texts are
+    // updated in place: a key press must not re-lay out the legend, nor a click land on a button
+    // that an ack has just replaced.
+    if (!this.legendKeys) {
+      this.legendKeys = el("span", "legend-keys");
+      this.legendInfo = el("span", "hint");
+      this.legend.append(this.legendKeys, this.pager(), this.legendInfo);
+    }
+    const classes = this.data.classes;
+    const said = JSON.stringify(classes);
+    if (said !== this.legendSaid) {
+      this.legendSaid = said;
+      this.legendKeys.replaceChildren(...(classes.length <= 10
+        ? classes.map((name, k) => {
+          const b = el("button", "key");
+          b.append(el("kbd", "", String((k + 1) % 10)), document.createTextNode(" " + name));
+          b.onclick = () => { this.relabel(k); this.root.focus({ preventScroll: true }); };
+          return b;
+        })
+        : [el("span", "hint", `${classes.length} classes: C or / opens a picker`)]));
+    }
+    this.pager();
+    setText(this.legendInfo, ` · ${this.data.total} match · A accept · X reject · U undo · Space `
       + (this.data.mode === "focus" ? "skip" : "lightbox") + " · ? keys");
-    this.legend.replaceChildren(...parts, pager, info);
   }
 
   renderTiles() {
