@@ -36,7 +36,7 @@ from mpl_core.workspace.calibration import threshold_to_accept  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
-VARIANTS = ("supervised", "supervised-x3", "supervised-x6", "uda", "mpl", "finetune-x1-lr0.01", "finetune-x3-lr0.02")
+VARIANTS = ("supervised", "supervised-x3", "supervised-x6", "uda", "mpl", "finetune-x1-lr0.02", "finetune-x3-lr0.02")
 
 
 def round_config(variant: str, preset: str, seed: int, student: str = ""):
