@@ -156,18 +156,18 @@ def grid(desk: Desk) -> None:
     desk.studio.touch()
     view = desk.studio.review(desk.name)
     names = view.class_names
-    f = st.columns([2, 2, 2, 1, 1, 1.4])
+    f = st.columns([2.2, 2.2, 2, 1, 1.2])
     f[0].multiselect("Predicted class", range(len(names)), format_func=lambda k: names[k], key="f-class")
     f[1].multiselect("Status", STATUSES, default=["pending"], key="f-status")
     f[2].selectbox("Order", SORTS, key="f-sort")
-    focus = f[5].toggle("Focus mode", key="f-focus", help="one large image at a time, Prodigy-style")
+    p = st.columns([1, 1, 1, 1], vertical_alignment="center")
+    focus = p[3].toggle("Focus mode", key="f-focus", help="one large image at a time, Prodigy-style")
     f[3].selectbox("Per page", [24, 48, 100], key="f-size", disabled=focus)  # kept across focus mode
     f[4].number_input("Go to page", min_value=1, value=None, step=1, key="f-goto", on_change=go_to_page,
                       placeholder="number", help="the grid's ‹ › and PageUp / PageDown turn pages too")
     conf_range = st.session_state.get("conf_range")
     if conf_range:
         st.caption(f"Confidence {conf_range[0]:.2f}–{conf_range[1]:.2f}, from the histogram selection")
-    p = st.columns(3)
     if not focus:
         for col, action, label, icon in ((p[0], "accept", "Accept this page", ":material/done_all:"),
                                          (p[1], "reject", "Reject this page", ":material/remove_done:")):
