@@ -242,8 +242,11 @@ def main() -> None:
     b, mu = SHAPES[args.shape]
     b, mu = args.shape_b or b, args.shape_mu or mu
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (6000, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, 10, (6000,), generator=gen)
+    # Enough images that the reference's unlabeled loader lasts the timed steps without a new
+    # epoch (the paper's shape takes 896 a step).
+    n = max(6000, b * mu * (args.steps + 5))
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n,), generator=gen)
     per_step = b * (1 + mu)
     runs = [measure(args, device, images, labels, b, mu) for _ in range(args.repeats)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
