@@ -220,9 +220,10 @@ def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None
             drawn = np.concatenate([rng.choice(np.nonzero(truth == c)[0], per_class, replace=False) for c in range(k)])
             rng.shuffle(drawn)
             for name, split in rules.items():
-                pick, tell = (drawn[: len(drawn) // 2], drawn[len(drawn) // 2:]) if split else (drawn, drawn)
-                t = threshold_to_accept(_index(pl, pc, k, pick, truth), target)
-                told, true = _index(pl, pc, k, tell, truth).stats(t), full.stats(t)
+                chooser = _index(pl, pc, k, drawn[: len(drawn) // 2] if split else drawn, truth)
+                teller = _index(pl, pc, k, drawn[len(drawn) // 2:], truth) if split else chooser
+                t = threshold_to_accept(chooser, target)
+                told, true = teller.stats(t), full.stats(t)
                 results[name].append((t, told.est_precision, told.est_low, told.est_high, true.true_precision,
                                       true.passed))
     print(f"\n## The demo's choice of threshold: {draws} validation sets of {per_class} per class drawn from the pool "

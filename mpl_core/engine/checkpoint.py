@@ -95,10 +95,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise MPLStudioError(f"no checkpoint at {path}")
+    info = read_info(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MPLStudioError(f"{path.name} is not a readable checkpoint ({exc}); use an earlier one") from exc
+    return tensors, info
+
+
+def read_info(path: str | Path) -> dict:
+    """The JSON description of a checkpoint (config, model, step) without reading its tensors."""
+    path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = (f.metadata() or {}).get("mpl_studio")
-        tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
         raise MPLStudioError(f"{path.name} is not a readable checkpoint ({exc}); use an earlier one") from exc
     if header is None:
@@ -106,19 +116,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     info = json.loads(header)
     if info.get("format") != FORMAT:
         raise MPLStudioError(f"{path.name} has format {info.get('format')!r}; expected {FORMAT}")
-    return tensors, info
-
-
-def read_info(path: str | Path) -> dict:
-    """The JSON description of a checkpoint (config, model, step) without reading its tensors."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = (f.metadata() or {}).get("mpl_studio")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise MPLStudioError(f"{Path(path).name} is not a readable checkpoint ({exc}); use an earlier one") from exc
-    if header is None:
-        raise MPLStudioError(f"{Path(path).name} is a safetensors file without MPL Studio's description")
-    return json.loads(header)
+    return info
 
 
 def checkpoint_path(folder: str | Path, step: int) -> Path:
