@@ -26,7 +26,7 @@ deps-test: deps-run
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 
 run: deps-run $(VENV)/.installed
-	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
+	$(VENV)/bin/streamlit run server.py --server.address $(HOST) --server.port $(PORT)
 
 test: deps-test $(VENV)/.installed
 	$(VENV)/bin/ruff check .

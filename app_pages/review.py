@@ -11,6 +11,7 @@ import streamlit as st
 import ui
 from mpl_core import SORTS, STATUSES, MPLStudioError, Studio
 from review_grid import payload, review_grid
+from review_grid.api import grid_api
 
 BINS = 20  # histogram bins over [0, 1]
 
@@ -224,9 +225,16 @@ def decide_page(desk: Desk, action: str) -> int:
         raise MPLStudioError("this page is empty: nothing to decide")
     if shown["round"] != desk.studio.latest_round(desk.name):
         raise MPLStudioError("a new round of pseudo-labels arrived since this page was drawn: look at it first")
-    n = desk.studio.decide(desk.name, shown["items"], action, desk.who, expect=shown["status"])
-    if n < len(shown["items"]):
-        raise MPLStudioError(f"{n} decision(s) saved; another reviewer decided {len(shown['items']) - n} of these "
+    # The grid's keys commit without redrawing the page: tiles the reviewer has decided since are
+    # left as they decided them, and are not another reviewer's doing.
+    seen = desk.studio.as_seen_by(desk.name, shown["items"], shown["status"], desk.who)
+    keep = [i for i, (drawn, now) in enumerate(zip(shown["status"], seen)) if drawn == now]
+    if not keep:
+        raise MPLStudioError("you have decided every tile on this page already")
+    n = desk.studio.decide(desk.name, [shown["items"][i] for i in keep], action, desk.who,
+                           expect=[shown["status"][i] for i in keep])
+    if n < len(keep):
+        raise MPLStudioError(f"{n} decision(s) saved; another reviewer decided {len(keep) - n} of these "
                              "tiles first, so they were left as that reviewer decided")
     return n
 
@@ -242,7 +250,7 @@ def show_grid(desk: Desk, view, page, mode: str, key: str, counts: dict | None =
     tiles = desk.studio.review_tiles(desk.name, page.items)
     data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode, counts=counts,
                    ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.pop(f"{key}-last", False),
-                   zoom=zoom_image(desk, tiles, key))
+                   zoom=zoom_image(desk, tiles, key), api=grid_api(desk.studio, desk.name, desk.who, st.session_state))
     review_grid(key=key, data=data, on_batch_change=lambda: commit(desk, key),
                 on_turn_change=lambda: turn(key, "f-page" if mode != "queue" else None),
                 on_zoom_change=lambda: remember_zoom(key))

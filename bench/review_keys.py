@@ -33,19 +33,22 @@ from ui_latency import prepare, start_training_job  # noqa: E402
 from browser import browser_pages, choose, streamlit_app  # noqa: E402
 from mpl_core.workspace.workspace import open_workspace  # noqa: E402
 
-# Dispatch one key to the grid and time it to the next painted frame; resolves to ms or -1 (no change).
+# Dispatch one key to the grid and time it to the next painted frame; resolves to [ms, ms of them in
+# the grid's key handler] or [-1, -1] when the probed tile did not change.
 TIME_KEY = """async ([key, selector]) => {
   const root = document.querySelectorAll('*');
   let grid = null;
   for (const e of root) { if (e.shadowRoot && e.shadowRoot.querySelector('.grid-root')) {
     grid = e.shadowRoot.querySelector('.grid-root'); break; } }
-  const probe = () => { const t = grid.querySelector(selector); return t ? t.outerHTML : ''; };
+  const node = grid.querySelector(selector); // the tile the key is for, looked up before the key
+  const probe = () => (node ? node.outerHTML : '');
   const before = probe();
   const t0 = performance.now();
   grid.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true}));
+  const handled = performance.now();
   await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
   const t1 = performance.now();
-  return probe() !== before ? t1 - t0 : -1;
+  return probe() !== before ? [t1 - t0, handled - t0] : [-1, -1];
 }"""
 TIMINGS = """() => { for (const e of document.querySelectorAll('*')) { const g = e.shadowRoot &&
   e.shadowRoot.querySelector('.grid-root'); if (g && g.__timings) return g.__timings; } return {ack: [], turn: []}; }"""
@@ -88,11 +91,12 @@ def measure(page, url: str, ws, args) -> dict:
     choose(page, "Per page", "100")
     wait(lambda: grid(page).locator(".tile").count() == 100)
     grid(page).locator(".tile img").first.click()
-    out = {"visible": [], "focus": []}
-    for i in range(args.keys):  # A on the focused tile; the filter keeps only pending ones
-        ms = page.evaluate(TIME_KEY, ["a", ".tile.focused, .tile[data-status='accept']"])
+    out = {"visible": [], "handler": [], "focus": []}
+    for i in range(args.keys):  # A on the focused tile, which walks the page (the "pending" filter refills it)
+        ms, handler = page.evaluate(TIME_KEY, ["a", ".tile.focused"])
         if ms >= 0:
             out["visible"].append(ms)
+            out["handler"].append(handler)
         wait(lambda: settled(page))
     for _ in range(args.pages):  # a new page, then back to one seen before
         page.keyboard.press("PageDown")
@@ -105,7 +109,7 @@ def measure(page, url: str, ws, args) -> dict:
     page.get_by_text("Focus mode", exact=True).click()
     grid(page).locator(".focusview img.big").wait_for(timeout=60000)
     for _ in range(args.keys):
-        ms = page.evaluate(TIME_KEY, [" ", ".focusview"])  # Space: the next item, nothing recorded
+        ms, _ = page.evaluate(TIME_KEY, [" ", ".focusview"])  # Space: the next item, nothing recorded
         if ms >= 0:
             out["focus"].append(ms)
     page.get_by_text("Focus mode", exact=True).click()
@@ -152,6 +156,7 @@ def main() -> None:
     print(f"{len(ws.store.pseudo_labels()):,} pseudo-labels (Fashion-MNIST); training job in the app: {status}")
     print("| measure | median | p95 | n | target |\n|---|---|---|---|---|")
     print(row("key press -> tile visibly decided", out["visible"], "<= 50 ms p95"))
+    print(row("of which the grid's key handler", out["handler"], "-"))
     print(row("key press -> decision committed (ack)", out["ack"], "<= 500 ms p95"))
     print(row("100-tile page, first time", out["turn_new"], "<= 500 ms p95"))
     print(row("100-tile page, again", out["turn_again"], "<= 500 ms p95"))

@@ -27,10 +27,10 @@ def review_grid(*, key: str, data: dict, on_batch_change, on_turn_change, on_zoo
 
 def payload(tiles: list[dict], classes: list[str], *, round_: int, page, mode: str = "grid",
             ack: dict | None = None, focus_last: bool = False, zoom: dict | None = None,
-            counts: dict | None = None) -> dict:
+            counts: dict | None = None, api: dict | None = None) -> dict:
     """What the component draws: plain data only (class names are shown as text by the component)."""
     keep = ("position", "sample_id", "label", "label_name", "confidence", "status", "final_label", "top",
             "image", "history", "note", "zoomable")
     return {"tiles": [{k: t[k] for k in keep} for t in tiles], "classes": list(classes), "round": round_,
             "page": page.page, "pages": page.pages, "total": page.total, "mode": mode, "ack": ack,
-            "focus_last": focus_last, "zoom": zoom, "counts": counts}
+            "focus_last": focus_last, "zoom": zoom, "counts": counts, "api": api}

@@ -2,10 +2,14 @@
 // takes decisions from the keyboard or the mouse. A decision shows at once (optimistic) and goes to
 // Python in batches, one batch in flight at a time; Python commits each decision in its own store
 // transaction and answers with an ack, and the next data from Python is the truth: a decision that
-// failed or lost to another reviewer simply turns back when the tiles are redrawn. User text (class
+// failed or lost to another reviewer simply turns back when the tiles are redrawn. A batch goes as a
+// POST to review_grid/api.py where the server has that route (data.api): the answer carries the
+// page's tiles as stored and the counts, and no Streamlit rerun happens. Otherwise, or once a POST
+// fails, it goes as a trigger, which reruns the grid's fragment. User text (class
 // names, sample ids, reviewer names) is always set as textContent, never parsed as HTML.
 
 const RESEND_MS = 4000; // an ack that does not come (a dropped rerun) is asked for again
+const POST_TIMEOUT_MS = 10000; // a POST unanswered this long: the batch goes by trigger instead
 const UNDO_DEPTH = 20; // the reviewer's last decisions that U / Ctrl+Z take back one by one
 const COUNT_NAMES = [["pending", "pending"], ["accept", "accepted"], ["reject", "rejected"],
   ["relabel", "relabeled"], ["manual", "labeled by hand"]];
@@ -142,6 +146,11 @@ class Grid {
     this.inflight = null;
     if (ack.message) this.say(ack.message, true);
     this.flush();
+    if (!this.inflight && this.afterSend) {
+      const fn = this.afterSend;
+      this.afterSend = null;
+      fn();
+    }
   }
 
   // --- sending ------------------------------------------------------------------------------------
@@ -157,9 +166,30 @@ class Grid {
     op.opId = this.nextId++;
     op.t0 = performance.now();
     this.queue.push(op);
-    this.flush();
+    this.flushSoon();
     return op.opId;
   }
+
+  flushSoon() {
+    // Send after the decided tile is painted: the server's work would otherwise share the CPU with
+    // that frame. rAF does not run in a hidden tab, so a timer sends it there.
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    const go = () => {
+      if (!this.flushScheduled) return;
+      this.flushScheduled = false;
+      this.flush();
+    };
+    requestAnimationFrame(() => setTimeout(go, 0));
+    setTimeout(go, 100);
+  }
+
+  afterSent(fn) {
+    // A page turn waits for the decisions in flight by POST: the redrawn page must include them.
+    if (this.posting() && (this.inflight || this.queue.length)) { this.afterSend = fn; this.flush(); } else fn();
+  }
+
+  posting() { return Boolean(this.data.api) && !this.apiDown; }
 
   flush() {
     if (this.inflight || this.queue.length === 0) return;
@@ -175,9 +205,51 @@ class Grid {
     const batch = this.inflight;
     if (!batch) return;
     const ops = batch.ops.map(({ opId, t0, ...rest }) => rest);
-    this.setTrigger("batch", { id: batch.id, round: batch.round, ops });
+    const body = { id: batch.id, round: batch.round, ops };
+    if (this.posting()) { this.post(batch, body); return; }
+    this.setTrigger("batch", body);
     clearTimeout(this.resendTimer);
     this.resendTimer = setTimeout(() => { if (this.inflight === batch) this.send(); }, RESEND_MS);
+  }
+
+  async post(batch, body) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), POST_TIMEOUT_MS);
+    let reply = null;
+    try {
+      const r = await fetch(this.data.api.url, {
+        method: "POST", headers: { "Content-Type": "application/json" }, signal: abort.signal,
+        body: JSON.stringify({ token: this.data.api.token, batch: body,
+                               positions: this.data.tiles.map((t) => t.position) }) });
+      reply = await r.json();
+      if (!r.ok || !reply.ack) throw new Error(reply.error || `HTTP ${r.status}`);
+    } catch (err) {
+      // No route, a restarted server, a proxy in the way: Streamlit's own channel from now on. Python
+      // answers a batch id it has seen with the answer it gave, so nothing is applied twice.
+      this.apiDown = true;
+      if (this.inflight === batch) this.send();
+      return;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.inflight !== batch) return;
+    this.applyReply(reply);
+  }
+
+  applyReply(reply) {
+    // The page's tiles as stored now (another reviewer's decisions show too), then the ack.
+    // (new objects: the data Streamlit handed over is not ours to change)
+    const stored = new Map((reply.tiles || []).map((t) => [t.position, t]));
+    const tiles = this.data.tiles.map((t) => {
+      const s = stored.get(t.position);
+      return s ? { ...t, status: s.status, final_label: s.final_label } : t;
+    });
+    this.data = { ...this.data, tiles, counts: reply.counts || this.data.counts };
+    this.handleAck(reply.ack);
+    if (reply.round !== null && reply.round !== undefined && reply.round !== this.data.round) {
+      this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ }); // a new round: redraw
+    }
+    this.render();
   }
 
   // --- decisions ----------------------------------------------------------------------------------
@@ -218,6 +290,7 @@ class Grid {
     if (this.undoStack.length > UNDO_DEPTH) this.undoStack.shift();
     this.root.dataset.decided = String(Number(this.root.dataset.decided || 0) + tiles.length);
     this.selected.clear();
+    this.anchor = null; // a decision ends the selection: the next Shift+arrow starts at the focus
     if (idx.length === 1) this.move(1, false, true);
     this.render();
   }
@@ -313,7 +386,7 @@ class Grid {
     this.say("loading the next tiles…");
     setTimeout(() => { this.refilling = false; }, 3000); // the same data again draws nothing: try later
     this.flush();
-    this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ });
+    this.afterSent(() => this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ }));
   }
 
   selectRange(a, b) {
@@ -331,7 +404,7 @@ class Grid {
     if (page < 1 || page > this.data.pages) return;
     this.flush();
     this.turnStart = performance.now();
-    this.setTrigger("turn", { page, last: toLast });
+    this.afterSent(() => this.setTrigger("turn", { page, last: toLast }));
   }
 
   // --- overlays -----------------------------------------------------------------------------------

@@ -39,11 +39,12 @@ class Server:
 
 @contextmanager
 def streamlit_server(data_root: Path, log: Path | None = None):
-    """`streamlit run app.py` on a free port with data_root as the data folder; yields a Server."""
+    """`streamlit run server.py` (the app with its review route) on a free port with data_root as the
+    data folder; yields a Server."""
     port = free_port()
     env = {**os.environ, "MPL_DATA_ROOT": str(data_root)}
     out = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "server.py"), "--server.port",
                              str(port), "--server.headless", "true"], cwd=ROOT, env=env, stdout=out,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -71,7 +72,7 @@ def streamlit_server(data_root: Path, log: Path | None = None):
 
 @contextmanager
 def streamlit_app(data_root: Path, log: Path | None = None):
-    """`streamlit run app.py` on a free port with data_root as the data folder; yields the URL."""
+    """`streamlit run server.py` on a free port with data_root as the data folder; yields the URL."""
     with streamlit_server(data_root, log) as server:
         yield server.url
 

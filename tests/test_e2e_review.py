@@ -57,6 +57,9 @@ def workspace(tmp_path):
 def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace, tmp_path):
     ws = workspace
     with streamlit_app(tmp_path, log=tmp_path / "app.log") as url, browser_pages(2, 1280, 1000) as (page, other):
+        posts = []  # this tab's decisions go by POST to review_grid/api.py; the other tab's cannot
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        other.route("**/api/review-batch", lambda route: route.abort())
         page.goto(url + "/review?ws=tiny")
         grid(page).locator(".tile").first.wait_for(timeout=60000)
         grid(page).locator(".tile img").first.click()
@@ -64,6 +67,7 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
             page.keyboard.press("a")
         page.keyboard.press("x")
         wait_for(lambda: settled(page) and counts(ws) == {"accept": 5, "reject": 1, "relabel": 0, "manual": 0})
+        assert any(u.endswith("/api/review-batch") for u in posts)
 
         names = ws.dataset().class_names
         other_class = 1 - names.index(focused_label(page))
@@ -119,7 +123,7 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
         page.keyboard.press("x")
         wait_for(lambda: settled(page) and counts(ws)["reject"] == 1)
         grid(other).locator(".tile img").first.click()
-        other.keyboard.press("a")  # this tab still shows the tile as pending
+        other.keyboard.press("a")  # this tab still shows the tile as pending; its POST fails: a trigger
         grid(other).locator(".statusline").get_by_text("another reviewer decided 1").wait_for(timeout=30000)
         assert counts(ws) == {"accept": 10, "reject": 1, "relabel": 0, "manual": 0}
 

@@ -54,12 +54,27 @@ def test_decisions_keep_the_cached_view_in_step_with_the_store(studio):
     assert studio.review("tiny") is view  # cached: nothing changed
     assert studio.decide("tiny", [0, 1], "accept", "ana") == 2
     assert studio.decide("tiny", [2], "relabel", "ana", label=1 - int(view.rows.label[2])) == 1
+    # the cached view's counts are kept in step by the decisions, not counted again
+    assert studio.review("tiny") is view
+    assert view.counts() == {"pending": 37, "accept": 2, "reject": 0, "relabel": 1, "manual": 0}
     assert studio.decide("tiny", [0], "reject", "bo", expect="pending") == 0  # ana decided it first
     fresh = Studio(studio.data_root).review("tiny")  # what another process reads from the store
     assert studio.review("tiny").status.tolist() == fresh.status.tolist()
     assert studio.review("tiny").final_label.tolist() == fresh.final_label.tolist()
+    assert studio.review("tiny").counts() == fresh.counts()
     assert studio.decide_by_threshold("tiny", "accept", 0.0, "ana") == 37  # every pending row
     assert studio.review("tiny").counts() == {"pending": 0, "accept": 39, "reject": 0, "relabel": 1, "manual": 0}
+
+
+def test_a_page_is_as_seen_by_its_reviewer_with_their_own_later_decisions(studio):
+    """The grid commits keys without redrawing its page: the page buttons must tell the reviewer's
+    own decisions since the drawing from another reviewer's."""
+    studio.decide("tiny", [0], "accept", "ana")
+    studio.decide("tiny", [1], "reject", "bo")
+    studio.decide("tiny", [2], "reject", "ana")
+    studio.decide("tiny", [2], "accept", "bo")  # bo changed ana's decision: ana never saw that
+    assert studio.as_seen_by("tiny", [0, 1, 2, 3], ["pending"] * 4, "ana") == ["accept", "pending", "pending",
+                                                                                 "pending"]
 
 
 def test_a_new_round_shows_in_latest_round(studio):

@@ -239,6 +239,10 @@ class Studio:
     def undo(self, name: str, who: str | None = None) -> int:
         return self._session(name).undo(who)
 
+    def as_seen_by(self, name: str, positions, shown: Sequence[str], who: str) -> list[str]:
+        """Rows' states as `who` saw them: drawn, or changed since by their own decisions."""
+        return self._session(name).as_seen_by(positions, shown, who)
+
     def apply_review_batch(self, name: str, batch: dict, who: str) -> dict:
         """The review grid's keyed operations (decisions and undos) in order: see ReviewSession.apply."""
         return self._session(name).apply(batch, who)
