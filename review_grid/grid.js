@@ -46,6 +46,7 @@ class Grid {
     this.overlay = new Map(); // position -> {status, final, op}: shown until Python's ack
     this.queue = []; // decisions and undos not yet sent
     this.inflight = null; // {id, ops, sent}
+    this.typeAhead = []; // decision keys pressed while the page refills
     this.nextId = 1;
     this.instance = Math.random().toString(36).slice(2, 10);
     this.undoStack = []; // [{positions, before: [{status, final}]}]
@@ -124,6 +125,15 @@ class Grid {
     this.render();
     // Take the keys on a new page or mode, but never from a slider or a text box in use.
     if ((first || newPage) && !typing(document.activeElement)) this.root.focus({ preventScroll: true });
+    if (!this.refilling) this.replayTypeAhead();
+  }
+
+  replayTypeAhead() {
+    // Decision keys pressed while the page was refilling, now for the tiles that came in.
+    for (const { key, shiftKey } of this.typeAhead.splice(0)) {
+      this.onKey({ key, shiftKey, ctrlKey: false, metaKey: false, altKey: false, target: this.root,
+                   preventDefault() {}, stopPropagation() {} });
+    }
   }
 
   handleAck(ack) {
@@ -135,6 +145,10 @@ class Grid {
     this.inflight.ops.forEach((op, i) => {
       this.record("ack", now - op.t0);
       const result = (ack.results || [])[i] || {};
+      if (op.op === "decide") { // tiles saved and tiles another reviewer had decided, as Python counted
+        this.root.dataset.saved = String(Number(this.root.dataset.saved || 0) + (result.decided || 0));
+        this.root.dataset.conflicts = String(Number(this.root.dataset.conflicts || 0) + (result.conflicts || 0));
+      }
       if (op.op === "decide" && (result.error || !result.decided)) {
         // nothing was saved: U must not take back an older decision in its place
         this.undoStack = this.undoStack.filter((u) => u.opId !== op.opId);
@@ -322,6 +336,14 @@ class Grid {
     if (this.pickerOpen() && this.picker.contains(e.target)) return; // the picker's input has its keys
     if (this.pickerOpen()) this.closePicker();
     const k = e.key;
+    if (this.refilling && !e.ctrlKey && !e.metaKey && /^([axAX0-9]|Enter)$/.test(k)) {
+      // The next tiles are on their way: keep the key for them rather than lose it (a fast reviewer
+      // at the end of a page).
+      if (this.typeAhead.length < 20) this.typeAhead.push({ key: k, shiftKey: e.shiftKey });
+      e.preventDefault();
+      e.stopPropagation();
+      return;
+    }
     if ((k === "Enter" || k === " ") && e.target.tagName === "BUTTON") return; // the button's own click
     const focusMode = this.data.mode === "focus";
     const handled = () => { e.preventDefault(); e.stopPropagation(); };
@@ -384,7 +406,10 @@ class Grid {
     if (this.refilling) return;
     this.refilling = true;
     this.say("loading the next tiles…");
-    setTimeout(() => { this.refilling = false; }, 3000); // the same data again draws nothing: try later
+    setTimeout(() => { // the same data again draws nothing: try later, and drop the keys kept for it
+      this.refilling = false;
+      this.typeAhead = [];
+    }, 3000);
     this.flush();
     this.afterSent(() => this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ }));
   }
