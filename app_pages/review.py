@@ -178,9 +178,10 @@ def grid(desk: Desk) -> None:
     grid_page(desk)
 
 
-# Decisions and page turns rerun only this fragment: the grid component alone, which draws the
-# counts and the page numbers itself. Each Streamlit element in a rerun costs the browser time, and
-# with eight reviewers on one machine that time was most of a decision's.
+# Page turns (and decisions, where the grid cannot POST them: review_grid/api.py) rerun only this
+# fragment: the grid component alone, which draws the counts and the page numbers itself. Each
+# Streamlit element in a rerun costs the browser time, and with eight reviewers on one machine that
+# time was most of a decision's.
 @st.fragment
 def grid_page(desk: Desk) -> None:
     desk.studio.touch()
@@ -250,7 +251,8 @@ def show_grid(desk: Desk, view, page, mode: str, key: str, counts: dict | None =
     tiles = desk.studio.review_tiles(desk.name, page.items)
     data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode=mode, counts=counts,
                    ack=st.session_state.get(f"{key}-ack"), focus_last=st.session_state.pop(f"{key}-last", False),
-                   zoom=zoom_image(desk, tiles, key), api=grid_api(desk.studio, desk.name, desk.who, st.session_state))
+                   zoom=zoom_image(desk, tiles, key), api=grid_api(desk.studio, desk.name, desk.who, st.session_state),
+                   statuses=None if mode == "queue" else st.session_state.get("f-status", ["pending"]))
     review_grid(key=key, data=data, on_batch_change=lambda: commit(desk, key),
                 on_turn_change=lambda: turn(key, "f-page" if mode != "queue" else None),
                 on_zoom_change=lambda: remember_zoom(key))
@@ -345,10 +347,9 @@ def main() -> None:
     rows = view.rows
     st.caption(f"Round {rows.round}: {len(rows):,} pseudo-labels from the {rows.model} of run {rows.run_id}")
     threshold_panel(desk)
-    # Every tab is drawn, though the browser re-renders them at each decision's rerun (about 12% of
-    # its time there): a grid left undrawn would lose the keys it has not sent yet, and its filters.
-    # Opening a tab reruns the page, so it shows what the other tabs decided meanwhile (the grid's
-    # decisions rerun only its own fragment).
+    # Every tab is drawn, though the browser re-renders them at each of the grid's reruns: a grid left
+    # undrawn would lose the keys it has not sent yet, and its filters. Opening a tab reruns the
+    # page, so it shows what the other tabs decided meanwhile (the grid's decisions rerun nothing).
     grid_tab, q_tab, cal_tab = st.tabs(["Pseudo-labels", "Labeling queue", "Calibration"], key="review-tab",
                                        on_change="rerun")
     with grid_tab:

@@ -3,10 +3,12 @@ page of pseudo-labels and takes decisions from the keyboard and the mouse (grid.
 
     result = review_grid(key="grid", data=payload, on_batch_change=commit, on_turn_change=turn)
 
-Python sends `data` (the tiles of a page, the classes, the round's counts by status, the last
-ack); the component sends three triggers: `batch` (decisions and undos, in the order they were
-keyed), `turn` (another page) and `zoom` (the lightbox wants the source image of a tile, which
-comes back as `data["zoom"]`).
+Python sends `data` (the tiles of a page, the classes, the round's counts by status, the statuses
+the filter keeps, the last ack, and where to POST decisions: review_grid/api.py); the component
+sends its batches of decisions there, and three triggers: `batch` (decisions and undos, in the order
+they were keyed, when there is no route or a POST failed), `turn` (another page, or this one filled
+again) and `zoom` (the lightbox wants the source image of a tile, which comes back as
+`data["zoom"]`).
 """
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ def review_grid(*, key: str, data: dict, on_batch_change, on_turn_change, on_zoo
 
 def payload(tiles: list[dict], classes: list[str], *, round_: int, page, mode: str = "grid",
             ack: dict | None = None, focus_last: bool = False, zoom: dict | None = None,
-            counts: dict | None = None, api: dict | None = None) -> dict:
+            counts: dict | None = None, api: dict | None = None, statuses: list[str] | None = None) -> dict:
     """What the component draws: plain data only (class names are shown as text by the component)."""
     keep = ("position", "sample_id", "label", "label_name", "confidence", "status", "final_label", "top",
             "image", "history", "note", "zoomable")
     return {"tiles": [{k: t[k] for k in keep} for t in tiles], "classes": list(classes), "round": round_,
             "page": page.page, "pages": page.pages, "total": page.total, "mode": mode, "ack": ack,
-            "focus_last": focus_last, "zoom": zoom, "counts": counts, "api": api}
+            "focus_last": focus_last, "zoom": zoom, "counts": counts, "api": api,
+            "statuses": list(statuses) if statuses else None}

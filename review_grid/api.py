@@ -41,10 +41,11 @@ def grid_api(studio, name: str, who: str, session: dict) -> dict | None:
     session's token for `name` and `who`, kept in `session` so reruns reuse it."""
     if not _mounted.is_set():
         return None
-    key = f"grid-api-{name}-{who}"
+    key = "grid-api " + json.dumps([name, who])  # names are free text: no separator is safe
     token = session.get(key)
     with _lock:
-        if token not in _grants:
+        grant = _grants.get(token)
+        if grant is None or grant[1:] != (name, who):  # a token is never pointed elsewhere
             token = secrets.token_urlsafe(24)
             session[key] = token
         _grants[token] = (studio, name, who)
@@ -64,10 +65,14 @@ def apply(grant: tuple, batch, positions) -> dict:
     out = {"ack": ack, "tiles": [], "counts": None, "round": None}
     if view is None:
         return out
-    ok = [p for p in positions or [] if isinstance(p, int) and 0 <= p < len(view.rows)][:1000]
-    out["tiles"] = [{"position": p, "status": str(view.status[p]), "final_label": int(view.final_label[p])}
-                    for p in ok]
     out["counts"], out["round"] = view.counts(), int(view.rows.round)
+    if batch.get("round") != out["round"]:  # the page's positions are rows of another round
+        return out
+    positions = positions if isinstance(positions, list) else []
+    ok = [p for p in positions if isinstance(p, int) and 0 <= p < len(view.rows)][:1000]
+    history = studio.sample_history(name, [view.rows.sample_ids[p] for p in ok])
+    out["tiles"] = [{"position": p, "status": str(view.status[p]), "final_label": int(view.final_label[p]),
+                     "history": history[view.rows.sample_ids[p]]} for p in ok]
     return out
 
 
@@ -75,9 +80,15 @@ async def _batch(request):
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
 
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return JSONResponse({"error": "batch too large"}, status_code=413)
+    too_large = JSONResponse({"error": f"batch too large (over {MAX_BODY:,} bytes)"}, status_code=413)
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY:
+        return too_large
+    body = b""
+    async for chunk in request.stream():  # a body longer than it said is cut off here too
+        body += chunk
+        if len(body) > MAX_BODY:
+            return too_large
     try:
         data = json.loads(body)
     except ValueError:

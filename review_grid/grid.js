@@ -10,6 +10,8 @@
 
 const RESEND_MS = 4000; // an ack that does not come (a dropped rerun) is asked for again
 const POST_TIMEOUT_MS = 10000; // a POST unanswered this long: the batch goes by trigger instead
+const API_RETRY_MS = 30000; // after a failed POST, batches go by trigger this long (or until a new token)
+const REFILL_WAIT_MS = 3000; // a refill that brings nothing new: the keys kept for it are let go
 const UNDO_DEPTH = 20; // the reviewer's last decisions that U / Ctrl+Z take back one by one
 const COUNT_NAMES = [["pending", "pending"], ["accept", "accepted"], ["reject", "rejected"],
   ["relabel", "relabeled"], ["manual", "labeled by hand"]];
@@ -47,6 +49,7 @@ class Grid {
     this.queue = []; // decisions and undos not yet sent
     this.inflight = null; // {id, ops, sent}
     this.typeAhead = []; // decision keys pressed while the page refills
+    this.apiDownUntil = 0; // see posting()
     this.nextId = 1;
     this.instance = Math.random().toString(36).slice(2, 10);
     this.undoStack = []; // [{positions, before: [{status, final}]}]
@@ -73,6 +76,9 @@ class Grid {
     root.append(this.counts, this.legend, this.status, this.tilesBox, this.focusBox, this.box, this.help, this.picker);
     root.addEventListener("keydown", (e) => this.onKey(e));
     document.addEventListener("mouseup", () => { this.dragFrom = null; });
+    // A click elsewhere (Accept this page, Undo last) goes to Python after the pointer is released:
+    // the keys waiting for the next frame go now, ahead of it.
+    document.addEventListener("pointerdown", () => { if (this.flushScheduled) { this.flushScheduled = false; this.flush(); } }, true);
     this.box.addEventListener("close", () => {
       this.lightbox = false;
       this.root.focus({ preventScroll: true });
@@ -90,6 +96,7 @@ class Grid {
 
   update(data, setTrigger) {
     this.setTrigger = setTrigger;
+    if (data.api && (!this.data.api || data.api.token !== this.data.api.token)) this.apiDownUntil = 0;
     const first = this.data.tiles.length === 0;
     const newPage = data.page !== this.data.page || data.round !== this.data.round || data.mode !== this.data.mode;
     const focused = this.data.tiles[this.focus];
@@ -101,8 +108,11 @@ class Grid {
     }
     this.data = data;
     this.handleAck(data.ack);
+    if (this.refilling) clearTimeout(this.refillTimer);
     if (this.refilling && !newPage) {
       this.refilling = false;
+      if (this.turnStart) this.record("turn", performance.now() - this.turnStart);
+      this.turnStart = null;
       const open = data.tiles.findIndex((t) => !this.overlay.has(t.position) && t.status === "pending");
       this.focus = open >= 0 ? open : Math.max(0, data.tiles.length - 1);
     } else if (newPage) {
@@ -203,7 +213,7 @@ class Grid {
     if (this.posting() && (this.inflight || this.queue.length)) { this.afterSend = fn; this.flush(); } else fn();
   }
 
-  posting() { return Boolean(this.data.api) && !this.apiDown; }
+  posting() { return Boolean(this.data.api) && performance.now() >= this.apiDownUntil; }
 
   flush() {
     if (this.inflight || this.queue.length === 0) return;
@@ -232,15 +242,17 @@ class Grid {
     let reply = null;
     try {
       const r = await fetch(this.data.api.url, {
-        method: "POST", headers: { "Content-Type": "application/json" }, signal: abort.signal,
+        method: "POST", headers: { "Content-Type": "application/json" }, signal: abort.signal, keepalive: true,
         body: JSON.stringify({ token: this.data.api.token, batch: body,
                                positions: this.data.tiles.map((t) => t.position) }) });
       reply = await r.json();
       if (!r.ok || !reply.ack) throw new Error(reply.error || `HTTP ${r.status}`);
     } catch (err) {
-      // No route, a restarted server, a proxy in the way: Streamlit's own channel from now on. Python
-      // answers a batch id it has seen with the answer it gave, so nothing is applied twice.
-      this.apiDown = true;
+      // No route, a restarted server, a proxy in the way: Streamlit's own channel for a while. Python
+      // answers a batch id it has seen with the answer it gave (while it runs: the memory of answers
+      // goes with a restart, and an undo in a batch committed just before a crash would then apply
+      // twice), so nothing is applied twice.
+      this.apiDownUntil = performance.now() + API_RETRY_MS;
       if (this.inflight === batch) this.send();
       return;
     } finally {
@@ -251,14 +263,18 @@ class Grid {
   }
 
   applyReply(reply) {
-    // The page's tiles as stored now (another reviewer's decisions show too), then the ack.
-    // (new objects: the data Streamlit handed over is not ours to change)
-    const stored = new Map((reply.tiles || []).map((t) => [t.position, t]));
-    const tiles = this.data.tiles.map((t) => {
-      const s = stored.get(t.position);
-      return s ? { ...t, status: s.status, final_label: s.final_label } : t;
-    });
-    this.data = { ...this.data, tiles, counts: reply.counts || this.data.counts };
+    // The page's tiles as stored now (another reviewer's decisions show too, and in the lightbox's
+    // history), then the ack. Positions are rows of one round: another round's are not merged.
+    // (New objects: the data Streamlit handed over is not ours to change.)
+    if (reply.round === this.data.round) {
+      const stored = new Map((reply.tiles || []).map((t) => [t.position, t]));
+      const tiles = this.data.tiles.map((t) => {
+        const s = stored.get(t.position);
+        return s ? { ...t, status: s.status, final_label: s.final_label, history: s.history || t.history } : t;
+      });
+      // the labeling queue draws no counts: it gets none from a reply either
+      this.data = { ...this.data, tiles, counts: this.data.counts && reply.counts ? reply.counts : this.data.counts };
+    }
     this.handleAck(reply.ack);
     if (reply.round !== null && reply.round !== undefined && reply.round !== this.data.round) {
       this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ }); // a new round: redraw
@@ -406,10 +422,12 @@ class Grid {
     if (this.refilling) return;
     this.refilling = true;
     this.say("loading the next tiles…");
-    setTimeout(() => { // the same data again draws nothing: try later, and drop the keys kept for it
+    clearTimeout(this.refillTimer);
+    this.refillTimer = setTimeout(() => { // the same data again draws nothing (no more tiles came in)
       this.refilling = false;
-      this.typeAhead = [];
-    }, 3000);
+      const n = this.typeAhead.splice(0).length;
+      if (n) this.say(`no more tiles came in: ${n} key(s) not applied`, true);
+    }, REFILL_WAIT_MS);
     this.flush();
     this.afterSent(() => this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ }));
   }
@@ -424,7 +442,17 @@ class Grid {
     return at >= 0 ? at : this.focus;
   }
 
+  leftFilter() {
+    // Tiles decided here since the page was drawn that the filter (data.statuses) no longer holds:
+    // the server's list has shrunk by them, and its next page starts that many tiles later.
+    const keep = this.data.statuses;
+    return Boolean(keep) && this.data.tiles.some((t) => !keep.includes(this.shown(t).status));
+  }
+
   turn(delta, toLast = false) {
+    // Forward from a page some tiles have left: fill this page again first (the next tiles move up
+    // into it), or PageDown would skip as many tiles as were decided here.
+    if (delta > 0 && this.leftFilter()) { this.turnStart = performance.now(); this.refill(); return; }
     const page = this.data.page + delta;
     if (page < 1 || page > this.data.pages) return;
     this.flush();

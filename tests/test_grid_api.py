@@ -84,8 +84,34 @@ def test_a_batch_sent_again_is_answered_without_applying_it_twice(mounted, studi
     token = api.grid_api(studio, "tiny", "ana", {})["token"]
     r = int(studio.review("tiny").rows.round)
     studio.apply_review_batch("tiny", batch(r, decide([0], "accept"), id_="g:1"), "ana")
-    again = batch(r, decide([1], "accept"), {"op": "undo"}, id_="g:2")
-    code, reply = post(json.dumps({"token": token, "batch": again, "positions": [0, 1]}).encode())
-    assert code == 200 and [t["status"] for t in reply["tiles"]] == ["accept", "pending"]
-    assert studio.apply_review_batch("tiny", again, "ana") == reply["ack"]  # by trigger: the same answer
+    studio.apply_review_batch("tiny", batch(r, decide([1], "reject"), id_="g:2"), "ana")
+    undo = batch(r, {"op": "undo"}, id_="g:3")
+    code, reply = post(json.dumps({"token": token, "batch": undo, "positions": [0, 1]}).encode())
+    assert code == 200 and reply["ack"]["results"] == [{"undone": 1}]
+    assert [t["status"] for t in reply["tiles"]] == ["accept", "pending"]
+    assert studio.apply_review_batch("tiny", undo, "ana") == reply["ack"]  # by trigger: the same answer
     assert studio.review("tiny").status[:2].tolist() == ["accept", "pending"]  # one undo, not two
+    assert studio.apply_review_batch("tiny", undo, "bo")["results"] == [{"undone": 0}]  # ids are per reviewer
+
+
+def test_a_reply_leaves_out_the_tiles_of_another_round(mounted, studio):
+    token = api.grid_api(studio, "tiny", "ana", {})["token"]
+    r = int(studio.review("tiny").rows.round)
+    code, reply = post(json.dumps({"token": token, "batch": batch(r - 1, decide([0], "accept")),
+                                   "positions": [0, 1]}).encode())
+    assert "a new round of pseudo-labels arrived" in reply["ack"]["message"]
+    assert reply["tiles"] == [] and reply["round"] == r
+
+
+def test_tokens_of_lookalike_names_differ(mounted, studio):
+    """Free-text names joined by a separator could collide: ("a-b", "c") and ("a", "b-c")."""
+    session = {}
+    one = api.grid_api(studio, "a-b", "c", session)["token"]
+    two = api.grid_api(studio, "a", "b-c", session)["token"]
+    assert one != two and api._grants[one][1:] == ("a-b", "c") and api._grants[two][1:] == ("a", "b-c")
+
+
+def test_a_batch_without_a_list_of_operations_is_refused(mounted, studio):
+    token = api.grid_api(studio, "tiny", "ana", {})["token"]
+    code, reply = post(json.dumps({"token": token, "batch": {"id": "g:9", "round": 1, "ops": 5}}).encode())
+    assert code == 200 and "list of operations" in reply["ack"]["message"]

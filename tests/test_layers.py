@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Rank of each part of mpl_core: a module may import its own rank or lower, never higher.
 LAYERS = {"errors": 0, "config": 0, "presets": 0, "data": 1, "engine": 2, "workspace": 3, "service": 4}
 TOP = 5  # mpl_core/__init__.py and __main__.py sit above everything
-APP_FILES = ["app.py", "ui.py", *sorted(str(p.relative_to(ROOT)) for d in ("app_pages", "review_grid")
+APP_FILES = ["app.py", "server.py", "ui.py", *sorted(str(p.relative_to(ROOT)) for d in ("app_pages", "review_grid")
                                      for p in (ROOT / d).glob("*.py"))]
 
 

@@ -257,11 +257,18 @@ class Studio:
         indices = [t["pool_index"] for t in tiles]
         uris, dataset = self._image_uris(name, indices), self.open(name).dataset()
         notes = media.source_notes(dataset, indices)
-        history = self.open(name).store.history([t["sample_id"] for t in tiles])
+        history = self.sample_history(name, [t["sample_id"] for t in tiles])
         for tile, uri, note in zip(tiles, uris, notes):
             tile["image"], tile["note"], tile["zoomable"] = uri, note, dataset.media is not None
-            tile["history"] = [{**h, "label_name": view.class_names[h["label"]]} for h in history[tile["sample_id"]]]
+            tile["history"] = history[tile["sample_id"]]
         return tiles
+
+    def sample_history(self, name: str, sample_ids: list[str]) -> dict[str, list[dict]]:
+        """Every decision on these samples, oldest first, with its class name (the lightbox's list)."""
+        names = self.open(name).dataset().class_names
+        history = self.open(name).store.history(sample_ids)
+        return {s: [{**h, "label_name": names[h["label"]] if 0 <= h["label"] < len(names) else ""} for h in hs]
+                for s, hs in history.items()}
 
     def _session(self, name: str) -> ReviewSession:
         ws = self.open(name)

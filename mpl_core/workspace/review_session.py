@@ -89,9 +89,11 @@ class ReviewView:
     def set_status(self, positions: np.ndarray, action: str) -> None:
         """Change rows' status, keeping the tally (the caller holds the session's lock)."""
         positions = np.unique(positions)
-        self.tally.subtract(Counter(self.status[positions].tolist()))
-        self.tally[action] += len(positions)
+        tally = self.tally.copy()  # swapped whole: a reader without the lock sees one tally or the other
+        tally.subtract(Counter(self.status[positions].tolist()))
+        tally[action] += len(positions)
         self.status[positions] = action
+        self.tally = tally
 
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
                conf_range: tuple[float, float] | None = None, sort: str = SORTS[0],
@@ -295,7 +297,10 @@ class ReviewSession:
     def _apply_ops(self, batch: dict, who: str) -> dict:
         results, messages = [], []
         round_ = self.latest_round()
-        for op in batch.get("ops") or []:
+        ops = batch.get("ops") or []
+        if not isinstance(ops, list):
+            return {"id": batch.get("id"), "results": [], "message": "a batch needs a list of operations"}
+        for op in ops:
             try:
                 if batch.get("round") != round_:
                     raise MPLStudioError("a new round of pseudo-labels arrived and the grid was redrawn: "
