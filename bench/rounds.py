@@ -16,6 +16,7 @@ student, and wall time:
   finetune         supervised, starting from the MPL student's weights instead of from scratch
                    (the app's fine-tune round is finetune-x1-lr0.02)
   ...-lrF          any of them at learning rate F (e.g. finetune-x1-lr0.01)
+  ...-strong       the labeled batch in its strong view (RandAugment, cutout): a noised student
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def round_config(variant: str, preset: str, seed: int, student: str = ""):
             cfg.train.lr = float(part[2:])
         elif part.startswith("x"):
             cfg.train.steps *= int(part[1:])
+        elif part == "strong":
+            cfg.algorithm.labeled_view = "strong"
         else:
             raise SystemExit(f"unknown part {part!r} of variant {variant!r}")
     return cfg

@@ -9,6 +9,7 @@ from mpl_core.errors import MPLStudioError
 ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")
 VIEW_BATCHES = ("auto", "joint", "separate")
+LABELED_VIEWS = ("weak", "strong")
 TORCHVISION_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small",
                       "mobilenet_v3_large")  # engine/backbones.py
 MODEL_NAMES = ("cnn", "wrn-28-2") + TORCHVISION_MODELS
@@ -62,6 +63,8 @@ class AlgorithmConfig:
     # code); "separate" = one pass per view (the ports), a quarter fewer FLOPs; BatchNorm statistics
     # differ. "auto" = chosen by the device before the run (engine/defaults.py): separate on a CPU,
     # joint on CUDA
+    labeled_view: str = "weak"  # the labeled batch's view in the main phase: "strong" (RandAugment and
+    # cutout) noises a student trained on accepted pseudo-labels, as Noisy Student does (Xie et al. 2020)
 
 
 @dataclass
@@ -119,6 +122,8 @@ class RunConfig:
         _check(a.name in ALGORITHMS, f"algorithm must be one of {', '.join(ALGORITHMS)}, not {a.name!r}")
         _check(a.feedback_sign in FEEDBACK_SIGNS,
                f"feedback_sign must be one of {', '.join(FEEDBACK_SIGNS)}, not {a.feedback_sign!r}")
+        _check(a.labeled_view in LABELED_VIEWS,
+               f"labeled_view must be one of {', '.join(LABELED_VIEWS)}, not {a.labeled_view!r}")
         _check(a.view_batches in VIEW_BATCHES,
                f"view_batches must be one of {', '.join(VIEW_BATCHES)}, not {a.view_batches!r}")
         _check(0.0 <= a.threshold <= 1.0, f"threshold must be between 0 and 1, got {a.threshold}")
@@ -152,7 +157,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "pretrained_lr_scale": (("train", "pretrained_lr_scale"),), "image_size": (("data", "image_size"),),
     "algorithm": (("algorithm", "name"),), "threshold": (("algorithm", "threshold"),),
     "feedback_sign": (("algorithm", "feedback_sign"),), "feedback_baseline": (("algorithm", "feedback_baseline"),),
-    "view_batches": (("algorithm", "view_batches"),),
+    "view_batches": (("algorithm", "view_batches"),), "labeled_view": (("algorithm", "labeled_view"),),
     "steps": (("train", "steps"),), "finetune_steps": (("train", "finetune_steps"),),
     "batch_size": (("train", "batch_size"),), "mu": (("train", "mu"),), "lr": (("train", "lr"),),
     "eval_every": (("train", "eval_every"),), "checkpoint_every": (("train", "checkpoint_every"),),

@@ -36,3 +36,15 @@ def test_strong_view_changes_images_per_sample():
 def test_weak_view_without_flip_or_pad_is_identity():
     x = batch()
     assert torch.equal(weak_view(x, torch.Generator().manual_seed(0), flip=False, pad=0), x)
+
+
+def test_a_strong_labeled_view_is_the_strong_view_of_the_labeled_images():
+    """labeled_view="strong" (a noised student for retrain rounds) changes only the labeled batch."""
+    from mpl_core.engine.augment import make_batch
+    images = torch.randint(0, 256, (20, 1, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    labels = torch.arange(20) % 2
+    li, ui = torch.arange(4), torch.arange(4, 12)
+    weak = make_batch(images, labels, li, ui, torch.Generator().manual_seed(3))
+    strong = make_batch(images, labels, li, ui, torch.Generator().manual_seed(3), labeled_view="strong")
+    assert torch.equal(strong.x_l, strong_view(to_float(images[li]), torch.Generator().manual_seed(3)))
+    assert not torch.equal(strong.x_l, weak.x_l) and torch.equal(strong.y_l, weak.y_l)

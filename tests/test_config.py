@@ -18,6 +18,9 @@ def test_override_refuses_unknown_settings_and_bad_values():
         override(RunConfig(), stepz=3)
     with pytest.raises(MPLStudioError, match="threshold must be between 0 and 1"):
         override(RunConfig(), threshold=1.5)
+    with pytest.raises(MPLStudioError, match="labeled_view must be one of weak, strong"):
+        override(RunConfig(), labeled_view="noisy")
+    assert override(RunConfig(), labeled_view="strong").algorithm.labeled_view == "strong"
 
 
 def test_the_command_line_and_the_train_page_build_the_same_config():

@@ -31,11 +31,13 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, labeled_idx: torch.Tensor,
-               unlabeled_idx: torch.Tensor | None, gen: torch.Generator, *, flip: bool = True) -> Batch:
-    """A training step's batch from the images on the device: the weak view of the labeled ones,
-    the weak and strong views of the unlabeled ones (none when unlabeled_idx is None), each
-    channels_last, the layout the convolutions run fastest in."""
-    x_l = weak_view(to_float(images_u8[labeled_idx]), gen, flip=flip)
+               unlabeled_idx: torch.Tensor | None, gen: torch.Generator, *, flip: bool = True,
+               labeled_view: str = "weak") -> Batch:
+    """A training step's batch from the images on the device: the weak (or strong) view of the
+    labeled ones, the weak and strong views of the unlabeled ones (none when unlabeled_idx is None),
+    each channels_last, the layout the convolutions run fastest in."""
+    view = strong_view if labeled_view == "strong" else weak_view
+    x_l = view(to_float(images_u8[labeled_idx]), gen, flip=flip)
     if unlabeled_idx is None:
         empty = x_l[:0]
         return Batch(_channels_last(x_l), labels[labeled_idx], empty, empty)

@@ -169,7 +169,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     if state.phase == "train":
         log.start_phase("train", state.step, t.steps, t.batch_size * (1 + t.mu if algo.unlabeled else 1))
         while state.step < t.steps and not stop.before_step():
-            metrics = main_step(state, get_batch(state, data, t, algo.unlabeled), algo, cfg, models)
+            metrics = main_step(state, get_batch(state, data, t, algo.unlabeled, cfg.algorithm.labeled_view), algo,
+                                cfg, models)
             state.step += 1
             log.after_step(state, state.step, metrics)
             if saving and _checkpoint_due(t, state.step, t.steps):
@@ -238,21 +239,22 @@ def fits_on(device: torch.device, images: torch.Tensor, share: float = 0.5) -> b
     return images.numel() * images.element_size() <= share * free
 
 
-def get_batch(state: TrainState, data: _Data, t: TrainConfig, with_unlabeled: bool = True) -> Batch:
+def get_batch(state: TrainState, data: _Data, t: TrainConfig, with_unlabeled: bool = True,
+              labeled_view: str = "weak") -> Batch:
     """Draw a labeled and an unlabeled batch (with replacement) and make their views on the device."""
     device = state.aug_gen.device
     li = data.sampler.labeled(t.batch_size, state.index_gen)
     ui = data.sampler.unlabeled(t.batch_size * t.mu, state.index_gen) if with_unlabeled else None
     if data.images.device.type == device.type:
         li, ui = to_device(li, device), to_device(ui, device) if ui is not None else None
-        return make_batch(data.images, data.labels, li, ui, state.aug_gen, flip=data.flip)
+        return make_batch(data.images, data.labels, li, ui, state.aug_gen, flip=data.flip, labeled_view=labeled_view)
     # A pool too large for the GPU stays on the host: gather the step's images there, send them over.
     rows = li if ui is None else torch.cat([li, ui])
     images = data.images[rows].pin_memory().to(device, non_blocking=True)
     labels = data.labels[rows].to(device, non_blocking=True)
     at = torch.arange(len(rows), device=device)
     return make_batch(images, labels, at[:len(li)], None if ui is None else at[len(li):], state.aug_gen,
-                      flip=data.flip)
+                      flip=data.flip, labeled_view=labeled_view)
 
 
 def main_step(state: TrainState, batch: Batch, algo: Algorithm, cfg: RunConfig, models: ModelWrappers) -> dict:
