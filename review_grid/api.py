@@ -61,19 +61,7 @@ def apply(grant: tuple, batch, positions) -> dict:
     if not isinstance(batch, dict):
         return {"error": "the request holds no batch"}
     ack = studio.apply_review_batch(name, batch, who)
-    view = studio.review(name)
-    out = {"ack": ack, "tiles": [], "counts": None, "round": None}
-    if view is None:
-        return out
-    out["counts"], out["round"] = view.counts(), int(view.rows.round)
-    if batch.get("round") != out["round"]:  # the page's positions are rows of another round
-        return out
-    positions = positions if isinstance(positions, list) else []
-    ok = [p for p in positions if isinstance(p, int) and 0 <= p < len(view.rows)][:1000]
-    history = studio.sample_history(name, [view.rows.sample_ids[p] for p in ok])
-    out["tiles"] = [{"position": p, "status": str(view.status[p]), "final_label": int(view.final_label[p]),
-                     "history": history[view.rows.sample_ids[p]]} for p in ok]
-    return out
+    return {"ack": ack, **studio.review_state(name, batch.get("round"), positions)}
 
 
 async def _batch(request):

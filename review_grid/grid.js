@@ -47,7 +47,7 @@ class Grid {
     this.anchor = null;
     this.overlay = new Map(); // position -> {status, final, op}: shown until Python's ack
     this.queue = []; // decisions and undos not yet sent
-    this.inflight = null; // {id, ops, sent}
+    this.inflight = null; // {id, ops, round, opIds}
     this.typeAhead = []; // decision keys pressed while the page refills
     this.apiDownUntil = 0; // see posting()
     this.nextId = 1;
@@ -78,7 +78,7 @@ class Grid {
     document.addEventListener("mouseup", () => { this.dragFrom = null; });
     // A click elsewhere (Accept this page, Undo last) goes to Python after the pointer is released:
     // the keys waiting for the next frame go now, ahead of it.
-    document.addEventListener("pointerdown", () => { if (this.flushScheduled) { this.flushScheduled = false; this.flush(); } }, true);
+    document.addEventListener("pointerdown", () => this.flushScheduledNow(), true);
     this.box.addEventListener("close", () => {
       this.lightbox = false;
       this.root.focus({ preventScroll: true });
@@ -164,9 +164,6 @@ class Grid {
         this.undoStack = this.undoStack.filter((u) => u.opId !== op.opId);
       }
     });
-    const took = (performance.now() - this.inflight.sent).toFixed(0);
-    this.root.dataset.lastAckMs = took;
-    this.root.dataset.acked = String(ack.id);
     this.inflight = null;
     if (ack.message) this.say(ack.message, true);
     this.flush();
@@ -199,13 +196,14 @@ class Grid {
     // that frame. rAF does not run in a hidden tab, so a timer sends it there.
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    const go = () => {
-      if (!this.flushScheduled) return;
-      this.flushScheduled = false;
-      this.flush();
-    };
-    requestAnimationFrame(() => setTimeout(go, 0));
-    setTimeout(go, 100);
+    requestAnimationFrame(() => setTimeout(() => this.flushScheduledNow(), 0));
+    setTimeout(() => this.flushScheduledNow(), 100);
+  }
+
+  flushScheduledNow() {
+    if (!this.flushScheduled) return;
+    this.flushScheduled = false;
+    this.flush();
   }
 
   afterSent(fn) {
@@ -220,8 +218,7 @@ class Grid {
     const ops = this.queue.splice(0);
     // ids unique across grid instances: a remounted grid must not reuse an id Python already answered
     const id = `${this.instance}:${this.nextId++}`;
-    this.inflight = { id, ops, round: this.data.round, opIds: new Set(ops.map((o) => o.opId)),
-                      sent: performance.now() };
+    this.inflight = { id, ops, round: this.data.round, opIds: new Set(ops.map((o) => o.opId)) };
     this.send();
   }
 
@@ -277,7 +274,7 @@ class Grid {
     }
     this.handleAck(reply.ack);
     if (reply.round !== null && reply.round !== undefined && reply.round !== this.data.round) {
-      this.setTrigger("turn", { page: this.data.page, refill: this.nextId++ }); // a new round: redraw
+      this.refill(); // a new round: redraw
     }
     this.render();
   }
@@ -318,7 +315,6 @@ class Grid {
     tiles.forEach((t, i) => this.overlay.set(t.position, { status: act, final: finals[i], op: opId }));
     this.undoStack.push({ positions, before, opId });
     if (this.undoStack.length > UNDO_DEPTH) this.undoStack.shift();
-    this.root.dataset.decided = String(Number(this.root.dataset.decided || 0) + tiles.length);
     this.selected.clear();
     this.anchor = null; // a decision ends the selection: the next Shift+arrow starts at the focus
     if (idx.length === 1) this.move(1, false, true);

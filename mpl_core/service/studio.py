@@ -263,6 +263,22 @@ class Studio:
             tile["history"] = history[tile["sample_id"]]
         return tiles
 
+    def review_state(self, name: str, round_, positions) -> dict:
+        """What a grid page needs after its decisions: {"round", "counts", "tiles"}, the tiles being
+        each row's status, label and history as stored now; none unless `round_` is still the newest
+        (positions are rows of one round). Positions that are not rows of it are left out."""
+        view = self.review(name)
+        if view is None:
+            return {"round": None, "counts": None, "tiles": []}
+        out = {"round": int(view.rows.round), "counts": view.counts(), "tiles": []}
+        if round_ != out["round"] or not isinstance(positions, list):
+            return out
+        ok = [p for p in positions if isinstance(p, int) and 0 <= p < len(view.rows)][:1000]
+        history = self.sample_history(name, [view.rows.sample_ids[p] for p in ok])
+        out["tiles"] = [{"position": p, "status": str(view.status[p]), "final_label": int(view.final_label[p]),
+                         "history": history[view.rows.sample_ids[p]]} for p in ok]
+        return out
+
     def sample_history(self, name: str, sample_ids: list[str]) -> dict[str, list[dict]]:
         """Every decision on these samples, oldest first, with its class name (the lightbox's list)."""
         names = self.open(name).dataset().class_names

@@ -280,9 +280,9 @@ class ReviewSession:
         "label": None, "expect": ["pending", ..]}, {"op": "undo"}]}. A decision applies only to tiles
         still as the reviewer saw them (`expect`). Returns {"id", "results": one per op, "message"}:
         the grid redraws from the store, so a failed operation's tiles turn back by themselves. A
-        batch id this reviewer had answered before gets the same answer again, nothing re-applied: a grid that lost
-        an answer sends its batch again, perhaps by another way (review_grid/api.py), and its undos
-        must not take back two decisions."""
+        batch id this reviewer had answered before gets the same answer again, nothing re-applied:
+        a grid that lost an answer sends its batch again, perhaps by another way
+        (review_grid/api.py), and its undos must not take back two decisions."""
         key = (who, batch["id"]) if isinstance(batch.get("id"), (str, int)) else None
         with self._apply_lock:  # one batch at a time: a batch sent twice at once is applied once
             if key is not None and key in self._acks:
