@@ -3,6 +3,7 @@
     python bench/accuracy.py --preset cpu-10min --seeds 0 1
     python bench/accuracy.py --preset quick-demo --algorithms supervised mpl --seeds 0
     python bench/accuracy.py --preset cpu-10min --algorithms mpl --no-amp     # fp32 where bf16 would apply
+    python bench/accuracy.py --preset quick-demo --algorithms mpl --mu 2      # another batch shape
 
 Prints a markdown table: test accuracy (mean +- std over seeds), wall time, steps/s, device.
 """
@@ -36,11 +37,11 @@ def configure(variant: str, preset: str, amp: bool, view_batches: str) -> RunCon
     return build_run_config(preset, algorithm=algorithm, feedback_sign=sign, view_batches=view_batches, amp=amp)
 
 
-def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: int | None) -> dict:
+def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: int | None, mu: int | None) -> dict:
     algorithm = cfg.algorithm.name
     cfg.data.labels_per_class, cfg.data.seed, cfg.train.seed = labels_per_class, seed, seed
-    if steps:
-        cfg.train.steps = steps
+    cfg.train.steps = steps or cfg.train.steps
+    cfg.train.mu = mu or cfg.train.mu
     cfg.train.checkpoint_every = 0
     split = make_split(dataset, cfg.data)
     t0 = time.perf_counter()
@@ -56,6 +57,7 @@ def main() -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--labels-per-class", type=int, default=10)
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument("--mu", type=int, default=None, help="override the preset's unlabeled images per labeled one")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--algorithms", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
@@ -75,7 +77,7 @@ def main() -> None:
         runs = []
         for s in args.seeds:  # each seed as it ends: a long run shows its progress, and a cut-short one its part
             runs.append(run_one(configure(variant, args.preset, args.amp, args.view_batches), s, dataset,
-                                args.labels_per_class, args.steps))
+                                args.labels_per_class, args.steps, args.mu))
             print(f"  {variant}, seed {s}: {runs[-1]['acc'] * 100:.2f}%, {runs[-1]['wall']:.0f} s", flush=True)
         accs = [r["acc"] * 100 for r in runs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0

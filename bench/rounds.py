@@ -4,6 +4,7 @@ pseudo-labels, then each kind of round on exactly those labels.
     python bench/rounds.py                                   # quick-demo, seed 0, every variant
     python bench/rounds.py --seeds 0 1 2 --variants supervised supervised-x3
     python bench/rounds.py --targets 0.95 0.9 0.85 --variants supervised-x3
+    python bench/rounds.py --seeds 0 1 2 --variants supervised-x3 --iterate 3
 
 Per seed: MPL (the preset) -> pseudo-labels -> accept what passes the threshold whose estimated
 precision is each of --targets (95% by default, as the demo does) -> each variant as a retrain
@@ -17,6 +18,12 @@ student, and wall time:
                    (the app's fine-tune round is finetune-x1-lr0.02)
   ...-lrF          any of them at learning rate F (e.g. finetune-x1-lr0.01)
   ...-strong       the labeled batch in its strong view (RandAugment, cutout): a noised student
+
+With --iterate N, each variant's round is followed by N-1 more, as a person would run them in the
+app: the round's model labels the pool again (a new round of pseudo-labels, estimated on the
+validation images), the earlier acceptances stay, the pending pseudo-labels that pass the new
+round's threshold are accepted too, and the same kind of round trains again (self-training
+iterated, as Noisy Student does; Xie et al. 2020).
 """
 from __future__ import annotations
 
@@ -57,8 +64,9 @@ def round_config(variant: str, preset: str, seed: int, student: str = ""):
     return cfg
 
 
-def one_seed(seed: int, variants: list[str], preset: str, targets: list[float]) -> dict[tuple, dict]:
-    """{(target, variant): result} for one MPL run; each target's accepted set is undone before the next."""
+def one_seed(seed: int, variants: list[str], preset: str, targets: list[float], iterate: int = 1) -> dict[tuple, dict]:
+    """{(target, variant): result} for one MPL run; each target's accepted set is undone before the next.
+    With iterate > 1 also (target, variant + " round k") for the rounds after the first."""
     out = {}
     with tempfile.TemporaryDirectory() as root:
         ws = create_workspace("rounds", DataConfig(seed=seed), root)
@@ -68,30 +76,37 @@ def one_seed(seed: int, variants: list[str], preset: str, targets: list[float]) 
         print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}%", flush=True)
         student = str(latest_checkpoint(ws.run_dir(st.run_id)))
         for target in targets:
-            accept(ws, target, who=f"target {target}")
+            first_round = ws.store.latest_round()
             for variant in variants:
-                t0 = time.perf_counter()
-                r = start_retrain(ws, round_config(variant, preset, seed, student)).join()
-                assert r.state == "done", r.error
-                acc = r.result["test_acc"]
-                out[target, variant] = {"acc": acc, "gain": acc - st.result["test_acc"],
-                                        "wall": time.perf_counter() - t0}
-                print(f"  {variant} at {target:.0%}: {acc * 100:.2f}% ({out[target, variant]['gain'] * 100:+.2f} "
-                      f"points), {out[target, variant]['wall']:.0f} s", flush=True)
-            while ws.store.undo_last(f"target {target}"):
-                pass
+                accept(ws, target, who=f"target {target}", round_=first_round)
+                for k in range(1, iterate + 1):
+                    key = (target, variant if k == 1 else f"{variant} round {k}")
+                    t0 = time.perf_counter()
+                    r = start_retrain(ws, round_config(variant, preset, seed, student)).join()
+                    assert r.state == "done", r.error
+                    acc = r.result["test_acc"]
+                    out[key] = {"acc": acc, "gain": acc - st.result["test_acc"], "wall": time.perf_counter() - t0}
+                    print(f"  {key[1]} at {target:.0%}: {acc * 100:.2f}% ({out[key]['gain'] * 100:+.2f} points), "
+                          f"{out[key]['wall']:.0f} s", flush=True)
+                    if k < iterate:  # the round's model labels the pool; accept what passes its threshold
+                        assert start_pseudo_labeling(ws, r.run_id).join().state == "done"
+                        accept(ws, target, who=f"target {target}")
+                while ws.store.undo_last(f"target {target}"):
+                    pass
     return out
 
 
-def accept(ws, target: float, who: str) -> None:
-    """Accept what passes the lowest threshold whose estimated precision reaches target (the demo's rule)."""
-    index = threshold_index(ws)
+def accept(ws, target: float, who: str, round_: int | None = None) -> None:
+    """Accept what passes the lowest threshold whose estimated precision reaches target (the demo's
+    rule), in a round of pseudo-labels (the newest by default)."""
+    index = threshold_index(ws, round_)
     threshold = threshold_to_accept(index, target)
-    rows = ws.store.pseudo_labels()
+    rows = ws.store.pseudo_labels(round_)
     above = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
     decide_rows(ws, rows, above, "accept", who)
-    true = index.stats(threshold).true_precision
-    print(f"  target {target:.0%}: {len(above):,} accepted above {threshold:.3f}, truly {true * 100:.1f}% right",
+    truth = ws.dataset().train.labels.numpy()[rows.idx[above]]
+    true = float((truth == rows.label[above]).mean()) if len(above) else float("nan")
+    print(f"  target {target:.0%}: {len(above):,} more accepted above {threshold:.3f}, truly {true * 100:.1f}% right",
           flush=True)
 
 
@@ -102,10 +117,12 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--targets", type=float, nargs="+", default=[0.95], help="accept above the lowest threshold whose "
                    "estimated precision reaches each (the demo's 0.95); each target is a set of rounds")
+    p.add_argument("--iterate", type=int, default=1, help="rounds per variant, each on the pseudo-labels of the "
+                   "previous round's model (1: one round on the MPL teacher's)")
     args = p.parse_args()
     for v in args.variants:
         round_config(v, args.preset, 0)  # a typo fails now, not after the first MPL run
-    runs = [one_seed(s, args.variants, args.preset, args.targets) for s in args.seeds]
+    runs = [one_seed(s, args.variants, args.preset, args.targets, args.iterate) for s in args.seeds]
     print(f"\n{args.preset}, seeds {args.seeds}: test accuracy after the round, gain over the MPL student")
     print("| round | accepted at estimated precision | test accuracy | gain (points) | wall time |")
     print("|---|---|---|---|---|")

@@ -2,14 +2,16 @@
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_run_config, write_stripes_folder
 from mpl_core.config import DataConfig
 from mpl_core.presets import FINETUNE_ROUND_LR
-from mpl_core.service.work import start_pseudo_labeling, start_training
-from mpl_core.workspace.workspace import create_workspace
+from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training
+from mpl_core.workspace.review import decide_rows
+from mpl_core.workspace.workspace import create_workspace, open_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [f"app_pages/{p}.py" for p in ("home", "data", "train", "review", "rounds", "export")]
@@ -119,6 +121,19 @@ def test_a_retrain_round_can_fine_tune_the_student_of_the_run_that_made_the_pseu
     at.radio[0].set_value("Run 1's student (fine-tune)")
     next(b for b in at.button if b.label == "Start a retrain round").click().run()
     assert any("is for supervised rounds" in e.value for e in at.error)
+
+
+def test_a_round_labeled_by_a_retrained_model_warns_that_its_estimate_is_optimistic(reviewed_root):
+    caveat = "pool images whose labels were accepted or given earlier"
+    at = app("app_pages/review.py", reviewed_root).run()
+    assert not any(caveat in w.value for w in at.warning)  # the MPL teacher trained on no pool label
+    ws = open_workspace("tiny", reviewed_root)
+    decide_rows(ws, ws.store.pseudo_labels(), np.arange(6), "accept", "ana")
+    retrain = start_retrain(ws, tiny_run_config("supervised")).join(60)
+    assert retrain.state == "done" and start_pseudo_labeling(ws, retrain.run_id).join(60).state == "done"
+    at = app("app_pages/review.py", reviewed_root).run()
+    assert not at.exception
+    assert any(f"Run {retrain.run_id} trained on 6 {caveat}" in w.value for w in at.warning)
 
 
 def test_data_page_creates_a_workspace_and_reports_bad_folders(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_run_config
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
+from mpl_core.service.studio import Studio
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training
 from mpl_core.workspace.review import decide_rows, reviewed_training_set, select_by_threshold, status_of
 from mpl_core.workspace.workspace import create_workspace, open_workspace
@@ -83,3 +84,7 @@ def test_retrain_round_records_labels_used_and_test_accuracy(labeled_ws):
     again = open_workspace("tiny", ws.data_root)
     assert [r["kind"] for r in again.store.runs()] == ["train", "retrain"]
     assert again.store.decision_counts()["accept"] == 10 and len(again.store.pseudo_labels()) == 40
+    # the Review page warns about a later round's estimate by how many pool images its model trained on
+    studio = Studio(ws.data_root)
+    mpl_run = again.store.runs()[0]["id"]
+    assert studio.trained_on_pool("tiny", st.run_id) == 10 and studio.trained_on_pool("tiny", mpl_run) == 0

@@ -171,6 +171,13 @@ class Studio:
     def runs(self, name: str) -> list[dict]:
         return self.open(name).store.runs()
 
+    def trained_on_pool(self, name: str, run_id: int) -> int:
+        """How many pool images a run trained on with labels accepted or given in review (a retrain
+        round; 0 for an MPL run). Pseudo-labels from such a run are estimated from validation images
+        alike, but its pending pool images are what earlier rounds left: harder than the average."""
+        metrics = self.open(name).store.run(run_id)["metrics"] or {}
+        return int(metrics.get("labels_accepted", 0)) + int(metrics.get("labels_human", 0))
+
     def fine_tune_source(self, name: str) -> dict | None:
         """{"run_id", "overrides"}: the settings with which a retrain round fine-tunes the student of
         the run that made the newest pseudo-labels (see work.fine_tune_source), or None."""
