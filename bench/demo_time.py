@@ -2,11 +2,13 @@
 
     python bench/demo_time.py                    # no one using the app: the job may take every core
     python bench/demo_time.py --someone-watching # a person interacting all along: one core stays the pages'
+    python bench/demo_time.py --mu 4 --from-scratch   # the demo before it fit three minutes
 
 A fresh workspace on the built-in Fashion-MNIST (10 labels per class), then the demo job with the
-Home page's configs: MPL on quick-demo, pseudo-labels, accept above the threshold whose estimated
-precision is 95%, a class-balanced supervised retrain, a simulated reviewer's 100 decisions and a
-second retrain. Prints the wall time of each phase and the numbers the demo shows.
+Home page's plan (mpl_core.presets.demo_plan): MPL on quick-demo with mu 2, pseudo-labels, accept
+above the threshold whose estimated precision is 95%, a class-balanced supervised retrain that
+fine-tunes the MPL student, a simulated reviewer's 100 decisions and a second retrain. Prints the
+wall time of each phase and the numbers the demo shows.
 --someone-watching touches the Studio every second, as the pages do on every interaction (not on
 their polling).
 """
@@ -21,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpl_core import DataConfig, Studio, build_retrain_config, build_run_config  # noqa: E402
+from mpl_core import DataConfig, Studio, demo_plan  # noqa: E402
+from mpl_core.presets import DEMO_PRESET, DemoPlan, build_retrain_config  # noqa: E402
 
 
 def watch(studio: Studio, stop: threading.Event) -> None:
@@ -29,10 +32,21 @@ def watch(studio: Studio, stop: threading.Event) -> None:
         studio.touch()
 
 
+def plan(args) -> DemoPlan:
+    out = demo_plan(args.seed)
+    out.train.train.mu = args.mu or out.train.train.mu
+    if args.from_scratch:
+        out.retrain, out.fine_tune = build_retrain_config(DEMO_PRESET, algorithm="supervised", seed=args.seed), False
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--someone-watching", action="store_true", help="touch the app every second")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mu", type=int, default=None, help="the MPL run's unlabeled images per labeled one")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="retrain rounds from scratch on 3x the preset's steps instead of fine-tuning the student")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as root:
         studio = Studio(root)
@@ -41,9 +55,7 @@ def main() -> None:
         if args.someone_watching:
             threading.Thread(target=watch, args=(studio, stop), daemon=True).start()
         t0 = time.perf_counter()
-        job = studio.start("demo", "demo", cfg=build_run_config("quick-demo", algorithm="mpl", seed=args.seed),
-                           retrain_cfg=build_retrain_config("quick-demo", algorithm="supervised",
-                                                                      seed=args.seed))
+        job = studio.start("demo", "demo", **plan(args).start_args())
         while job.status().active:
             time.sleep(0.2)
         status, wall = job.status(), time.perf_counter() - t0

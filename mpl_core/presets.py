@@ -59,3 +59,38 @@ def build_retrain_config(preset: str | None = None, **overrides) -> RunConfig:
     elif not cfg.model.init_from and overrides.get("steps") is None:
         cfg.train.steps *= RETRAIN_STEPS_FACTOR
     return cfg
+
+
+# The Home page's one-click demo (and bench/demo_time.py): its preset, and the estimated precision
+# of the pseudo-labels it accepts (the lowest threshold whose estimate reaches it).
+DEMO_PRESET = "quick-demo"
+DEMO_TARGET_PRECISION = 0.95
+# The demo fits three minutes on a 2-core CPU without native bf16 (bench/demo_time.py). Its MPL run
+# draws DEMO_MU unlabeled images per labeled one: the preset's 4 took 170 s a run there for 72.36%
+# +- 0.82, 2 took 97 s for 71.34% +- 0.57, and halving the steps instead 92 s for 68.42% +- 1.53
+# (bench/accuracy.py --preset quick-demo --algorithms mpl --seeds 0 1 2, with --mu 2 / --steps 350).
+# Its retrain rounds fine-tune the MPL student on the preset's steps: a third of the time of a round
+# from scratch, 0.3 points behind it on average over two sets of three seeds (bench/rounds.py).
+DEMO_MU = 2
+DEMO_FINE_TUNE = True
+
+
+@dataclasses.dataclass
+class DemoPlan:
+    train: RunConfig  # the MPL run
+    retrain: RunConfig  # each retrain round
+    fine_tune: bool  # the rounds start from the MPL student's weights
+
+    def start_args(self) -> dict:
+        return {"cfg": self.train, "retrain_cfg": self.retrain, "fine_tune": self.fine_tune,
+                "target_precision": DEMO_TARGET_PRECISION}
+
+
+def demo_plan(seed: int | None = None) -> DemoPlan:
+    """What the one-click demo runs: Studio.start(name, "demo", **demo_plan().start_args())."""
+    train = build_run_config(DEMO_PRESET, algorithm="mpl", seed=seed, mu=DEMO_MU)
+    if DEMO_FINE_TUNE:
+        retrain = build_run_config(DEMO_PRESET, algorithm="supervised", seed=seed, lr=FINETUNE_ROUND_LR)
+    else:
+        retrain = build_retrain_config(DEMO_PRESET, algorithm="supervised", seed=seed)
+    return DemoPlan(train, retrain, DEMO_FINE_TUNE)

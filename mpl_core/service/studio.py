@@ -23,6 +23,7 @@ import numpy as np
 
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
+from mpl_core.presets import DEMO_TARGET_PRECISION
 from mpl_core.service import work
 from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
@@ -152,7 +153,9 @@ class Studio:
                                                                        kwargs.get("model", "auto"), nice=nice),
                     "retrain": lambda: work.start_retrain(ws, kwargs["cfg"], nice=nice),
                     "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"], nice=nice,
-                                                    target_precision=kwargs.get("target_precision", 0.95))}
+                                                    target_precision=kwargs.get("target_precision",
+                                                                               DEMO_TARGET_PRECISION),
+                                                    fine_tune=kwargs.get("fine_tune", False))}
         if kind not in starters:
             raise MPLStudioError(f"unknown job kind {kind!r}")
         with self._lock:

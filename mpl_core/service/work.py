@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,6 +28,7 @@ from mpl_core.engine.predict import pool_probabilities, predict_pool
 from mpl_core.engine.state import checkpoint_file, load_model
 from mpl_core.engine.train import Progress, device_label, pick_device, train
 from mpl_core.errors import MPLStudioError
+from mpl_core.presets import DEMO_TARGET_PRECISION
 from mpl_core.service.job import JobStopped, TrainingJob
 from mpl_core.service.lock import busy_error, lock_is_held
 from mpl_core.workspace.attach import check_fits
@@ -94,15 +96,17 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
     return job.start()
 
 
-def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *, target_precision: float = 0.95,
+def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
+               target_precision: float = DEMO_TARGET_PRECISION, fine_tune: bool = False,
                who: str = "demo", on_progress: Callable[[Progress], None] | None = None,
                nice: int = 0) -> TrainingJob:
     """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
     precision reaches target_precision -> retrain; on a built-in dataset then a simulated reviewer's
-    DEMO_REVIEW decisions -> a second retrain. The result tells the story in numbers."""
+    DEMO_REVIEW decisions -> a second retrain. With fine_tune, each retrain starts from the MPL
+    student's weights. The result tells the story in numbers."""
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
             _retrain_config(ws, retrain_cfg)]
-    return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who),
+    return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who, fine_tune),
                        on_progress=on_progress, nice=nice).start()
 
 
@@ -273,8 +277,9 @@ def _predict_with_halving(job: TrainingJob, model, dataset, split, device):
 DEMO_REVIEW = 100  # decisions the demo's simulated reviewer makes (built-in datasets only)
 
 
-def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str):
+def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str, fine_tune: bool):
     def work(job: TrainingJob) -> dict:
+        nonlocal retrain_cfg
         ws, t0 = job.ws, time.perf_counter()
         oracle = ws.dataset().fully_labeled  # hidden labels: a simulated reviewer can stand in for a person
         story: dict = {"phase_s": []}  # (phase, seconds since the start) as each phase begins
@@ -290,6 +295,8 @@ def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who:
             return trained
         story.update(before_test_acc=trained.get("test_acc"), train_run=job.run_id,
                      labels_given=trained["labels_used"])
+        if fine_tune:
+            retrain_cfg = _from_student_of(retrain_cfg, ws.run_dir(job.run_id))
         phase(2, "pseudo-labeling the unlabeled pool")
         labeled = _pseudo_label_work(job.run_id, "auto")(job)
         story.update(round=labeled["round"], pseudo_labels=labeled["count"])
@@ -320,6 +327,11 @@ def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who:
         story["phase_s"].append(["end", round(time.perf_counter() - t0, 2)])
         return story
     return work
+
+
+def _from_student_of(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """cfg starting from the student in the run's newest checkpoint (the same model)."""
+    return _with_init_file(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=str(run_dir))))
 
 
 def _demo_retrain(job: TrainingJob, retrain_cfg: RunConfig) -> dict:
