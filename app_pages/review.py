@@ -109,7 +109,7 @@ def later_round_caveat(desk: Desk, run_id: int) -> None:
         st.warning(f"Run {run_id} trained on {seen:,} pool images whose labels were accepted or given earlier. "
                    "The estimated precision covers every pseudo-label that passes; the pending ones among "
                    "them are what earlier rounds left, harder than the average, and are right less often "
-                   "than it says (on Fashion-MNIST, 79 to 96% at an estimated 95%: docs/results.md). Review "
+                   "than it says (on Fashion-MNIST, 67 to 96% at an estimated 95%: docs/results.md). Review "
                    "them sorted \"likely mistakes first\" rather than accepting them all.", icon=":material/warning:")
 
 

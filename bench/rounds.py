@@ -23,7 +23,8 @@ With --iterate N, each variant's round is followed by N-1 more, as a person woul
 app: the round's model labels the pool again (a new round of pseudo-labels, estimated on the
 validation images), the earlier acceptances stay, the pending pseudo-labels that pass the new
 round's threshold are accepted too, and the same kind of round trains again (self-training
-iterated, as Noisy Student does; Xie et al. 2020).
+iterated, as Noisy Student does; Xie et al. 2020). A finetune round starts from the MPL student each
+time (the app's Rounds page would start it from the newest pseudo-labels' model).
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def round_config(variant: str, preset: str, seed: int, student: str = ""):
 
 
 def one_seed(seed: int, variants: list[str], preset: str, targets: list[float], iterate: int = 1) -> dict[tuple, dict]:
-    """{(target, variant): result} for one MPL run; each target's accepted set is undone before the next.
+    """{(target, variant): result} for one MPL run; each variant's accepted set is undone before the next.
     With iterate > 1 also (target, variant + " round k") for the rounds after the first."""
     out = {}
     with tempfile.TemporaryDirectory() as root:
@@ -75,8 +76,8 @@ def one_seed(seed: int, variants: list[str], preset: str, targets: list[float], 
         assert start_pseudo_labeling(ws).join().state == "done"
         print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}%", flush=True)
         student = str(latest_checkpoint(ws.run_dir(st.run_id)))
+        first_round = ws.store.latest_round()  # the MPL teacher's: later rounds add rounds, undo keeps them
         for target in targets:
-            first_round = ws.store.latest_round()
             for variant in variants:
                 accept(ws, target, who=f"target {target}", round_=first_round)
                 for k in range(1, iterate + 1):
@@ -120,6 +121,8 @@ def main() -> None:
     p.add_argument("--iterate", type=int, default=1, help="rounds per variant, each on the pseudo-labels of the "
                    "previous round's model (1: one round on the MPL teacher's)")
     args = p.parse_args()
+    if args.iterate < 1:
+        raise SystemExit("--iterate is the number of rounds per variant: at least 1")
     for v in args.variants:
         round_config(v, args.preset, 0)  # a typo fails now, not after the first MPL run
     runs = [one_seed(s, args.variants, args.preset, args.targets, args.iterate) for s in args.seeds]

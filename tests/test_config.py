@@ -2,7 +2,15 @@ import pytest
 
 from mpl_core.config import OVERRIDES, RunConfig, override
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import FINETUNE_ROUND_LR, PRESETS, RETRAIN_STEPS_FACTOR, build_retrain_config, build_run_config
+from mpl_core.presets import (
+    DEMO_MU,
+    FINETUNE_ROUND_LR,
+    PRESETS,
+    RETRAIN_STEPS_FACTOR,
+    build_retrain_config,
+    build_run_config,
+    demo_plan,
+)
 from mpl_core.service.cli import build_parser, config_from_args
 
 
@@ -65,3 +73,21 @@ def test_a_round_that_fine_tunes_keeps_the_preset_steps_at_its_own_rate():
     assert build_retrain_config("quick-demo", algorithm="supervised", init_from="r", lr=0.1).train.lr == 0.1
     args = build_parser().parse_args(["retrain", "--workspace", "w", "--preset", "quick-demo", "--init-from", "r"])
     assert config_from_args(args, build_retrain_config).train.lr == FINETUNE_ROUND_LR
+
+
+def test_the_demo_plan_halves_mu_and_fine_tunes_on_the_preset_steps():
+    plan = demo_plan(seed=3)
+    assert plan.train.train.mu == DEMO_MU < PRESETS["quick-demo"]["train"].get("mu", RunConfig().train.mu)
+    assert plan.train.algorithm.name == "mpl" and plan.retrain.algorithm.name == "supervised" and plan.fine_tune
+    assert plan.retrain.train.steps == PRESETS["quick-demo"]["train"]["steps"]
+    assert plan.retrain.train.lr == FINETUNE_ROUND_LR and plan.train.train.seed == plan.retrain.train.seed == 3
+    assert plan.start_args()["fine_tune"] is True
+
+
+def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_workspace):
+    from mpl_core.service.work import start_demo
+    plan = demo_plan()
+    plan.retrain.model.width = plan.train.model.width * 2
+    with pytest.raises(MPLStudioError, match="retrain model to be the student's"):
+        start_demo(tiny_workspace, plan.train, plan.retrain, fine_tune=True)
+    assert tiny_workspace.store.runs() == []

@@ -23,7 +23,7 @@ import numpy as np
 
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import DEMO_TARGET_PRECISION
+from mpl_core.presets import DEMO_FINE_TUNE, DEMO_TARGET_PRECISION
 from mpl_core.service import work
 from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
@@ -155,7 +155,7 @@ class Studio:
                     "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"], nice=nice,
                                                     target_precision=kwargs.get("target_precision",
                                                                                DEMO_TARGET_PRECISION),
-                                                    fine_tune=kwargs.get("fine_tune", False))}
+                                                    fine_tune=kwargs.get("fine_tune", DEMO_FINE_TUNE))}
         if kind not in starters:
             raise MPLStudioError(f"unknown job kind {kind!r}")
         with self._lock:

@@ -106,6 +106,10 @@ def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
     student's weights. The result tells the story in numbers."""
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
             _retrain_config(ws, retrain_cfg)]
+    student, retrain = cfgs[0].model, cfgs[1].model
+    if fine_tune and (student.student or student.name, student.width) != (retrain.name, retrain.width):
+        raise MPLStudioError("a demo that fine-tunes the MPL student needs its retrain model to be the student's: "
+                             f"{student.student or student.name} of width {student.width}")  # before minutes of MPL
     return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who, fine_tune),
                        on_progress=on_progress, nice=nice).start()
 
