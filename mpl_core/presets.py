@@ -62,9 +62,12 @@ def build_retrain_config(preset: str | None = None, **overrides) -> RunConfig:
 
 
 # The Home page's one-click demo (and bench/demo_time.py): its preset, and the estimated precision
-# of the pseudo-labels it accepts (the lowest threshold whose estimate reaches it).
+# of the pseudo-labels it accepts (the lowest threshold whose estimate reaches it). 90% rather than
+# 95%: the teachers level off near 95%, so a 95% target sometimes accepts only what passes 0.99
+# (1,499 labels, and a round that lost 2 points); bench/rounds.py --seeds 0 1 2 --targets 0.95 0.9:
+# +3.70 against +1.78 points from scratch, +2.94 against +1.79 fine-tuning, better on every seed.
 DEMO_PRESET = "quick-demo"
-DEMO_TARGET_PRECISION = 0.95
+DEMO_TARGET_PRECISION = 0.90
 # The demo fits three minutes on a 2-core CPU without native bf16 (bench/demo_time.py). Its MPL run
 # draws DEMO_MU unlabeled images per labeled one: the preset's 4 took 170 s a run there for 72.36%
 # +- 0.82, 2 took 97 s for 71.34% +- 0.57, and halving the steps instead 92 s for 68.42% +- 1.53
