@@ -40,8 +40,8 @@ with ui.user_errors():
     c[3].metric("Unlabeled pool", f"{sizes['unlabeled']:,}")
 
 st.subheader("Demo: the whole loop in one click")
-st.markdown("Trains MPL (quick-demo preset; on Fashion-MNIST about three minutes in all on a 2-core CPU "
-            "while no one uses the app), pseudo-labels the "
+st.markdown("Trains MPL (quick-demo preset; on Fashion-MNIST about three and a half minutes in all on a "
+            "2-core CPU while no one uses the app), pseudo-labels the "
             f"pool, accepts what the teacher labels with an estimated precision of {DEMO_TARGET_PRECISION:.0%} "
             "or more (where no threshold reaches it, the best estimate), and fine-tunes the MPL student on "
             "those labels. On a built-in dataset a simulated reviewer, who answers with the dataset's hidden "
