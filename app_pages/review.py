@@ -105,8 +105,9 @@ def threshold_panel(desk: Desk) -> None:
 def later_round_caveat(desk: Desk, run_id: int) -> None:
     """A round labeled by a model that trained on earlier accepted labels: say what its estimate means."""
     seen = desk.studio.trained_on_pool(desk.name, run_id)
-    if seen:
-        st.warning(f"Run {run_id} trained on {seen:,} pool images whose labels were accepted or given earlier. "
+    if seen != 0:  # None: a retrain round stopped before it counted its labels
+        how_many = "" if seen is None else f"{seen:,} "
+        st.warning(f"Run {run_id} trained on {how_many}pool images whose labels were accepted or given earlier. "
                    "The estimated precision covers every pseudo-label that passes; the pending ones among "
                    "them are what earlier rounds left, harder than the average, and are right less often "
                    "than it says (on Fashion-MNIST, 67 to 96% at an estimated 95%: docs/results.md). Review "

@@ -88,3 +88,5 @@ def test_retrain_round_records_labels_used_and_test_accuracy(labeled_ws):
     studio = Studio(ws.data_root)
     mpl_run = again.store.runs()[0]["id"]
     assert studio.trained_on_pool("tiny", st.run_id) == 10 and studio.trained_on_pool("tiny", mpl_run) == 0
+    stopped = ws.store.create_run("retrain", tiny_run_config("supervised").to_dict())  # no counts recorded
+    assert studio.trained_on_pool("tiny", stopped) is None

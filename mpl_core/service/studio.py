@@ -174,11 +174,15 @@ class Studio:
     def runs(self, name: str) -> list[dict]:
         return self.open(name).store.runs()
 
-    def trained_on_pool(self, name: str, run_id: int) -> int:
+    def trained_on_pool(self, name: str, run_id: int) -> int | None:
         """How many pool images a run trained on with labels accepted or given in review (a retrain
-        round; 0 for an MPL run). Pseudo-labels from such a run are estimated from validation images
-        alike, but its pending pool images are what earlier rounds left: harder than the average."""
-        metrics = self.open(name).store.run(run_id)["metrics"] or {}
+        round; 0 for an MPL run; None for a retrain round stopped before it recorded them).
+        Pseudo-labels from such a run are estimated from validation images alike, but its pending
+        pool images are what earlier rounds left: harder than the average."""
+        run = self.open(name).store.run(run_id)
+        metrics = run["metrics"] or {}
+        if run["kind"] == "retrain" and "labels_accepted" not in metrics:
+            return None
         return int(metrics.get("labels_accepted", 0)) + int(metrics.get("labels_human", 0))
 
     def fine_tune_source(self, name: str) -> dict | None:
