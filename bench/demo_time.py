@@ -36,7 +36,8 @@ def plan(args) -> DemoPlan:
     out = demo_plan(args.seed)
     out.train.train.mu = args.mu or out.train.train.mu
     if args.from_scratch:
-        out.retrain, out.fine_tune = build_retrain_config(DEMO_PRESET, algorithm="supervised", seed=args.seed), False
+        out.retrain = build_retrain_config(DEMO_PRESET, fine_tune=False, algorithm="supervised", seed=args.seed)
+        out.fine_tune = False
     return out
 
 

@@ -47,16 +47,18 @@ def build_run_config(preset: str | None = None, **overrides) -> RunConfig:
     return override(cfg, **overrides)
 
 
-def build_retrain_config(preset: str | None = None, **overrides) -> RunConfig:
+def build_retrain_config(preset: str | None = None, fine_tune: bool | None = None, **overrides) -> RunConfig:
     """A retrain round's config: build_run_config's; a supervised round from scratch runs
     RETRAIN_STEPS_FACTOR times its preset's steps, and one that fine-tunes an earlier run's student
-    (init_from) its preset's steps at FINETUNE_ROUND_LR. Steps and rate given explicitly are kept."""
+    its preset's steps at FINETUNE_ROUND_LR. fine_tune: whether it will (None: whether init_from is
+    given; the demo sets init_from only once its MPL run is done). Steps and rate given are kept."""
     cfg = build_run_config(preset, **overrides)
+    fine_tune = bool(cfg.model.init_from) if fine_tune is None else fine_tune
     if cfg.algorithm.name != "supervised":
         return cfg
-    if cfg.model.init_from and overrides.get("lr") is None:
+    if fine_tune and overrides.get("lr") is None:
         cfg.train.lr = FINETUNE_ROUND_LR
-    elif not cfg.model.init_from and overrides.get("steps") is None:
+    elif not fine_tune and overrides.get("steps") is None:
         cfg.train.steps *= RETRAIN_STEPS_FACTOR
     return cfg
 
@@ -92,9 +94,6 @@ class DemoPlan:
 
 def demo_plan(seed: int | None = None) -> DemoPlan:
     """What the one-click demo runs: Studio.start(name, "demo", **demo_plan().start_args())."""
-    train = build_run_config(DEMO_PRESET, algorithm="mpl", seed=seed, mu=DEMO_MU)
-    if DEMO_FINE_TUNE:
-        retrain = build_run_config(DEMO_PRESET, algorithm="supervised", seed=seed, lr=FINETUNE_ROUND_LR)
-    else:
-        retrain = build_retrain_config(DEMO_PRESET, algorithm="supervised", seed=seed)
-    return DemoPlan(train, retrain, DEMO_FINE_TUNE)
+    return DemoPlan(build_run_config(DEMO_PRESET, algorithm="mpl", seed=seed, mu=DEMO_MU),
+                    build_retrain_config(DEMO_PRESET, fine_tune=DEMO_FINE_TUNE, algorithm="supervised", seed=seed),
+                    DEMO_FINE_TUNE)
