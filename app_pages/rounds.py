@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from mpl_core import ALGORITHMS, PRESETS, MPLStudioError, build_retrain_config
+from mpl_core import ALGORITHMS, PRESETS, RETRAIN_TRUSTED_SHARE, MPLStudioError, build_retrain_config
 
 st.title("Rounds")
 studio = ui.get_studio()
@@ -26,13 +26,19 @@ with st.form("retrain"):
                             "run that made the pseudo-labels (supervised rounds: the preset's steps at learning "
                             "rate 0.02, with that run's model) takes about a third of the time and gave about "
                             "half a point less (docs/results.md).")
+    share = st.slider("Share of each batch from your labels", 0.0, 0.9, RETRAIN_TRUSTED_SHARE, 0.05,
+                      help="The labels people gave (the given ones, your relabels and hand labels) are a few "
+                           "hundred among tens of thousands of accepted pseudo-labels; this share of every "
+                           "labeled batch is drawn from them, so that the round learns from your decisions. "
+                           "0 draws from all labels alike.")
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
 if go:
     with ui.user_errors():
         if starts[start] and algorithm != "supervised":
             raise MPLStudioError("fine-tuning the student is for supervised rounds (the one measured); choose "
                                  "supervised, or start from scratch")
-        studio.start(name, "retrain", cfg=build_retrain_config(preset, algorithm=algorithm, **starts[start]))
+        studio.start(name, "retrain", cfg=build_retrain_config(preset, algorithm=algorithm, trusted_share=share,
+                                                               **starts[start]))
         st.rerun()
 
 

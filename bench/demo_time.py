@@ -2,12 +2,13 @@
 
     python bench/demo_time.py                    # no one using the app: the job may take every core
     python bench/demo_time.py --someone-watching # a person interacting all along: one core stays the pages'
-    python bench/demo_time.py --mu 4 --from-scratch   # the demo's former plan
+    python bench/demo_time.py --mu 4 --from-scratch   # an earlier plan: both rounds from scratch
 
 A fresh workspace on the built-in Fashion-MNIST (10 labels per class), then the demo job with the
 Home page's plan (mpl_core.presets.demo_plan): MPL on quick-demo with mu 2, pseudo-labels, accept
 above the threshold whose estimated precision is 90%, a class-balanced supervised retrain that
-fine-tunes the MPL student, a simulated reviewer's 100 decisions and a second retrain. Prints the
+fine-tunes the MPL student, a simulated reviewer's 100 decisions and a review round that goes on
+from the retrain's model, drawing half of each labeled batch from the labels people gave. Prints the
 wall time of each phase and the numbers the demo shows.
 --someone-watching touches the Studio every second, as the pages do on every interaction (not on
 their polling).
@@ -37,7 +38,7 @@ def plan(args) -> DemoPlan:
     out.train.train.mu = args.mu or out.train.train.mu
     if args.from_scratch:
         out.retrain = build_retrain_config(DEMO_PRESET, fine_tune=False, algorithm="supervised", seed=args.seed)
-        out.fine_tune = False
+        out.review, out.fine_tune = out.retrain, False
     return out
 
 

@@ -3,6 +3,8 @@ decisions of a simulated reviewer (an oracle that answers with Fashion-MNIST's h
 
     python bench/review_value.py                                  # seeds 0 1 2, K = 50 100 200 500
     python bench/review_value.py --seeds 0 --k 100 500            # a shorter run
+    python bench/review_value.py --k 100 --strategies "likely mistakes first" --target 0.9 --mu 2 \
+        --round finetune continue --trusted-share 0 0.25 0.5     # the demo's kind of round, and weighting
 
 Per seed: MPL (quick-demo) -> pseudo-labels -> accept what passes the threshold whose estimated
 precision is 95% (as the demo does) -> then, from no decision each time, one of:
@@ -10,6 +12,13 @@ precision is 95% (as the demo does) -> then, from no decision each time, one of:
   | + K hand labels from the labeling queue | + K random pending pseudo-labels
 -> a supervised class-balanced retrain (quick-demo) -> test accuracy, and the precision of the
 labels the retrain uses beyond the given ones. The headline: test-accuracy points per 100 decisions.
+
+--round says which retrain: "scratch" (the preset's steps from scratch), "finetune" (the demo's:
+the MPL student fine-tuned on the preset's steps) or "continue" (after review, the threshold-only
+round's model fine-tuned on --continue-steps: the demo's second round without a second full
+round). --trusted-share draws that share of each labeled batch from the labels people gave (the
+given ones and the reviewer's relabels and hand labels): a round among tens of thousands of
+accepted pseudo-labels otherwise sees each decision about once.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpl_core.config import DataConfig  # noqa: E402
-from mpl_core.presets import build_run_config  # noqa: E402
+from mpl_core.presets import build_retrain_config, build_run_config  # noqa: E402
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training  # noqa: E402
 from mpl_core.workspace.calibration import threshold_to_accept  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
@@ -52,20 +61,44 @@ def added_precision(ws) -> float:
     return float((ds.train.labels.numpy()[idx] == label).mean()) if len(idx) else float("nan")
 
 
-def one_seed(seed: int, ks: list[int], preset: str) -> list[dict]:
+def round_config(args, kind: str, seed: int, share: float, init_from: str | None):
+    """The retrain round `kind` (see --round) drawing `share` of its labeled batches from trusted labels."""
+    if kind == "scratch":
+        cfg = build_run_config(args.preset, algorithm="supervised", seed=seed)
+    else:
+        steps = args.continue_steps if kind == "continue" else None
+        cfg = build_retrain_config(args.preset, fine_tune=True, algorithm="supervised", seed=seed, steps=steps,
+                                   init_from=init_from)
+    cfg.train.trusted_share = share
+    return cfg
+
+
+def first_share(args, share: float) -> float:
+    """The trusted share of the threshold-only round that a "continue" round at `share` starts from."""
+    return share if args.first_share is None else args.first_share
+
+
+def retrain(ws, cfg) -> tuple[float, int]:
+    r = start_retrain(ws, cfg).join()
+    assert r.state == "done", r.error
+    return r.result["test_acc"], r.run_id
+
+
+def one_seed(seed: int, args) -> list[dict]:
     out = []
     with tempfile.TemporaryDirectory() as root:
         ws = create_workspace("value", DataConfig(seed=seed), root)
         t0 = time.time()
-        st = start_training(ws, build_run_config(preset, algorithm="mpl", seed=seed)).join()
+        st = start_training(ws, build_run_config(args.preset, algorithm="mpl", seed=seed, mu=args.mu)).join()
         assert st.state == "done", st.error
         assert start_pseudo_labeling(ws).join().state == "done"
-        threshold = threshold_to_accept(threshold_index(ws), 0.95)
+        threshold = threshold_to_accept(threshold_index(ws), args.target)
         print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}%, threshold {threshold:.3f}, "
               f"{time.time() - t0:.0f} s", flush=True)
         rng = np.random.default_rng(seed)
-        for strategy in STRATEGIES:
-            for k in ([0] if strategy == "threshold only" else ks):
+        first = {}  # (round, share) -> the threshold-only round's run, which "continue" starts from
+        for strategy in ["threshold only"] + [s for s in args.strategies if s != "threshold only"]:
+            for k in ([0] if strategy == "threshold only" else args.k):
                 while ws.store.undo_last():  # each strategy starts from no decision
                     pass
                 rows = ws.store.pseudo_labels()
@@ -74,11 +107,25 @@ def one_seed(seed: int, ks: list[int], preset: str) -> list[dict]:
                 if k:
                     positions = pending_in_order(ws, strategy, k, threshold, rng)
                     oracle_review(ws, positions, hand_labels=strategy == "labeling queue")
-                r = start_retrain(ws, build_run_config(preset, algorithm="supervised", seed=seed)).join()
-                assert r.state == "done", r.error
-                out.append({"seed": seed, "strategy": strategy, "k": k, "test_acc": r.result["test_acc"],
-                            "precision": added_precision(ws), "before": st.result["test_acc"]})
-                print(f"  {strategy}, K={k}: {r.result['test_acc'] * 100:.2f}%", flush=True)
+                for kind in args.round:
+                    shares = args.trusted_share
+                    if k == 0 and args.first_share is not None:
+                        shares = [args.first_share]
+                    for share in shares:
+                        if k == 0 and kind == "continue":
+                            continue  # the threshold-only round is the finetune one it continues
+                        start = {"scratch": None, "finetune": str(ws.run_dir(st.run_id)),
+                                 "continue": str(ws.run_dir(first.get(("finetune", first_share(args, share)),
+                                                                      0)))}[kind]
+                        t1 = time.time()
+                        acc, run = retrain(ws, round_config(args, kind, seed, share, start))
+                        if k == 0:
+                            first[(kind, share)] = run
+                        out.append({"seed": seed, "strategy": strategy, "k": k, "round": kind, "share": share,
+                                    "test_acc": acc, "precision": added_precision(ws),
+                                    "before": st.result["test_acc"], "seconds": time.time() - t1})
+                        print(f"  {strategy}, K={k}, {kind}, trusted share {share}: {acc * 100:.2f}% "
+                              f"({time.time() - t1:.0f} s)", flush=True)
     return out
 
 
@@ -87,22 +134,39 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--k", type=int, nargs="+", default=[50, 100, 200, 500])
     p.add_argument("--preset", default="quick-demo")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES[1:]), choices=STRATEGIES[1:])
+    p.add_argument("--target", type=float, default=0.95, help="accept above the threshold estimated at this precision")
+    p.add_argument("--mu", type=int, default=None, help="the MPL run's unlabeled images per labeled one")
+    p.add_argument("--round", nargs="+", default=["scratch"], choices=["scratch", "finetune", "continue"])
+    p.add_argument("--trusted-share", type=float, nargs="+", default=[0.0])
+    p.add_argument("--continue-steps", type=int, default=200)
+    p.add_argument("--first-share", type=float, default=None,
+                   help="the threshold-only round's trusted share, which continue rounds start from (default: each "
+                        "share its own)")
     args = p.parse_args()
-    rows = [r for s in args.seeds for r in one_seed(s, args.k, args.preset)]
-    base = {r["seed"]: r["test_acc"] for r in rows if r["strategy"] == "threshold only"}
-    print(f"\n{args.preset}, seeds {args.seeds}: MPL student "
+    if "continue" in args.round and "finetune" not in args.round:
+        p.error("--round continue starts from the finetune round's model: give --round finetune continue")
+    rows = [r for s in args.seeds for r in one_seed(s, args)]
+    first = {(r["seed"], r["round"], r["share"]): r["test_acc"] for r in rows if r["k"] == 0}
+
+    def base(r: dict) -> float:
+        """The threshold-only round a row's gain counts from (a continue round: the one it started from)."""
+        return first[(r["seed"], "finetune" if r["round"] == "continue" else r["round"], first_share(args, r["share"]))]
+
+    print(f"\n{args.preset}, seeds {args.seeds}, accepted at an estimated {args.target:.0%}: MPL student "
           f"{np.mean([r['before'] for r in rows if r['k'] == 0]) * 100:.2f}% before any retrain\n")
-    print("| strategy | K | test accuracy after the retrain | labels added, precision | points per 100 decisions |")
-    print("|---|---|---|---|---|")
-    for strategy in STRATEGIES:
-        for k in ([0] if strategy == "threshold only" else args.k):
-            sel = [r for r in rows if r["strategy"] == strategy and r["k"] == k]
-            acc = np.array([r["test_acc"] for r in sel]) * 100
-            gain = np.mean([(r["test_acc"] - base[r["seed"]]) * 100 for r in sel]) * 100 / k if k else float("nan")
-            spread = f" ± {acc.std():.2f}" if len(acc) > 1 else ""
-            precision = np.mean([r["precision"] for r in sel]) * 100
-            print(f"| {strategy} | {k} | {acc.mean():.2f}%{spread} | {precision:.1f}% "
-                  f"| {'-' if not k else f'{gain:+.2f}'} |")
+    print("| strategy | K | round | trusted share | test accuracy after the round | labels added, precision "
+          "| points per 100 decisions | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key in dict.fromkeys((r["strategy"], r["k"], r["round"], r["share"]) for r in rows):
+        sel = [r for r in rows if (r["strategy"], r["k"], r["round"], r["share"]) == key]
+        strategy, k, kind, share = key
+        acc = np.array([r["test_acc"] for r in sel]) * 100
+        gain = np.mean([(r["test_acc"] - base(r)) * 100 for r in sel]) * 100 / k if k else None
+        spread = f" ± {acc.std():.2f}" if len(acc) > 1 else ""
+        precision = np.mean([r["precision"] for r in sel]) * 100
+        print(f"| {strategy} | {k} | {kind} | {share:g} | {acc.mean():.2f}%{spread} | {precision:.1f}% "
+              f"| {'-' if gain is None else f'{gain:+.2f}'} | {np.mean([r['seconds'] for r in sel]):.0f} |")
 
 
 if __name__ == "__main__":

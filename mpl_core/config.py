@@ -89,6 +89,9 @@ class TrainConfig:
     pretrained_lr_scale: float = 0.1  # a pretrained body learns at this share of the rate of its new head
     balance_classes: bool = False  # labeled batches draw each class equally often (retrain rounds turn it
     # on: accepted pseudo-labels crowd into the easy classes)
+    trusted_share: float = 0.0  # the share of each labeled batch drawn from the labels people gave (given,
+    # relabeled, by hand) rather than from all labels: a retrain's few reviewed labels among tens of
+    # thousands of accepted pseudo-labels would otherwise hardly be seen (0 = all labels alike)
 
 
 @dataclass
@@ -131,6 +134,7 @@ class RunConfig:
         _check(0.0 <= a.feedback_baseline < 1.0, "feedback_baseline is an EMA decay in [0, 1)")
         _check(t.steps >= 1, f"steps must be at least 1, got {t.steps}")
         _check(t.batch_size >= 1 and t.mu >= 1, "batch_size and mu must be at least 1")
+        _check(0.0 <= t.trusted_share <= 1.0, f"trusted_share must be between 0 and 1, got {t.trusted_share}")
         _check(t.lr > 0, f"learning rate must be positive, got {t.lr}")
         m = self.model
         names = ", ".join(MODEL_NAMES)
@@ -162,7 +166,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "batch_size": (("train", "batch_size"),), "mu": (("train", "mu"),), "lr": (("train", "lr"),),
     "eval_every": (("train", "eval_every"),), "checkpoint_every": (("train", "checkpoint_every"),),
     "device": (("train", "device"),), "threads": (("train", "threads"),), "compile": (("train", "compile"),),
-    "amp": (("train", "amp"),),
+    "amp": (("train", "amp"),), "trusted_share": (("train", "trusted_share"),),
 }
 
 

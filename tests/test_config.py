@@ -4,9 +4,11 @@ from mpl_core.config import OVERRIDES, RunConfig, override
 from mpl_core.errors import MPLStudioError
 from mpl_core.presets import (
     DEMO_MU,
+    DEMO_REVIEW_STEPS,
     FINETUNE_ROUND_LR,
     PRESETS,
     RETRAIN_STEPS_FACTOR,
+    RETRAIN_TRUSTED_SHARE,
     build_retrain_config,
     build_run_config,
     demo_plan,
@@ -82,6 +84,19 @@ def test_the_demo_plan_halves_mu_and_fine_tunes_on_the_preset_steps():
     assert plan.retrain.train.steps == PRESETS["quick-demo"]["train"]["steps"]
     assert plan.retrain.train.lr == FINETUNE_ROUND_LR and plan.train.train.seed == plan.retrain.train.seed == 3
     assert plan.start_args()["fine_tune"] is True
+    # the review round goes on from the retrain for fewer steps; both draw half their batches from people's labels
+    assert plan.start_args()["review_cfg"] is plan.review and plan.review.train.steps == DEMO_REVIEW_STEPS
+    assert plan.retrain.train.trusted_share == plan.review.train.trusted_share == RETRAIN_TRUSTED_SHARE > 0
+
+
+def test_a_supervised_round_draws_its_share_from_the_labels_people_gave_unless_told():
+    assert build_retrain_config("quick-demo", algorithm="supervised").train.trusted_share == RETRAIN_TRUSTED_SHARE
+    assert build_retrain_config("quick-demo", algorithm="supervised", trusted_share=0).train.trusted_share == 0
+    assert build_retrain_config("quick-demo", algorithm="uda").train.trusted_share == 0  # measured for supervised
+    args = build_parser().parse_args(["retrain", "--workspace", "w", "--trusted-share", "0.25"])
+    assert config_from_args(args, build_retrain_config).train.trusted_share == 0.25
+    with pytest.raises(MPLStudioError, match="trusted_share"):
+        build_retrain_config("quick-demo", algorithm="supervised", trusted_share=1.5)
 
 
 def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_workspace):
@@ -90,4 +105,8 @@ def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_work
     plan.retrain.model.width = plan.train.model.width * 2
     with pytest.raises(MPLStudioError, match="retrain model to be the student's"):
         start_demo(tiny_workspace, plan.train, plan.retrain, fine_tune=True)
+    plan = demo_plan()
+    plan.review.model.width = plan.train.model.width * 2  # the review round's model too
+    with pytest.raises(MPLStudioError, match="retrain model to be the student's"):
+        start_demo(tiny_workspace, plan.train, plan.retrain, review_cfg=plan.review, fine_tune=True)
     assert tiny_workspace.store.runs() == []

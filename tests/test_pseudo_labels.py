@@ -182,13 +182,17 @@ def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_h
                     train=TrainConfig(steps=20, finetune_steps=5, eval_every=0, batch_size=16, mu=2, device="cpu"))
     retrain = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
                         train=TrainConfig(steps=20, eval_every=0, batch_size=16, device="cpu"))
-    status = start_demo(ws, cfg, retrain, target_precision=0.5, fine_tune=True).join(300)
+    review = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+                       train=TrainConfig(steps=10, eval_every=0, batch_size=16, device="cpu", trusted_share=0.5))
+    status = start_demo(ws, cfg, retrain, review_cfg=review, target_precision=0.5, fine_tune=True).join(300)
     assert status.state == "done", status.error
     r = status.result
     runs = ws.store.runs()
     assert [x["kind"] for x in runs] == ["train", "retrain", "retrain"]
-    student = str(latest_checkpoint(ws.run_dir(runs[0]["id"])).resolve())
-    assert [x["config"]["model"]["init_from"] for x in runs[1:]] == [student, student]  # both fine-tune it
+    student, retrained = (str(latest_checkpoint(ws.run_dir(x["id"])).resolve()) for x in runs[:2])
+    # the retrain fine-tunes the MPL student, the review round goes on from the retrain's model
+    assert [x["config"]["model"]["init_from"] for x in runs[1:]] == [student, retrained]
+    assert runs[2]["config"]["train"]["steps"] == 10 and runs[2]["config"]["train"]["trusted_share"] == 0.5
     pending_before = r["pseudo_labels"] - r["accepted"]
     assert r["reviewed"] == min(DEMO_REVIEW, pending_before) and 0 <= r["review_relabeled"] <= r["reviewed"]
     assert r["review_run"] == ws.store.runs()[-1]["id"] and 0.0 <= r["after_review_test_acc"] <= 1.0

@@ -67,6 +67,8 @@ def test_reviewed_training_set_uses_reviewed_labels_and_hides_the_truth(tmp_path
     assert set(reviewed.split.labeled.tolist()) == set(split.labeled.tolist()) | {pool[0], pool[2]}
     assert pool[1] in reviewed.split.unlabeled.tolist() and pool[0] not in reviewed.split.unlabeled.tolist()
     assert reviewed.counts == {"given": 20, "accepted": 1, "human": 1, "rejected": 1}
+    # the labels people gave, which a round may draw more often: not the accepted pseudo-label
+    assert set(reviewed.split.trusted.tolist()) == set(split.labeled.tolist()) | {pool[2]}
 
 
 def test_retrain_round_records_labels_used_and_test_accuracy(labeled_ws):

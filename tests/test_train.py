@@ -22,6 +22,8 @@ def test_every_algorithm_trains_end_to_end(tiny_dataset, tmp_path, algorithm):
     assert seen[-1].phase == "done" and any("val_acc" in p.metrics for p in seen)
     model, info = load_model(result.checkpoint)
     assert info["class_names"] == ["horizontal", "vertical"]
+    convs = [p for p in model.parameters() if p.dim() == 4]  # the layout inference feeds it (predict_logits)
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert ("teacher_test_acc" in result.metrics) == (algorithm == "mpl")
 
 
@@ -107,6 +109,25 @@ def test_balanced_draw_gives_each_class_its_share():
     share = (labels[drawn] == 1).float().mean().item()
     assert 0.45 < share < 0.55  # 1% of the labels, half of the draws
     assert set(drawn[labels[drawn] == 1].tolist()) == set(range(990, 1000))
+
+
+def test_a_trusted_share_of_each_labeled_batch_comes_from_the_labels_people_gave():
+    from mpl_core.data.splits import Split
+    from mpl_core.engine.sampling import IndexSampler
+    labeled, labels = torch.arange(1000), torch.arange(1000) % 4
+    split = Split(labeled, labeled[:0], torch.arange(5), trusted=torch.arange(20))
+    plain = IndexSampler.build(split, labels, balance=True)
+    drawn = plain.labeled(4000, torch.Generator().manual_seed(0))
+    assert (drawn < 20).float().mean().item() < 0.05  # 2% of the labels: about 2% of the draws
+    weighted = IndexSampler.build(split, labels, balance=True, trusted_share=0.25)
+    drawn = weighted.labeled(4000, torch.Generator().manual_seed(0))
+    assert 0.25 <= (drawn < 20).float().mean().item() < 0.3  # a quarter, plus their share of the rest
+    for c in range(4):  # both parts stay class-balanced
+        assert 0.22 < (labels[drawn] == c).float().mean().item() < 0.28
+    unnamed = IndexSampler.build(Split(labeled, labeled[:0], torch.arange(5)), labels, balance=True,
+                                 trusted_share=0.25)  # no trusted labels named: all labels alike
+    assert torch.equal(unnamed.labeled(64, torch.Generator().manual_seed(1)),
+                       plain.labeled(64, torch.Generator().manual_seed(1)))
 
 
 def _weights(path):

@@ -19,6 +19,9 @@ class Split:
     labeled: torch.Tensor  # (L,) indices into dataset.train: the labels training may use
     val: torch.Tensor  # (V,) held-out labeled indices: calibration and model selection
     unlabeled: torch.Tensor  # (U,) indices whose labels training never sees
+    # (T,) the labeled indices whose labels people gave (the given labels, reviewers' relabels and
+    # hand labels), not the accepted pseudo-labels: a retrain may draw them more often (trusted_share)
+    trusted: torch.Tensor | None = None
 
     def unlabeled_stream(self) -> torch.Tensor:
         """Images the unlabeled losses train on: the pool and the validation images, labels unused.

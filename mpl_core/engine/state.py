@@ -251,7 +251,9 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
                                "std": tuple(info["model"]["std"])})
     model = build_model(model_cfg, role="teacher" if which == "teacher" else "student")
     model.load_state_dict(_saved_model(tensors, info, which, path))
-    return model.to(device).eval(), info
+    # channels_last as in training: the inputs arrive in it, and a model in the default layout
+    # converts every activation (pseudo-labeling 59,400 Fashion-MNIST images took half as long again)
+    return model.to(device, memory_format=torch.channels_last).eval(), info
 
 
 def read_student(path: str | Path) -> tuple[dict, dict]:

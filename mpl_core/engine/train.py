@@ -160,7 +160,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
                        start=_student_start(model_cfg, ctx) if resumed is None else None)
     if resumed is not None:
         restore_state(state, *resumed, cfg, rank)
-    data = _Data.build(dataset, split, device, ctx, t.balance_classes)
+    data = _Data.build(dataset, split, device, ctx, t)
     models, evaluator = ModelWrappers(ctx, device, t.compile), Evaluator(dataset, split.val, device, t.amp)
     stop = _Stop(control or TrainControl(), ctx)
     views = cfg.algorithm.view_batches if algo.teacher else ""  # shown in the device label
@@ -222,8 +222,9 @@ class _Data:
 
     @classmethod
     def build(cls, dataset: Dataset, split: Split, device: torch.device, ctx: dist_.DistContext | None,
-              balance: bool) -> _Data:
-        sampler = IndexSampler.build(shard_split(split, dataset.train.labels, ctx), dataset.train.labels, balance)
+              t: TrainConfig) -> _Data:
+        sampler = IndexSampler.build(shard_split(split, dataset.train.labels, ctx), dataset.train.labels,
+                                     t.balance_classes, t.trusted_share)
         images = dataset.train.images
         if fits_on(device, images):
             images = images.to(device)

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("retrain", help="a retrain round on given + accepted + relabeled labels")
     _workspace_flags(rt)
     rt.add_argument("--algorithm", choices=ALGORITHMS, default="supervised")
+    rt.add_argument("--trusted-share", type=float, default=None,
+                    help="the share of each labeled batch drawn from the labels people gave (given, relabeled, "
+                         "by hand) rather than from all labels alike (default 0)")
     _training_flags(rt)
 
     x = sub.add_parser("export", help="export reviewed labels or a checkpoint")

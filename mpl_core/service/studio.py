@@ -142,9 +142,10 @@ class Studio:
     def start(self, name: str, kind: str, **kwargs) -> TrainingJob:
         """Start a job: kind = train, resume, pseudo_label, retrain or demo."""
         ws = self.open(name)
-        chosen = any(kwargs[key].train.threads for key in ("cfg", "retrain_cfg") if key in kwargs)
-        for key in ("cfg", "retrain_cfg"):
-            if key in kwargs and not kwargs[key].train.threads:
+        cfgs = [key for key in ("cfg", "retrain_cfg", "review_cfg") if kwargs.get(key) is not None]
+        chosen = any(kwargs[key].train.threads for key in cfgs)
+        for key in cfgs:
+            if not kwargs[key].train.threads:
                 kwargs[key].train.threads = app_threads()  # until the first step asks job_threads
         nice = BACKGROUND_NICE  # the pages come first: see job.BACKGROUND_NICE
         starters = {"train": lambda: work.start_training(ws, kwargs["cfg"], nice=nice),
@@ -153,6 +154,7 @@ class Studio:
                                                                        kwargs.get("model", "auto"), nice=nice),
                     "retrain": lambda: work.start_retrain(ws, kwargs["cfg"], nice=nice),
                     "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"], nice=nice,
+                                                    review_cfg=kwargs.get("review_cfg"),
                                                     target_precision=kwargs.get("target_precision",
                                                                                DEMO_TARGET_PRECISION),
                                                     fine_tune=kwargs.get("fine_tune", DEMO_FINE_TUNE))}

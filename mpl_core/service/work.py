@@ -97,20 +97,22 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
 
 
 def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
-               target_precision: float = DEMO_TARGET_PRECISION, fine_tune: bool = False,
-               who: str = "demo", on_progress: Callable[[Progress], None] | None = None,
+               review_cfg: RunConfig | None = None, target_precision: float = DEMO_TARGET_PRECISION,
+               fine_tune: bool = False, who: str = "demo", on_progress: Callable[[Progress], None] | None = None,
                nice: int = 0) -> TrainingJob:
     """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
-    precision reaches target_precision -> retrain; on a built-in dataset then a simulated reviewer's
-    DEMO_REVIEW decisions -> a second retrain. With fine_tune, each retrain starts from the MPL
-    student's weights. The result tells the story in numbers."""
+    precision reaches target_precision -> retrain (retrain_cfg); on a built-in dataset then a
+    simulated reviewer's DEMO_REVIEW decisions -> a review round (review_cfg; retrain_cfg where
+    None). With fine_tune, the retrain starts from the MPL student's weights and the review round
+    from the retrain's. The result tells the story in numbers."""
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
-            _retrain_config(ws, retrain_cfg)]
-    student, retrain = cfgs[0].model, cfgs[1].model
-    if fine_tune and (student.student or student.name, student.width) != (retrain.name, retrain.width):
-        raise MPLStudioError("a demo that fine-tunes the MPL student needs its retrain model to be the student's: "
-                             f"{student.student or student.name} of width {student.width}")  # before minutes of MPL
-    return TrainingJob(ws, "demo", _demo_work(cfgs[0], cfgs[1], target_precision, who, fine_tune),
+            _retrain_config(ws, retrain_cfg), _retrain_config(ws, review_cfg or retrain_cfg)]
+    student = cfgs[0].model
+    for cfg in cfgs[1:] if fine_tune else []:  # checked before minutes of MPL
+        if (student.student or student.name, student.width) != (cfg.model.name, cfg.model.width):
+            raise MPLStudioError("a demo that fine-tunes the MPL student needs its retrain model to be the "
+                                 f"student's: {student.student or student.name} of width {student.width}")
+    return TrainingJob(ws, "demo", _demo_work(cfgs, target_precision, who, fine_tune),
                        on_progress=on_progress, nice=nice).start()
 
 
@@ -281,9 +283,11 @@ def _predict_with_halving(job: TrainingJob, model, dataset, split, device):
 DEMO_REVIEW = 100  # decisions the demo's simulated reviewer makes (built-in datasets only)
 
 
-def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who: str, fine_tune: bool):
+def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
+    train_cfg, retrain_cfg, review_cfg = cfgs
+
     def work(job: TrainingJob) -> dict:
-        nonlocal retrain_cfg
+        nonlocal retrain_cfg, review_cfg
         ws, t0 = job.ws, time.perf_counter()
         oracle = ws.dataset().fully_labeled  # hidden labels: a simulated reviewer can stand in for a person
         story: dict = {"phase_s": []}  # (phase, seconds since the start) as each phase begins
@@ -325,7 +329,9 @@ def _demo_work(train_cfg: RunConfig, retrain_cfg: RunConfig, target: float, who:
             review = review_first(ws, DEMO_REVIEW, threshold)
             story.update(reviewed=sum(review.values()), review_relabeled=review["relabeled"])
             if story["reviewed"]:  # nothing left pending: the first retrain is the answer
-                retrained = _demo_retrain(job, retrain_cfg)
+                if fine_tune:  # the retrain's model goes on learning, now from the decisions too
+                    review_cfg = _from_student_of(review_cfg, ws.run_dir(story["retrain_run"]))
+                retrained = _demo_retrain(job, review_cfg)
                 story.update(after_review_test_acc=retrained.get("test_acc"), review_run=job.run_id,
                              completed=retrained["completed"])
         story["phase_s"].append(["end", round(time.perf_counter() - t0, 2)])

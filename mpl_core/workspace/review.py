@@ -103,7 +103,7 @@ def _human_labels(label, n: int, num_classes: int, action: str) -> list[int]:
 @dataclass
 class ReviewedSet:
     dataset: Dataset  # the pool with only the labels training may use (others -1)
-    split: Split  # labeled = given + accepted + human labels; val unchanged
+    split: Split  # labeled = given + accepted + human labels, trusted = given + human; val unchanged
     counts: dict  # given, accepted, human, rejected
 
 
@@ -123,8 +123,9 @@ def reviewed_training_set(ws: Workspace) -> ReviewedSet:
     chosen = torch.from_numpy(dec["idx"][use])
     labels[chosen] = torch.from_numpy(dec["label"][use])
     pool_left = split.unlabeled[~torch.isin(split.unlabeled, chosen)]
-    new_split = Split(torch.cat([split.labeled, chosen]).sort().values, split.val, pool_left)
     human = np.isin(dec["action"], HUMAN_LABEL_ACTIONS) & in_pool
+    trusted = torch.cat([split.labeled, torch.from_numpy(dec["idx"][human])]).sort().values
+    new_split = Split(torch.cat([split.labeled, chosen]).sort().values, split.val, pool_left, trusted)
     counts = {"given": len(split.labeled), "accepted": int((in_pool & (dec["action"] == "accept")).sum()),
               "human": int(human.sum()), "rejected": int((in_pool & (dec["action"] == "reject")).sum())}
     train = ImageSet(ds.train.images, labels, ds.train.ids)
