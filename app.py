@@ -1,7 +1,11 @@
 """MPL Studio: the Streamlit entry point (page config, sidebar, navigation over app_pages/)."""
-import streamlit as st
+from mpl_core.service.threads import one_thread_outside_jobs
 
-import ui
+one_thread_outside_jobs()  # before anything loads torch: jobs set their own threads (see its module)
+
+import streamlit as st  # noqa: E402
+
+import ui  # noqa: E402
 
 st.set_page_config(page_title="MPL Studio", page_icon=":material/label:", layout="wide")
 

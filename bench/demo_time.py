@@ -24,6 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mpl_core.service.threads import one_thread_outside_jobs  # noqa: E402
+
+one_thread_outside_jobs()  # as app.py: this process stands in for the app
+
 from mpl_core import DataConfig, Studio, demo_plan  # noqa: E402
 from mpl_core.presets import DEMO_PRESET, DemoPlan, build_retrain_config  # noqa: E402
 

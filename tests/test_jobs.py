@@ -270,9 +270,27 @@ def test_a_job_from_the_app_takes_every_core_only_while_no_one_uses_the_app(tiny
         assert torch.get_num_threads() == mine  # ... and only there
     finally:
         torch.set_num_threads(mine)  # torch keeps the last count as the default of new threads
+    threads_seen.clear()
+    assert studio.start("tiny", "pseudo_label").join(120).state == "done"
+    try:
+        assert threads_seen  # pseudo-labeling asks too, between batches
+    finally:
+        torch.set_num_threads(mine)
     chosen = tiny_run_config("supervised", steps=4, eval_every=0)
     chosen.train.threads = 1
     job = studio.start("tiny", "train", cfg=chosen)
     assert job.control.threads is None  # threads a person set are left alone
     assert job.join(120).state == "done"
     torch.set_num_threads(mine)
+
+
+def test_the_app_gives_its_threads_one_openmp_thread_unless_a_job_sets_more():
+    """app.py calls it before torch loads: the pages' threads then start no OpenMP teams of their own
+    (see mpl_core/service/threads.py); once torch is loaded it is too late and says so."""
+    code = ("import os; from mpl_core.service.threads import one_thread_outside_jobs as f; first = f(); "
+            "import torch; print(first, os.environ['OMP_NUM_THREADS'], torch.get_num_threads(), f())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "1", "1", "False"]
+    assert "one_thread_outside_jobs()" in (ROOT / "app.py").read_text().split("import streamlit")[0]

@@ -261,6 +261,7 @@ def _predict_with_halving(job: TrainingJob, model, dataset, split, device):
         if job.control.stop.is_set():
             raise JobStopped()
         job.control.wait_if_paused()
+        job.control.apply_threads()  # as training does between steps (the app: see service/threads.py)
         rate = done / max(1e-9, time.perf_counter() - t0)
         job.report(Progress("pseudo_label", done, total, {}, rate, (total - done) / max(rate, 1e-9),
                             device_label(device, amp=True)))  # predict_logits' default
