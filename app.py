@@ -1,5 +1,5 @@
 """MPL Studio: the Streamlit entry point (page config, sidebar, navigation over app_pages/)."""
-from mpl_core.service.threads import one_thread_outside_jobs
+from mpl_core import one_thread_outside_jobs
 
 one_thread_outside_jobs()  # before anything loads torch: jobs set their own threads (see its module)
 

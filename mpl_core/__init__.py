@@ -31,7 +31,7 @@ _EXPORTS = {
     "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets", "build_run_config": "mpl_core.presets",
     "build_retrain_config": "mpl_core.presets", "demo_plan": "mpl_core.presets",
     "DEMO_TARGET_PRECISION": "mpl_core.presets",
-    "RETRAIN_TRUSTED_SHARE": "mpl_core.presets",
+    "RETRAIN_TRUSTED_SHARE": "mpl_core.presets", "one_thread_outside_jobs": "mpl_core.service.threads",
     "OVERRIDES": "mpl_core.config", "override": "mpl_core.config",
     "Dataset": "mpl_core.data.dataset", "ImageSet": "mpl_core.data.dataset",
     "load_dataset": "mpl_core.data.sources", "default_data_root": "mpl_core.data.sources",

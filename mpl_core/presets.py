@@ -81,13 +81,14 @@ def build_retrain_config(preset: str | None = None, fine_tune: bool | None = Non
 # +3.70 against +1.78 points from scratch, +2.94 against +1.79 fine-tuning, better on every seed.
 DEMO_PRESET = "quick-demo"
 DEMO_TARGET_PRECISION = 0.90
-# The demo is to take at most three minutes on a 2-core CPU (bench/demo_time.py: 198-199 s on one
-# without native bf16, from 293 s). Its MPL run draws DEMO_MU unlabeled images per labeled one: the
+# The demo is to take at most three minutes on a 2-core CPU (bench/demo_time.py: 151-159 s on one
+# without native bf16, from 293 s two plans ago). Its MPL run draws DEMO_MU unlabeled images per labeled one: the
 # preset's 4 took 170 s a run there for 72.36% +- 0.82, 2 took 97 s for 71.34% +- 0.57, and halving
 # the steps instead 92 s for 68.42% +- 1.53 (bench/accuracy.py --preset quick-demo --algorithms mpl
 # --seeds 0 1 2, with --mu 2 / --steps 350). Its retrain rounds fine-tune the MPL student on the
 # preset's steps: 20 s against 56 s a round from scratch on 3x the steps, 0.76 points behind it at
-# an estimated 90% (bench/rounds.py); the price is that 100 review decisions move such a round less.
+# an estimated 90% (bench/rounds.py); drawing every label alike, 100 review decisions hardly moved
+# such a round, hence RETRAIN_TRUSTED_SHARE.
 DEMO_MU = 2
 DEMO_FINE_TUNE = True
 # After the simulated reviewer's decisions, the demo's review round goes on from the retrain's model

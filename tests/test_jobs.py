@@ -287,7 +287,7 @@ def test_a_job_from_the_app_takes_every_core_only_while_no_one_uses_the_app(tiny
 def test_the_app_gives_its_threads_one_openmp_thread_unless_a_job_sets_more():
     """app.py calls it before torch loads: the pages' threads then start no OpenMP teams of their own
     (see mpl_core/service/threads.py); once torch is loaded it is too late and says so."""
-    code = ("import os; from mpl_core.service.threads import one_thread_outside_jobs as f; first = f(); "
+    code = ("import os; from mpl_core import one_thread_outside_jobs as f; first = f(); "
             "import torch; print(first, os.environ['OMP_NUM_THREADS'], torch.get_num_threads(), f())")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
