@@ -4,8 +4,12 @@ app.py is the app; this launcher mounts review_grid.api's route beside it (st.Ap
 in the grid commits without a Streamlit rerun. `streamlit run app.py` works too, with the grid
 sending its decisions through reruns.
 """
-import streamlit as st
+from mpl_core import one_thread_outside_jobs
 
-from review_grid.api import routes
+one_thread_outside_jobs()  # as app.py does, before anything here loads torch (see mpl_core/service/threads.py)
+
+import streamlit as st  # noqa: E402
+
+from review_grid.api import routes  # noqa: E402
 
 app = st.App("app.py", routes=routes())

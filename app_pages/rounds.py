@@ -30,15 +30,15 @@ with st.form("retrain"):
                       help="The labels people gave (the given ones, your relabels and hand labels) are a few "
                            "hundred among tens of thousands of accepted pseudo-labels; this share of every "
                            "labeled batch is drawn from them, so that the round learns from your decisions. "
-                           "0 draws from all labels alike.")
+                           "0 draws from all labels alike. Supervised rounds only (the one measured).")
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
 if go:
     with ui.user_errors():
         if starts[start] and algorithm != "supervised":
             raise MPLStudioError("fine-tuning the student is for supervised rounds (the one measured); choose "
                                  "supervised, or start from scratch")
-        studio.start(name, "retrain", cfg=build_retrain_config(preset, algorithm=algorithm, trusted_share=share,
-                                                               **starts[start]))
+        studio.start(name, "retrain", cfg=build_retrain_config(
+            preset, algorithm=algorithm, trusted_share=share if algorithm == "supervised" else None, **starts[start]))
         st.rerun()
 
 

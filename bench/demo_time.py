@@ -2,7 +2,7 @@
 
     python bench/demo_time.py                    # no one using the app: the job may take every core
     python bench/demo_time.py --someone-watching # a person interacting all along: one core stays the pages'
-    python bench/demo_time.py --mu 4 --from-scratch   # an earlier plan: both rounds from scratch
+    python bench/demo_time.py --mu 4 --from-scratch   # mu 4, both rounds from scratch on 3x the steps
 
 A fresh workspace on the built-in Fashion-MNIST (10 labels per class), then the demo job with the
 Home page's plan (mpl_core.presets.demo_plan): MPL on quick-demo with mu 2, pseudo-labels, accept

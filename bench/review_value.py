@@ -13,7 +13,8 @@ precision is 95% (as the demo does) -> then, from no decision each time, one of:
 -> a supervised class-balanced retrain (quick-demo) -> test accuracy, and the precision of the
 labels the retrain uses beyond the given ones. The headline: test-accuracy points per 100 decisions.
 
---round says which retrain: "scratch" (the preset's steps from scratch), "finetune" (the demo's:
+--round says which retrain: "scratch" (the preset's steps from scratch), "retrain" (the Rounds
+page's from scratch: build_retrain_config, 3x the steps), "finetune" (the demo's:
 the MPL student fine-tuned on the preset's steps) or "continue" (after review, the threshold-only
 round's model fine-tuned on --continue-steps: the demo's second round without a second full
 round). --trusted-share draws that share of each labeled batch from the labels people gave (the
@@ -65,6 +66,8 @@ def round_config(args, kind: str, seed: int, share: float, init_from: str | None
     """The retrain round `kind` (see --round) drawing `share` of its labeled batches from trusted labels."""
     if kind == "scratch":
         cfg = build_run_config(args.preset, algorithm="supervised", seed=seed)
+    elif kind == "retrain":
+        cfg = build_retrain_config(args.preset, fine_tune=False, algorithm="supervised", seed=seed)
     else:
         steps = args.continue_steps if kind == "continue" else None
         cfg = build_retrain_config(args.preset, fine_tune=True, algorithm="supervised", seed=seed, steps=steps,
@@ -114,9 +117,11 @@ def one_seed(seed: int, args) -> list[dict]:
                     for share in shares:
                         if k == 0 and kind == "continue":
                             continue  # the threshold-only round is the finetune one it continues
-                        start = {"scratch": None, "finetune": str(ws.run_dir(st.run_id)),
-                                 "continue": str(ws.run_dir(first.get(("finetune", first_share(args, share)),
-                                                                      0)))}[kind]
+                        start = None
+                        if kind == "finetune":
+                            start = str(ws.run_dir(st.run_id))
+                        elif kind == "continue":  # from the threshold-only finetune round (K = 0)
+                            start = str(ws.run_dir(first[("finetune", first_share(args, share))]))
                         t1 = time.time()
                         acc, run = retrain(ws, round_config(args, kind, seed, share, start))
                         if k == 0:
@@ -137,7 +142,7 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES[1:]), choices=STRATEGIES[1:])
     p.add_argument("--target", type=float, default=0.95, help="accept above the threshold estimated at this precision")
     p.add_argument("--mu", type=int, default=None, help="the MPL run's unlabeled images per labeled one")
-    p.add_argument("--round", nargs="+", default=["scratch"], choices=["scratch", "finetune", "continue"])
+    p.add_argument("--round", nargs="+", default=["scratch"], choices=["scratch", "retrain", "finetune", "continue"])
     p.add_argument("--trusted-share", type=float, nargs="+", default=[0.0])
     p.add_argument("--continue-steps", type=int, default=200)
     p.add_argument("--first-share", type=float, default=None,

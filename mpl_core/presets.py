@@ -32,8 +32,8 @@ RETRAIN_STEPS_FACTOR = 3
 FINETUNE_ROUND_LR = 0.02
 # A supervised retrain round draws this share of its labeled batches from the labels people gave
 # (TrainConfig.trusted_share: the given labels, relabels and hand labels). Among ~38,000 accepted
-# pseudo-labels a round otherwise sees each of 100 review decisions about once, and they move it by
-# nothing: bench/review_value.py --k 100 --strategies "likely mistakes first" --target 0.9 --mu 2
+# pseudo-labels a fine-tune round otherwise draws each of 100 review decisions about half a time, and
+# they move it by nothing: bench/review_value.py --k 100 --strategies "likely mistakes first" --target 0.9 --mu 2
 # --round finetune continue --trusted-share 0 0.25 0.5, seeds 0-2, 100 decisions in the likely-mistakes
 # order added -0.01 points at 0, +1.37 at 0.25 and +1.81 at 0.5; before any review the share changed
 # nothing (75.25%, 75.43%, 75.19%).

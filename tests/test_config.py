@@ -95,6 +95,8 @@ def test_a_supervised_round_draws_its_share_from_the_labels_people_gave_unless_t
     assert build_retrain_config("quick-demo", algorithm="uda").train.trusted_share == 0  # measured for supervised
     args = build_parser().parse_args(["retrain", "--workspace", "w", "--trusted-share", "0.25"])
     assert config_from_args(args, build_retrain_config).train.trusted_share == 0.25
+    args = build_parser().parse_args(["retrain", "--workspace", "w"])
+    assert config_from_args(args, build_retrain_config).train.trusted_share == RETRAIN_TRUSTED_SHARE
     with pytest.raises(MPLStudioError, match="trusted_share"):
         build_retrain_config("quick-demo", algorithm="supervised", trusted_share=1.5)
 

@@ -102,6 +102,18 @@ def test_shards_cover_the_data_once_and_labeled_shards_hold_every_class():
         distributed.shard(torch.arange(2), ctxs[2])
 
 
+def test_every_process_draws_from_all_the_trusted_labels():
+    from mpl_core.data.splits import Split
+    from mpl_core.engine.parallel import shard_split
+    labels = torch.arange(40) % 4
+    split = Split(torch.arange(40), torch.arange(40, 44), torch.arange(44, 60), trusted=torch.tensor([0, 1, 2, 3]))
+    for rank in range(2):
+        mine = shard_split(split, torch.cat([labels, torch.zeros(20, dtype=torch.int64)]),
+                           distributed.DistContext(rank, 2, rank, "gloo"))
+        assert len(mine.labeled) == 20  # the labeled images are dealt out ...
+        assert mine.trusted.tolist() == [0, 1, 2, 3]  # ... the four trusted ones (a class each) are not
+
+
 def test_processes_that_see_different_data_or_lack_gpus_get_a_clear_error(monkeypatch):
     from mpl_core.data.splits import Split
     from mpl_core.errors import MPLStudioError

@@ -114,6 +114,8 @@ def shard_split(split: Split, labels: torch.Tensor, ctx: dist_.DistContext | Non
     if ctx is None:
         return split
     labeled = dist_.shard(split.labeled, ctx, keys=labels[split.labeled])
-    trusted = None if split.trusted is None else labeled[torch.isin(labeled, split.trusted)]
+    # every rank draws from all the trusted labels: a few hundred, which dealt out would leave a
+    # rank some classes short, or none at all (draws are with replacement, each rank its own stream)
+    trusted = split.trusted
     return Split(labeled, dist_.shard(split.val, ctx) if len(split.val) >= ctx.world_size else split.val[:0],
                  dist_.shard(split.unlabeled, ctx), trusted)

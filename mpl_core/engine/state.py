@@ -252,7 +252,7 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
     model = build_model(model_cfg, role="teacher" if which == "teacher" else "student")
     model.load_state_dict(_saved_model(tensors, info, which, path))
     # channels_last as in training: the inputs arrive in it, and a model in the default layout
-    # converts every activation (pseudo-labeling 59,400 Fashion-MNIST images took half as long again)
+    # converts every activation (pseudo-labeling 59,400 Fashion-MNIST images: 28 s against 16-17 s)
     return model.to(device, memory_format=torch.channels_last).eval(), info
 
 

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--algorithm", choices=ALGORITHMS, default="supervised")
     rt.add_argument("--trusted-share", type=float, default=None,
                     help="the share of each labeled batch drawn from the labels people gave (given, relabeled, "
-                         "by hand) rather than from all labels alike (default 0)")
+                         "by hand) rather than from all labels alike (default: 0.5 for a supervised round, 0 for "
+                         "the others)")
     _training_flags(rt)
 
     x = sub.add_parser("export", help="export reviewed labels or a checkpoint")

@@ -266,6 +266,7 @@ def _predict_with_halving(job: TrainingJob, model, dataset, split, device):
         job.report(Progress("pseudo_label", done, total, {}, rate, (total - done) / max(rate, 1e-9),
                             device_label(device, amp=True)))  # predict_logits' default
 
+    job.control.apply_threads()  # the job's threads from the first batch on (training: between steps)
     batch = 1024
     while True:
         try:
