@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpl_core.service.threads import one_thread_outside_jobs  # noqa: E402
+from mpl_core import one_thread_outside_jobs  # noqa: E402 (the public API, as app.py)
 
 one_thread_outside_jobs()  # as app.py: this process stands in for the app
 

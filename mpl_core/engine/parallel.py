@@ -116,6 +116,5 @@ def shard_split(split: Split, labels: torch.Tensor, ctx: dist_.DistContext | Non
     labeled = dist_.shard(split.labeled, ctx, keys=labels[split.labeled])
     # every rank draws from all the trusted labels: a few hundred, which dealt out would leave a
     # rank some classes short, or none at all (draws are with replacement, each rank its own stream)
-    trusted = split.trusted
     return Split(labeled, dist_.shard(split.val, ctx) if len(split.val) >= ctx.world_size else split.val[:0],
-                 dist_.shard(split.unlabeled, ctx), trusted)
+                 dist_.shard(split.unlabeled, ctx), split.trusted)

@@ -53,7 +53,7 @@ class IndexSampler:
     labeled_pool: LabeledPool  # every labeled index this process draws from
     stream: torch.Tensor  # (U,) unlabeled stream: the pool and the validation images
     trusted: LabeledPool | None = None  # the labels people gave, drawn for trusted_share of each batch
-    trusted_share: float = 0.0
+    trusted_share: float = 0.0  # 0 wherever trusted is None (build)
 
     @classmethod
     def build(cls, split: Split, labels: torch.Tensor, balance: bool, trusted_share: float = 0.0) -> "IndexSampler":
