@@ -4,6 +4,7 @@
     python bench/accuracy.py --preset quick-demo --algorithms supervised mpl --seeds 0
     python bench/accuracy.py --preset cpu-10min --algorithms mpl --no-amp     # fp32 where bf16 would apply
     python bench/accuracy.py --preset quick-demo --algorithms mpl --mu 2      # another batch shape
+    python bench/accuracy.py --algorithms mpl --set algorithm.unlabeled_weight=8   # any config field
 
 Prints a markdown table: test accuracy (mean +- std over seeds), wall time, steps/s, device.
 """
@@ -32,9 +33,23 @@ VARIANTS = {  # row name -> (algorithm, feedback_sign)
 }
 
 
-def configure(variant: str, preset: str, amp: bool, view_batches: str) -> RunConfig:
+def configure(variant: str, preset: str, amp: bool, view_batches: str, fields: list[str] = ()) -> RunConfig:
     algorithm, sign = VARIANTS[variant]
-    return build_run_config(preset, algorithm=algorithm, feedback_sign=sign, view_batches=view_batches, amp=amp)
+    cfg = build_run_config(preset, algorithm=algorithm, feedback_sign=sign, view_batches=view_batches, amp=amp)
+    return set_fields(cfg, fields)
+
+
+def set_fields(cfg: RunConfig, fields: list[str]) -> RunConfig:
+    """cfg with each "section.field=value" set, the value cast to the field's type."""
+    d = cfg.to_dict()
+    for item in fields:
+        key, sep, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or name not in d.get(section, {}):
+            raise SystemExit(f"--set takes section.field=value with a field of RunConfig, not {item!r}")
+        old = d[section][name]
+        d[section][name] = value.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(value)
+    return RunConfig.from_dict(d).validate()
 
 
 def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: int | None, mu: int | None) -> dict:
@@ -64,19 +79,22 @@ def main() -> None:
                    help="bf16 autocast where it applies (CUDA, CPUs with native bf16); --no-amp for fp32")
     p.add_argument("--view-batches", choices=list(VIEW_BATCHES), default="auto",
                    help="MPL's view batching (auto: the device's choice, engine/defaults.py)")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE", dest="fields",
+                   help="set config fields for every run, e.g. algorithm.unlabeled_weight=8 train.ema_decay=0.995")
     args = p.parse_args()
     dataset = load_dataset(args.dataset)
     target = pick_device("auto")
-    views = for_device(configure("mpl", args.preset, args.amp, args.view_batches), target).algorithm.view_batches
+    views = for_device(configure("mpl", args.preset, args.amp, args.view_batches, args.fields), target).algorithm.view_batches
     device = device_label(target, args.amp)
     print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, seeds {args.seeds}, "
+          f"{' '.join(args.fields) + ', ' if args.fields else ''}"
           f"MPL: {views} view batches, {device}")
     print("| algorithm | test accuracy | wall time / run | steps/s | device |")
     print("|---|---|---|---|---|")
     for variant in args.algorithms:
         runs = []
         for s in args.seeds:  # each seed as it ends: a long run shows its progress, and a cut-short one its part
-            runs.append(run_one(configure(variant, args.preset, args.amp, args.view_batches), s, dataset,
+            runs.append(run_one(configure(variant, args.preset, args.amp, args.view_batches, args.fields), s, dataset,
                                 args.labels_per_class, args.steps, args.mu))
             print(f"  {variant}, seed {s}: {runs[-1]['acc'] * 100:.2f}%, {runs[-1]['wall']:.0f} s", flush=True)
         accs = [r["acc"] * 100 for r in runs]
