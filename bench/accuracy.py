@@ -63,7 +63,8 @@ def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: in
     result = train(cfg, dataset, split)
     wall = time.perf_counter() - t0
     total_steps = cfg.train.steps + (cfg.train.finetune_steps if algorithm == "mpl" else 0)
-    return {"acc": result.metrics["test_acc"], "wall": wall, "steps_per_s": total_steps / wall}
+    return {"acc": result.metrics["test_acc"], "wall": wall, "steps_per_s": total_steps / wall,
+            "teacher": result.metrics.get("teacher_test_acc")}
 
 
 def main() -> None:
@@ -96,7 +97,9 @@ def main() -> None:
         for s in args.seeds:  # each seed as it ends: a long run shows its progress, and a cut-short one its part
             runs.append(run_one(configure(variant, args.preset, args.amp, args.view_batches, args.fields), s, dataset,
                                 args.labels_per_class, args.steps, args.mu))
-            print(f"  {variant}, seed {s}: {runs[-1]['acc'] * 100:.2f}%, {runs[-1]['wall']:.0f} s", flush=True)
+            teacher = runs[-1]["teacher"]
+            print(f"  {variant}, seed {s}: {runs[-1]['acc'] * 100:.2f}%, {runs[-1]['wall']:.0f} s"
+                  + (f" (teacher {teacher * 100:.2f}%)" if teacher is not None else ""), flush=True)
         accs = [r["acc"] * 100 for r in runs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         wall = statistics.mean(r["wall"] for r in runs)
