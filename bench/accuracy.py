@@ -48,7 +48,10 @@ def set_fields(cfg: RunConfig, fields: list[str]) -> RunConfig:
         if not sep or name not in d.get(section, {}):
             raise SystemExit(f"--set takes section.field=value with a field of RunConfig, not {item!r}")
         old = d[section][name]
-        d[section][name] = value.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(value)
+        if isinstance(old, (list, tuple, dict)):
+            raise SystemExit(f"--set takes fields of one value, and {key} has several")
+        cast = float if old is None else type(old)  # None: an unset threshold
+        d[section][name] = value.lower() in ("1", "true", "yes") if isinstance(old, bool) else cast(value)
     return RunConfig.from_dict(d).validate()
 
 
@@ -85,7 +88,8 @@ def main() -> None:
     args = p.parse_args()
     dataset = load_dataset(args.dataset)
     target = pick_device("auto")
-    views = for_device(configure("mpl", args.preset, args.amp, args.view_batches, args.fields), target).algorithm.view_batches
+    mpl_cfg = configure("mpl", args.preset, args.amp, args.view_batches, args.fields)
+    views = for_device(mpl_cfg, target).algorithm.view_batches
     device = device_label(target, args.amp)
     print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, seeds {args.seeds}, "
           f"{' '.join(args.fields) + ', ' if args.fields else ''}"

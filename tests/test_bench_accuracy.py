@@ -1,0 +1,30 @@
+"""bench/accuracy.py's --set: config fields typed from the command line."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from accuracy import set_fields  # noqa: E402
+
+from mpl_core.config import RunConfig  # noqa: E402
+from mpl_core.errors import MPLStudioError  # noqa: E402
+
+
+def test_set_fields_casts_to_each_fields_type():
+    cfg = set_fields(RunConfig(), ["algorithm.unlabeled_weight=8", "train.steps=12", "train.amp=false",
+                                   "algorithm.threshold=0.7"])
+    assert cfg.algorithm.unlabeled_weight == 8.0 and cfg.train.steps == 12 and cfg.train.amp is False
+    assert cfg.algorithm.threshold == 0.7
+
+
+@pytest.mark.parametrize("item", ["train.nope=1", "steps=3", "train.steps", "model.mean=0.5"])
+def test_set_fields_refuses_what_is_not_one_field(item):
+    with pytest.raises(SystemExit):
+        set_fields(RunConfig(), [item])
+
+
+def test_set_fields_values_are_validated():
+    with pytest.raises(MPLStudioError, match="trusted_share"):
+        set_fields(RunConfig(), ["train.trusted_share=2"])
