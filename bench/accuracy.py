@@ -51,7 +51,10 @@ def set_fields(cfg: RunConfig, fields: list[str]) -> RunConfig:
         if isinstance(old, (list, tuple, dict)):
             raise SystemExit(f"--set takes fields of one value, and {key} has several")
         cast = float if old is None else type(old)  # None: an unset threshold
-        d[section][name] = value.lower() in ("1", "true", "yes") if isinstance(old, bool) else cast(value)
+        try:
+            d[section][name] = value.lower() in ("1", "true", "yes") if isinstance(old, bool) else cast(value)
+        except ValueError:
+            raise SystemExit(f"--set {key} takes a {cast.__name__}, not {value!r}") from None
     return RunConfig.from_dict(d).validate()
 
 

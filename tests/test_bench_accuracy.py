@@ -19,7 +19,8 @@ def test_set_fields_casts_to_each_fields_type():
     assert cfg.algorithm.threshold == 0.7
 
 
-@pytest.mark.parametrize("item", ["train.nope=1", "steps=3", "train.steps", "model.mean=0.5"])
+@pytest.mark.parametrize("item", ["train.nope=1", "steps=3", "train.steps", "model.mean=0.5",
+                                  "train.steps=many"])
 def test_set_fields_refuses_what_is_not_one_field(item):
     with pytest.raises(SystemExit):
         set_fields(RunConfig(), [item])
