@@ -10,6 +10,7 @@ ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")
 VIEW_BATCHES = ("auto", "joint", "separate")
 LABELED_VIEWS = ("weak", "strong")
+PSEUDO_LABEL_VIEWS = ("strong", "weak")
 TORCHVISION_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small",
                       "mobilenet_v3_large")  # engine/backbones.py
 MODEL_NAMES = ("cnn", "wrn-28-2") + TORCHVISION_MODELS
@@ -63,6 +64,9 @@ class AlgorithmConfig:
     # code); "separate" = one pass per view (the ports), a quarter fewer FLOPs; BatchNorm statistics
     # differ. "auto" = chosen by the device before the run (engine/defaults.py): separate on a CPU,
     # joint on CUDA
+    pseudo_label_view: str = "strong"  # MPL: the view whose teacher argmax the student learns from and the
+    # feedback reinforces: "strong" (the official code, as the derivation has it) or "weak" (the PyTorch
+    # port's student targets: the teacher is right more often on the weak view)
     labeled_view: str = "weak"  # the labeled batch's view in the main phase: "strong" (RandAugment and
     # cutout) noises a student trained on accepted pseudo-labels, as Noisy Student does (Xie et al. 2020)
 
@@ -125,6 +129,8 @@ class RunConfig:
         _check(a.name in ALGORITHMS, f"algorithm must be one of {', '.join(ALGORITHMS)}, not {a.name!r}")
         _check(a.feedback_sign in FEEDBACK_SIGNS,
                f"feedback_sign must be one of {', '.join(FEEDBACK_SIGNS)}, not {a.feedback_sign!r}")
+        _check(a.pseudo_label_view in PSEUDO_LABEL_VIEWS,
+               f"pseudo_label_view must be one of {', '.join(PSEUDO_LABEL_VIEWS)}, not {a.pseudo_label_view!r}")
         _check(a.labeled_view in LABELED_VIEWS,
                f"labeled_view must be one of {', '.join(LABELED_VIEWS)}, not {a.labeled_view!r}")
         _check(a.view_batches in VIEW_BATCHES,
@@ -162,6 +168,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "algorithm": (("algorithm", "name"),), "threshold": (("algorithm", "threshold"),),
     "feedback_sign": (("algorithm", "feedback_sign"),), "feedback_baseline": (("algorithm", "feedback_baseline"),),
     "view_batches": (("algorithm", "view_batches"),), "labeled_view": (("algorithm", "labeled_view"),),
+    "pseudo_label_view": (("algorithm", "pseudo_label_view"),),
     "steps": (("train", "steps"),), "finetune_steps": (("train", "finetune_steps"),),
     "batch_size": (("train", "batch_size"),), "mu": (("train", "mu"),), "lr": (("train", "lr"),),
     "eval_every": (("train", "eval_every"),), "checkpoint_every": (("train", "checkpoint_every"),),

@@ -103,3 +103,34 @@ def test_feedback_baseline_centres_h():
     used = [feedback_coefficient(torch.tensor(1.0), torch.tensor(0.0), cfg, state)[1].item() for _ in range(8)]
     assert used[0] == pytest.approx(1.0)  # baseline starts at zero
     assert used[-1] < 0.01  # a constant h is fully absorbed by the baseline
+
+
+class _MeanProbe(torch.nn.Module):
+    """A teacher that says class 0 for bright images and class 1 for dark ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([[10.0], [-10.0]]))
+            self.lin.bias.copy_(torch.tensor([-5.0, 5.0]))
+
+    def forward(self, x):
+        return self.lin(x.float().mean((1, 2, 3))[:, None])
+
+
+@pytest.mark.parametrize("views", ["separate", "joint"])
+def test_pseudo_label_view_picks_which_view_the_student_learns_from(views):
+    # The weak views are bright (the teacher says 0), the strong views of the same images dark (1).
+    g = torch.Generator().manual_seed(0)
+    x = to_float(torch.cat([stripes(4, 0, g), stripes(4, 1, g)]))
+    batch = Batch(x, torch.tensor([0] * 4 + [1] * 4), torch.ones(8, 1, 16, 16), torch.zeros(8, 1, 16, 16))
+    p_zero = {}
+    for view in ("weak", "strong"):
+        teacher, student = learner(_MeanProbe()), learner(tiny_model(1), lr=0.5)
+        cfg = AlgorithmConfig(name="mpl", threshold=0.0, view_batches=views, pseudo_label_view=view)
+        mpl_step(teacher, student, batch, cfg, 0, FeedbackState())
+        student.model.eval()
+        with torch.no_grad():
+            p_zero[view] = torch.softmax(student.model(batch.u_strong), -1)[:, 0].mean().item()
+    assert p_zero["weak"] > 0.5 > p_zero["strong"]  # taught 0 from the weak views, 1 from the strong ones

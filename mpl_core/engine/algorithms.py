@@ -12,9 +12,12 @@ Where MPL here differs from the paper (Pham et al., CVPR 2021) and the official 
   and the popular PyTorch port compute CE_after - CE_before. `feedback_sign` picks
   "derivation", "official" or "off" (no feedback: a UDA teacher distilled into the student);
   `feedback_baseline` subtracts a moving average of h (a REINFORCE baseline).
-- The student learns from the teacher's argmax on the *strong* view, and the feedback term
-  uses the same labels, as the derivation requires; the PyTorch port trains the student on
-  the weak-view argmax and feeds back on the strong-view argmax.
+- By default the student learns from the teacher's argmax on the *strong* view, and the feedback
+  term uses the same labels, as the derivation requires; the PyTorch port trains the student on
+  the weak-view argmax and feeds back on the strong-view argmax. `pseudo_label_view = "weak"`
+  gives the student the weak-view argmax (the teacher is right more often there) and reinforces
+  that same label through the teacher's strong-view logits, the only view with a graph in
+  separate view batches.
 - The paper samples the pseudo-label from the teacher's distribution in its derivation; like
   both public implementations we use the argmax (lower variance).
 - `view_batches` picks how each model sees its views: "joint" (as the official code) puts them in
@@ -150,7 +153,8 @@ def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmCon
     t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
     t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
     t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
-    pseudo = t_logits_us.detach().argmax(-1)  # (muB,) hard pseudo-labels on the strong view
+    # (muB,) hard pseudo-labels: the teacher's argmax on the strong view, or on the weak one
+    pseudo = (t_logits_uw if cfg.pseudo_label_view == "weak" else t_logits_us).detach().argmax(-1)
 
     # Student: learn from the pseudo-labels; measure its labeled loss before and after.
     s_logits_l, s_logits_us = _student_logits(student, batch, cfg)
