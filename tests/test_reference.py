@@ -75,10 +75,11 @@ def _run(algo, learners, batch, step_fn, steps=3):
     return out
 
 
-def test_separate_view_batches_match_the_reference_with_batch_statistics():
+@pytest.mark.parametrize("pseudo_view", ["strong", "weak"])
+def test_separate_view_batches_match_the_reference_with_batch_statistics(pseudo_view):
     """view_batches="separate" runs the reference's passes (the weak ones without a graph), so it
     matches the reference even with BatchNorm in training mode; "joint" does not, by design."""
-    base = dict(name="mpl", threshold=0.3, unlabeled_ramp_steps=0)
+    base = dict(name="mpl", threshold=0.3, unlabeled_ramp_steps=0, pseudo_label_view=pseudo_view)
     ref_learners, batch = _pair("cnn", channels_last=False, train_mode=True)
     ref = _run(AlgorithmConfig(**base), ref_learners, batch, reference_mpl_step)  # the references ignore it
     sep_learners, _ = _pair("cnn", channels_last=True, train_mode=True)
@@ -94,10 +95,11 @@ def test_separate_view_batches_match_the_reference_with_batch_statistics():
     assert not torch.allclose(joint[0]["t_loss"], ref[0]["t_loss"], rtol=1e-4)  # joint batches differ
 
 
-def test_joint_view_batches_match_the_joint_reference_with_batch_statistics():
+@pytest.mark.parametrize("pseudo_view", ["strong", "weak"])
+def test_joint_view_batches_match_the_joint_reference_with_batch_statistics(pseudo_view):
     """view_batches="joint" computes what the official code and the port compute (one batch per
     model over the concatenated views), BatchNorm on batch statistics included."""
-    base = dict(name="mpl", threshold=0.3, unlabeled_ramp_steps=0)
+    base = dict(name="mpl", threshold=0.3, unlabeled_ramp_steps=0, pseudo_label_view=pseudo_view)
     ref_learners, batch = _pair("cnn", channels_last=False, train_mode=True)
     ref = _run(AlgorithmConfig(**base), ref_learners, batch, reference_mpl_step_joint)
     joint_learners, _ = _pair("cnn", channels_last=True, train_mode=True)

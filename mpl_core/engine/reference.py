@@ -6,7 +6,7 @@
   compute it.
 
 The same mathematics as `algorithms.mpl_step` (same losses, same sign option, same argmax
-pseudo-labels on the strong view); they exist to check the fast step against (tests) and as the
+pseudo-labels on the view `pseudo_label_view` names); they exist to check the fast step against (tests) and as the
 baselines of `bench/throughput.py`.
 
 With BatchNorm in training mode the two forms differ by design: separate passes normalise each
@@ -38,8 +38,8 @@ def reference_mpl_step_joint(teacher: Learner, student: Learner, batch: Batch, c
     """What the official code and the port compute in a step: the teacher sees [labeled, weak,
     strong] in one batch and the student [labeled, strong], each with a graph through every view;
     the student's labeled loss after its update is a forward without a graph. (The port trains the
-    student on the weak view's argmax; here, as in `mpl_step`, it is the strong view's: the same
-    passes and FLOPs.)"""
+    student on the weak view's argmax; here, as in `mpl_step`, it is the view `pseudo_label_view`
+    names: the same passes and FLOPs either way.)"""
     b, n_u = len(batch.x_l), len(batch.u_weak)
     t_logits = teacher.model(torch.cat([batch.x_l, batch.u_weak, batch.u_strong])).split([b, n_u, n_u])
     losses = _teacher_losses(*t_logits, batch, cfg, step)
@@ -53,12 +53,12 @@ def reference_mpl_step_joint(teacher: Learner, student: Learner, batch: Batch, c
 
 
 def _teacher_losses(t_logits_l, t_logits_uw, t_logits_us, batch: Batch, cfg: AlgorithmConfig, step: int) -> dict:
-    """The teacher's UDA loss and its hard pseudo-labels on the strong view."""
+    """The teacher's UDA loss and its hard pseudo-labels (argmax on the strong or the weak view)."""
     t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
     t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
     t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
     return {"t_loss_l": t_loss_l, "t_loss_u": t_loss_u, "mask": mask, "t_loss_uda": t_loss_uda,
-            "pseudo": t_logits_us.detach().argmax(-1)}
+            "pseudo": (t_logits_uw if cfg.pseudo_label_view == "weak" else t_logits_us).detach().argmax(-1)}
 
 
 def _feedback(teacher: Learner, t_logits_us, losses: dict, s_loss, s_loss_before, s_loss_after,
