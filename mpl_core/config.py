@@ -64,9 +64,9 @@ class AlgorithmConfig:
     # code); "separate" = one pass per view (the ports), a quarter fewer FLOPs; BatchNorm statistics
     # differ. "auto" = chosen by the device before the run (engine/defaults.py): separate on a CPU,
     # joint on CUDA
-    pseudo_label_view: str = "strong"  # MPL: the view whose teacher argmax the student learns from and the
-    # feedback reinforces: "strong" (the official code, as the derivation has it) or "weak" (the PyTorch
-    # port's student targets: the teacher is right more often on the weak view)
+    pseudo_label_view: str = "weak"  # MPL: the view whose teacher argmax the student learns from and the
+    # feedback reinforces: "weak" (the PyTorch port's student targets: the teacher is right more often on
+    # the weak view; docs/results.md#settings-tried-toward-80) or "strong" (the official code's)
     labeled_view: str = "weak"  # the labeled batch's view in the main phase: "strong" (RandAugment and
     # cutout) noises a student trained on accepted pseudo-labels, as Noisy Student does (Xie et al. 2020)
 
