@@ -3,7 +3,15 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core import ALGORITHMS, FEEDBACK_SIGNS, MODEL_NAMES, PRESETS, VIEW_BATCHES, build_run_config
+from mpl_core import (
+    ALGORITHMS,
+    FEEDBACK_SIGNS,
+    MODEL_NAMES,
+    PRESETS,
+    PSEUDO_LABEL_VIEWS,
+    VIEW_BATCHES,
+    build_run_config,
+)
 
 WEIGHTS = {"ImageNet (torchvision)": "imagenet", "none (from scratch)": "none", "a file under the data folder": "file"}
 
@@ -33,6 +41,9 @@ with st.form("train-settings"):
         a = st.columns(4)
         threshold = a[0].number_input("Confidence threshold (0 = the algorithm's default)", 0.0, 1.0, 0.0, 0.05,
                                       help="defaults: 0.6 for UDA/MPL consistency, 0.95 for pseudo-labeling")
+        pseudo_view = a[0].selectbox("MPL student learns the teacher's label for", PSEUDO_LABEL_VIEWS,
+                                     help="weak (default): the lightly augmented view, where the teacher is right "
+                                          "more often; strong: the heavily augmented one, as the official code")
         sign = a[1].selectbox("MPL feedback sign", FEEDBACK_SIGNS, help="derivation (default) or the official code's")
         views = a[1].selectbox("MPL view batches", VIEW_BATCHES,
                                help="auto (default): separate on a CPU, joint on CUDA. joint: each model sees all "
@@ -56,8 +67,8 @@ if start:
         cfg = build_run_config(preset, algorithm=algorithm, steps=int(steps) or None, model=model,
                                student=None if student == "same" else student, weights=chosen,
                                threshold=float(threshold) if threshold > 0 else None, feedback_sign=sign,
-                               view_batches=views, lr=float(lr), seed=int(seed), device=device,
-                               compile=bool(compiled), amp=bool(amp))
+                               view_batches=views, pseudo_label_view=pseudo_view, lr=float(lr), seed=int(seed),
+                               device=device, compile=bool(compiled), amp=bool(amp))
         studio.start(name, "train", cfg=cfg)
         st.rerun()
 

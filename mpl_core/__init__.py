@@ -26,7 +26,7 @@ _EXPORTS = {
     "RunConfig": "mpl_core.config", "DataConfig": "mpl_core.config", "ModelConfig": "mpl_core.config",
     "AlgorithmConfig": "mpl_core.config", "TrainConfig": "mpl_core.config",
     "ALGORITHMS": "mpl_core.config", "FEEDBACK_SIGNS": "mpl_core.config", "VIEW_BATCHES": "mpl_core.config",
-    "MODEL_NAMES": "mpl_core.config",
+    "PSEUDO_LABEL_VIEWS": "mpl_core.config", "MODEL_NAMES": "mpl_core.config",
     "EXPORT_FORMATS": "mpl_core.config",
     "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets", "build_run_config": "mpl_core.presets",
     "build_retrain_config": "mpl_core.presets", "demo_plan": "mpl_core.presets",

@@ -10,7 +10,7 @@ ALGORITHMS = ("supervised", "pseudo_label", "uda", "mpl")
 FEEDBACK_SIGNS = ("derivation", "official", "off")
 VIEW_BATCHES = ("auto", "joint", "separate")
 LABELED_VIEWS = ("weak", "strong")
-PSEUDO_LABEL_VIEWS = ("strong", "weak")
+PSEUDO_LABEL_VIEWS = ("weak", "strong")
 TORCHVISION_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small",
                       "mobilenet_v3_large")  # engine/backbones.py
 MODEL_NAMES = ("cnn", "wrn-28-2") + TORCHVISION_MODELS

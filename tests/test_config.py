@@ -31,7 +31,7 @@ def test_override_refuses_unknown_settings_and_bad_values():
     with pytest.raises(MPLStudioError, match="labeled_view must be one of weak, strong"):
         override(RunConfig(), labeled_view="noisy")
     assert override(RunConfig(), labeled_view="strong").algorithm.labeled_view == "strong"
-    with pytest.raises(MPLStudioError, match="pseudo_label_view must be one of strong, weak"):
+    with pytest.raises(MPLStudioError, match="pseudo_label_view must be one of weak, strong"):
         override(RunConfig(), pseudo_label_view="both")
     assert override(RunConfig(), pseudo_label_view="weak").algorithm.pseudo_label_view == "weak"
 

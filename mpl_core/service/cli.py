@@ -120,7 +120,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--feedback-sign", choices=FEEDBACK_SIGNS, default=None)
     t.add_argument("--feedback-baseline", type=float, default=None, help="EMA decay of h's baseline (0 = none)")
     t.add_argument("--pseudo-label-view", choices=PSEUDO_LABEL_VIEWS, default=None,
-                   help="MPL: the view whose teacher argmax the student learns from (strong: the official code)")
+                   help="MPL: the view whose teacher argmax the student learns from (weak: default; "
+                        "strong: the official code)")
     t.add_argument("--view-batches", choices=VIEW_BATCHES, default=None,
                    help="MPL: auto (default) = separate on a CPU, joint on CUDA; joint = all views in one batch "
                         "per model (official); separate = a pass per view (a quarter fewer FLOPs)")
