@@ -20,6 +20,10 @@ EXPORT_FORMATS = ("csv", "label-studio", "imagefolder", "imagefolder-zip", "chec
 DEFAULT_THRESHOLD = {"supervised": 0.95, "pseudo_label": 0.95, "uda": 0.6, "mpl": 0.6}
 
 
+# Fields added after runs were saved without them: (section, field) -> what those runs computed with.
+LEGACY_VALUES: dict[tuple[str, str], object] = {("algorithm", "pseudo_label_view"): "strong"}
+
+
 @dataclass
 class DataConfig:
     dataset: str = "fashion-mnist"  # built-in name, torchvision name, or a folder/zip path
@@ -110,6 +114,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """A config saved with a run or checkpoint; a field it lacks takes the value the version that
+        saved it computed with (LEGACY_VALUES), then its default, so a resumed run goes on as it began."""
+        d = {section: {**_legacy(section), **values} if isinstance(values, dict) else values
+             for section, values in d.items()}
         model = dict(d.get("model", {}))
         for key in ("mean", "std"):
             if key in model:
@@ -189,6 +197,10 @@ def override(cfg: RunConfig, **values) -> RunConfig:
         for section, name in OVERRIDES[key] if value is not None else ():
             d[section][name] = value
     return RunConfig.from_dict(d).validate()
+
+
+def _legacy(section: str) -> dict:
+    return {name: value for (sec, name), value in LEGACY_VALUES.items() if sec == section}
 
 
 def _build(cls, values: dict):

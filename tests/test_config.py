@@ -33,16 +33,18 @@ def test_override_refuses_unknown_settings_and_bad_values():
     assert override(RunConfig(), labeled_view="strong").algorithm.labeled_view == "strong"
     with pytest.raises(MPLStudioError, match="pseudo_label_view must be one of weak, strong"):
         override(RunConfig(), pseudo_label_view="both")
-    assert override(RunConfig(), pseudo_label_view="weak").algorithm.pseudo_label_view == "weak"
+    assert override(RunConfig(), pseudo_label_view="strong").algorithm.pseudo_label_view == "strong"
 
 
 def test_the_command_line_and_the_train_page_build_the_same_config():
     args = build_parser().parse_args(["train", "--preset", "quick-demo", "--algorithm", "uda", "--steps", "50",
-                                      "--lr", "0.02", "--seed", "4", "--view-batches", "separate", "--no-amp"])
+                                      "--lr", "0.02", "--seed", "4", "--view-batches", "separate", "--no-amp",
+                                      "--pseudo-label-view", "strong"])
     from_flags = config_from_args(args)
     # What app_pages/train.py passes for the same choices.
     from_page = build_run_config("quick-demo", algorithm="uda", steps=50, threshold=None, feedback_sign="derivation",
-                                 view_batches="separate", lr=0.02, seed=4, device="auto", compile=False, amp=False)
+                                 view_batches="separate", pseudo_label_view="strong", lr=0.02, seed=4, device="auto",
+                                 compile=False, amp=False)
     assert from_flags.to_dict() == from_page.to_dict()
     assert from_flags.model.width == PRESETS["quick-demo"]["model"]["width"]
 
@@ -115,3 +117,17 @@ def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_work
     with pytest.raises(MPLStudioError, match="retrain model to be the student's"):
         start_demo(tiny_workspace, plan.train, plan.retrain, review_cfg=plan.review, fine_tune=True)
     assert tiny_workspace.store.runs() == []
+
+
+def test_a_run_saved_before_the_pseudo_label_view_goes_on_with_the_strong_view():
+    from mpl_core.engine.state import check_compatible
+    from mpl_core.presets import build_run_config
+    old = RunConfig().to_dict()
+    del old["algorithm"]["pseudo_label_view"]  # what runs saved before the field existed look like
+    assert RunConfig.from_dict(old).algorithm.pseudo_label_view == "strong"  # what they computed with
+    assert RunConfig.from_dict(RunConfig().to_dict()).algorithm.pseudo_label_view == "weak"
+    check_compatible({"config": old}, RunConfig.from_dict(old))  # the app resumes with the stored config
+    with pytest.raises(MPLStudioError, match="algorithm.pseudo_label_view='strong'"):
+        check_compatible({"config": old}, RunConfig())  # the command line with today's default: refused
+    with pytest.raises(MPLStudioError, match="train.batch_size=32"):  # the former cpu-10min batch
+        check_compatible({"config": RunConfig().to_dict()}, build_run_config("cpu-10min"))
