@@ -13,10 +13,12 @@ PRESETS: dict[str, dict] = {
               "model": {"width": 8}},
     # A few minutes on a 2-core CPU: the demo preset.
     "quick-demo": {"train": {"steps": 600, "finetune_steps": 100, "eval_every": 100}, "model": {"width": 16}},
-    # About ten minutes on a 2-core CPU. Half the default labeled batch for twice the steps: a step then
-    # runs 1.8x as fast, so 7,000 steps take about 1.1x the time of 3,500 at batch 32, and the models
-    # learn more from the extra updates than they lose to the smaller batches (docs/results.md,
-    # "Settings tried toward 80%": 80.01% +- 0.84 over 3 seeds against 77.80% +- 0.70).
+    # About ten minutes on a 2-core CPU: 6 to 8 on one with native bf16, about 15 on one without (by the
+    # step rate; the former preset took 13 to 14 there). Half the default labeled batch for twice the
+    # steps: a step then runs 1.8x as fast, so 7,000 steps take about 1.1x the time of 3,500 at batch 32,
+    # and the models learn more from the extra updates than they lose to the smaller batches
+    # (docs/results.md, "Settings tried toward 80%": 80.01% +- 0.84 over 3 seeds, with the weak view's
+    # pseudo-labels, against 77.80% +- 0.70 for 3,500 steps at batch 32 with the strong view's).
     "cpu-10min": {"train": {"steps": 7000, "batch_size": 16, "finetune_steps": 200, "eval_every": 500},
                   "model": {"width": 16}},
     # A GPU budget: the paper's batch shape (mu = 7) and a wider model.
