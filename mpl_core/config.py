@@ -116,8 +116,7 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         """A config saved with a run or checkpoint; a field it lacks takes the value the version that
         saved it computed with (LEGACY_VALUES), then its default, so a resumed run goes on as it began."""
-        d = {section: {**_legacy(section), **values} if isinstance(values, dict) else values
-             for section, values in d.items()}
+        d = with_legacy_values(d)
         model = dict(d.get("model", {}))
         for key in ("mean", "std"):
             if key in model:
@@ -199,8 +198,13 @@ def override(cfg: RunConfig, **values) -> RunConfig:
     return RunConfig.from_dict(d).validate()
 
 
-def _legacy(section: str) -> dict:
-    return {name: value for (sec, name), value in LEGACY_VALUES.items() if sec == section}
+def with_legacy_values(saved: dict) -> dict:
+    """A saved config dict with the fields it lacks filled from LEGACY_VALUES (what it computed with)."""
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in saved.items()}
+    for (section, name), value in LEGACY_VALUES.items():
+        if isinstance(out.get(section), dict):
+            out[section].setdefault(name, value)
+    return out
 
 
 def _build(cls, values: dict):

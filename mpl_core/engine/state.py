@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from mpl_core.config import LEGACY_VALUES, ModelConfig, RunConfig
+from mpl_core.config import ModelConfig, RunConfig, with_legacy_values
 from mpl_core.data.dataset import Dataset
 from mpl_core.engine import checkpoint as ckpt
 from mpl_core.engine import distributed as dist_
@@ -194,12 +194,12 @@ def load_resume_state(out: Path | None, device: torch.device,
 def check_compatible(info: dict, cfg: RunConfig, model_cfg: ModelConfig | None = None) -> None:
     """Refuse to resume a checkpoint trained on other data, with another algorithm, or with other
     models or inputs than model_cfg (the models this run would build now)."""
-    saved = info["config"]
+    saved, current = with_legacy_values(info["config"]), cfg.to_dict()
     for section, key in (("algorithm", "name"), ("algorithm", "pseudo_label_view"), ("model", "name"),
                          ("model", "student"), ("model", "weights"), ("data", "dataset"), ("data", "seed"),
                          ("data", "image_size"), ("train", "batch_size"), ("train", "mu")):
-        ours = cfg.to_dict()[section][key]
-        was = saved.get(section, {}).get(key, LEGACY_VALUES.get((section, key), ours))
+        ours = current[section][key]
+        was = saved.get(section, {}).get(key, ours)
         if was != ours and not (section, key, cfg.model.name) == ("model", "name", "auto"):
             raise MPLStudioError(f"the checkpoint in this folder was trained with {section}.{key}="
                                  f"{was!r}; use another output folder or the same setting")
