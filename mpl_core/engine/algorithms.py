@@ -142,6 +142,11 @@ def feedback_coefficient(loss_before: torch.Tensor, loss_after: torch.Tensor, cf
     return h, signed
 
 
+def pseudo_labels(t_logits_uw: torch.Tensor, t_logits_us: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+    """(muB,) MPL's hard pseudo-labels: the teacher's argmax on the view cfg.pseudo_label_view names."""
+    return (t_logits_uw if cfg.pseudo_label_view == "weak" else t_logits_us).detach().argmax(-1)
+
+
 def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,
              state: FeedbackState, mean_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
     """One Meta Pseudo Labels step: student learns from the teacher, teacher learns from both
@@ -154,8 +159,7 @@ def mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmCon
     t_loss_l = F.cross_entropy(t_logits_l, batch.y_l, label_smoothing=cfg.label_smoothing)
     t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
     t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
-    # (muB,) hard pseudo-labels: the teacher's argmax on the strong view, or on the weak one
-    pseudo = (t_logits_uw if cfg.pseudo_label_view == "weak" else t_logits_us).detach().argmax(-1)
+    pseudo = pseudo_labels(t_logits_uw, t_logits_us, cfg)
 
     # Student: learn from the pseudo-labels; measure its labeled loss before and after.
     s_logits_l, s_logits_us = _student_logits(student, batch, cfg)

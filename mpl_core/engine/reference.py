@@ -19,7 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from mpl_core.config import AlgorithmConfig
-from mpl_core.engine.algorithms import Batch, FeedbackState, Learner, consistency_loss, feedback_coefficient, ramp
+from mpl_core.engine.algorithms import (
+    Batch,
+    FeedbackState,
+    Learner,
+    consistency_loss,
+    feedback_coefficient,
+    pseudo_labels,
+    ramp,
+)
 
 
 def reference_mpl_step(teacher: Learner, student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int,
@@ -58,7 +66,7 @@ def _teacher_losses(t_logits_l, t_logits_uw, t_logits_us, batch: Batch, cfg: Alg
     t_loss_u, mask = consistency_loss(t_logits_uw, t_logits_us, cfg)
     t_loss_uda = t_loss_l + cfg.unlabeled_weight * ramp(step, cfg.unlabeled_ramp_steps) * t_loss_u
     return {"t_loss_l": t_loss_l, "t_loss_u": t_loss_u, "mask": mask, "t_loss_uda": t_loss_uda,
-            "pseudo": (t_logits_uw if cfg.pseudo_label_view == "weak" else t_logits_us).detach().argmax(-1)}
+            "pseudo": pseudo_labels(t_logits_uw, t_logits_us, cfg)}
 
 
 def _feedback(teacher: Learner, t_logits_us, losses: dict, s_loss, s_loss_before, s_loss_after,
