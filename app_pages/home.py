@@ -64,7 +64,8 @@ def demo_panel() -> None:
     r = s.result
     if s.state == "done" and "after_test_acc" in r:
         c = st.columns(4)
-        c[0].metric("Test accuracy before", ui.pct(r.get("before_test_acc")), help="MPL student, given labels only")
+        c[0].metric("Test accuracy before", ui.pct(r.get("before_test_acc")),
+                    help="MPL student, given labels only" + teacher_note(r))
         c[1].metric("After the retrain", ui.pct(r.get("after_test_acc")),
                     delta=ui.points(r["after_test_acc"] - r["before_test_acc"]))
         c[2].metric("Labels given", f"{r['labels_given']:,}")
@@ -93,15 +94,25 @@ def demo_panel() -> None:
                    f"reaches {ui.pct(r['after_test_acc'])} on the test set.")
 
 
+def teacher_note(r: dict) -> str:
+    """The MPL teacher's test accuracy, which labeled the pool and which the retrain starts from."""
+    if r.get("teacher_test_acc") is None:
+        return ""
+    return f"; its teacher, which labeled the pool and which the retrain fine-tunes, {ui.pct(r['teacher_test_acc'])}"
+
+
 def accuracy_figure(r: dict) -> go.Figure:
     """The demo at a glance: test accuracy after each stage, with what each stage added."""
-    stages = [(f"MPL student<br>{r['labels_given']:,} hand labels", r["before_test_acc"]),
-              (f"retrained<br>+{r['accepted']:,} accepted pseudo-labels", r["after_test_acc"])]
+    given = f"{r['labels_given']:,} hand labels"
+    stages = [(f"MPL student<br>{given}", r["before_test_acc"], "#9aa5b1")]
+    if r.get("teacher_test_acc") is not None:
+        stages.append((f"MPL teacher<br>{given}", r["teacher_test_acc"], "#7f8c99"))
+    stages.append((f"retrained<br>+{r['accepted']:,} accepted pseudo-labels", r["after_test_acc"], "#4c78a8"))
     if r.get("after_review_test_acc") is not None:
-        stages.append((f"retrained<br>+{r['reviewed']} reviewed decisions", r["after_review_test_acc"]))
-    accs = [100 * a for _, a in stages]
-    fig = go.Figure(go.Bar(x=[name for name, _ in stages], y=accs, text=[f"{a:.1f}%" for a in accs],
-                           textposition="outside", marker_color=["#9aa5b1", "#4c78a8", "#2a9d8f"][:len(stages)]))
+        stages.append((f"retrained<br>+{r['reviewed']} reviewed decisions", r["after_review_test_acc"], "#2a9d8f"))
+    accs = [100 * a for _, a, _ in stages]
+    fig = go.Figure(go.Bar(x=[name for name, _, _ in stages], y=accs, text=[f"{a:.1f}%" for a in accs],
+                           textposition="outside", marker_color=[color for _, _, color in stages]))
     low = max(0.0, min(accs) - 10)
     fig.update_layout(title="Test accuracy at each stage of the demo", yaxis_title="test accuracy (%)",
                       yaxis_range=[low, min(100.0, max(accs) + 5)], height=360, margin=dict(t=50, b=10))

@@ -19,13 +19,15 @@ with st.form("retrain"):
                                help="supervised trains on the reviewed labels only; mpl/uda also use the rest")
     preset = c[1].selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick-demo"))
     starts = {"Scratch": {}}
-    if source is not None:
-        starts[f"Run {source['run_id']}'s student (fine-tune)"] = source["overrides"]
+    for role in ("teacher", "student") if source is not None else ():
+        if role in source["starts"]:
+            starts[f"Run {source['run_id']}'s {role} (fine-tune)"] = source["starts"][role]
     start = c[2].radio("Start from", list(starts), horizontal=True,
-                       help="Scratch is the most accurate (3× the preset's steps). Fine-tuning the student of the "
-                            "run that made the pseudo-labels (supervised rounds: the preset's steps at learning "
-                            "rate 0.02, with that run's model) takes about a third of the time and gave about "
-                            "half a point less (docs/results.md).")
+                       help="Scratch is the most accurate (3× the preset's steps). Fine-tuning a model of the run "
+                            "that made the pseudo-labels (supervised rounds: the preset's steps at learning rate "
+                            "0.02, with that run's model) takes about a third of the time and gave about a point "
+                            "less; an MPL run's teacher, ahead of its student at short budgets, about half a point "
+                            "more than its student (docs/results.md).")
     share = st.slider("Share of each batch from your labels", 0.0, 0.9, RETRAIN_TRUSTED_SHARE, 0.05,
                       help="The labels people gave (the given ones, your relabels and hand labels) are a few "
                            "hundred among tens of thousands of accepted pseudo-labels; this share of every "
@@ -35,7 +37,7 @@ with st.form("retrain"):
 if go:
     with ui.user_errors():
         if starts[start] and algorithm != "supervised":
-            raise MPLStudioError("fine-tuning the student is for supervised rounds (the one measured); choose "
+            raise MPLStudioError("fine-tuning a model is for supervised rounds (the one measured); choose "
                                  "supervised, or start from scratch")
         studio.start(name, "retrain", cfg=build_retrain_config(
             preset, algorithm=algorithm, trusted_share=share if algorithm == "supervised" else None, **starts[start]))

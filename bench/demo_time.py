@@ -77,7 +77,9 @@ def main() -> None:
         print(f"| {name} | {start:.0f} | {end - start:.0f} |")
     pct = {k: 100 * r[k] for k in ("before_test_acc", "after_test_acc", "est_precision", "est_low", "est_high",
                                    "true_precision")}
-    print(f"wall time {wall:.0f} s; test accuracy {pct['before_test_acc']:.2f}% -> {pct['after_test_acc']:.2f}%; "
+    teacher = r.get("teacher_test_acc")
+    print(f"wall time {wall:.0f} s; test accuracy {pct['before_test_acc']:.2f}% -> {pct['after_test_acc']:.2f}% "
+          f"(the MPL teacher: {'-' if teacher is None else f'{100 * teacher:.2f}%'}); "
           f"{r['accepted']:,} of {r['pseudo_labels']:,} pseudo-labels accepted at {r['threshold']:.3f}; precision "
           f"estimated {pct['est_precision']:.1f}% (90% interval {pct['est_low']:.1f}-{pct['est_high']:.1f}), "
           f"true {pct['true_precision']:.1f}%")

@@ -14,12 +14,14 @@ precision is 95% (as the demo does) -> then, from no decision each time, one of:
 labels the retrain uses beyond the given ones. The headline: test-accuracy points per 100 decisions.
 
 --round says which retrain: "scratch" (the preset's steps from scratch), "retrain" (the Rounds
-page's from scratch: build_retrain_config, 3x the steps), "finetune" (the demo's:
-the MPL student fine-tuned on the preset's steps) or "continue" (after review, the threshold-only
-round's model fine-tuned on --continue-steps: the demo's second round without a second full
-round). --trusted-share draws that share of each labeled batch from the labels people gave (the
-given ones and the reviewer's relabels and hand labels): a round among tens of thousands of
-accepted pseudo-labels otherwise sees each decision about once.
+page's from scratch: build_retrain_config, 3x the steps), "finetune" (the MPL student fine-tuned
+on the preset's steps), "finetune-teacher" (the demo's: the MPL teacher, the same way) or
+"continue" (after review, the threshold-only round's model fine-tuned on --continue-steps: the
+demo's second round without a second full round; it goes on from the finetune-teacher round
+where that is measured too, else from the finetune one). --trusted-share draws that share of each
+labeled batch from the labels people gave (the given ones and the reviewer's relabels and hand
+labels): a round among tens of thousands of accepted pseudo-labels otherwise sees each decision
+about once.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def round_config(args, kind: str, seed: int, share: float, init_from: str | None
     else:
         steps = args.continue_steps if kind == "continue" else None
         cfg = build_retrain_config(args.preset, fine_tune=True, algorithm="supervised", seed=seed, steps=steps,
-                                   init_from=init_from)
+                                   init_from=init_from, init_role="teacher" if kind == "finetune-teacher" else None)
     cfg.train.trusted_share = share
     return cfg
 
@@ -79,6 +81,11 @@ def round_config(args, kind: str, seed: int, share: float, init_from: str | None
 def first_share(args, share: float) -> float:
     """The trusted share of the threshold-only round that a "continue" round at `share` starts from."""
     return share if args.first_share is None else args.first_share
+
+
+def continued(args) -> str:
+    """The threshold-only round that a "continue" round goes on from."""
+    return "finetune-teacher" if "finetune-teacher" in args.round else "finetune"
 
 
 def retrain(ws, cfg) -> tuple[float, int]:
@@ -96,7 +103,8 @@ def one_seed(seed: int, args) -> list[dict]:
         assert st.state == "done", st.error
         assert start_pseudo_labeling(ws).join().state == "done"
         threshold = threshold_to_accept(threshold_index(ws), args.target)
-        print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}%, threshold {threshold:.3f}, "
+        print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}% (teacher "
+              f"{st.result['teacher_test_acc'] * 100:.2f}%), threshold {threshold:.3f}, "
               f"{time.time() - t0:.0f} s", flush=True)
         rng = np.random.default_rng(seed)
         first = {}  # (round, share) -> the threshold-only round's run, which "continue" starts from
@@ -118,17 +126,18 @@ def one_seed(seed: int, args) -> list[dict]:
                         if k == 0 and kind == "continue":
                             continue  # the threshold-only round is the finetune one it continues
                         start = None
-                        if kind == "finetune":
+                        if kind.startswith("finetune"):
                             start = str(ws.run_dir(st.run_id))
                         elif kind == "continue":  # from the threshold-only finetune round (K = 0)
-                            start = str(ws.run_dir(first[("finetune", first_share(args, share))]))
+                            start = str(ws.run_dir(first[(continued(args), first_share(args, share))]))
                         t1 = time.time()
                         acc, run = retrain(ws, round_config(args, kind, seed, share, start))
                         if k == 0:
                             first[(kind, share)] = run
                         out.append({"seed": seed, "strategy": strategy, "k": k, "round": kind, "share": share,
                                     "test_acc": acc, "precision": added_precision(ws),
-                                    "before": st.result["test_acc"], "seconds": time.time() - t1})
+                                    "before": st.result["test_acc"], "teacher": st.result["teacher_test_acc"],
+                                    "seconds": time.time() - t1})
                         print(f"  {strategy}, K={k}, {kind}, trusted share {share}: {acc * 100:.2f}% "
                               f"({time.time() - t1:.0f} s)", flush=True)
     return out
@@ -142,24 +151,27 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES[1:]), choices=STRATEGIES[1:])
     p.add_argument("--target", type=float, default=0.95, help="accept above the threshold estimated at this precision")
     p.add_argument("--mu", type=int, default=None, help="the MPL run's unlabeled images per labeled one")
-    p.add_argument("--round", nargs="+", default=["scratch"], choices=["scratch", "retrain", "finetune", "continue"])
+    p.add_argument("--round", nargs="+", default=["scratch"],
+                   choices=["scratch", "retrain", "finetune", "finetune-teacher", "continue"])
     p.add_argument("--trusted-share", type=float, nargs="+", default=[0.0])
     p.add_argument("--continue-steps", type=int, default=200)
     p.add_argument("--first-share", type=float, default=None,
                    help="the threshold-only round's trusted share, which continue rounds start from (default: each "
                         "share its own)")
     args = p.parse_args()
-    if "continue" in args.round and "finetune" not in args.round:
-        p.error("--round continue starts from the finetune round's model: give --round finetune continue")
+    if "continue" in args.round and not {"finetune", "finetune-teacher"} & set(args.round):
+        p.error("--round continue starts from a finetune round's model: give --round finetune-teacher continue")
     rows = [r for s in args.seeds for r in one_seed(s, args)]
     first = {(r["seed"], r["round"], r["share"]): r["test_acc"] for r in rows if r["k"] == 0}
 
     def base(r: dict) -> float:
         """The threshold-only round a row's gain counts from (a continue round: the one it started from)."""
-        return first[(r["seed"], "finetune" if r["round"] == "continue" else r["round"], first_share(args, r["share"]))]
+        kind = continued(args) if r["round"] == "continue" else r["round"]
+        return first[(r["seed"], kind, first_share(args, r["share"]))]
 
     print(f"\n{args.preset}, seeds {args.seeds}, accepted at an estimated {args.target:.0%}: MPL student "
-          f"{np.mean([r['before'] for r in rows if r['k'] == 0]) * 100:.2f}% before any retrain\n")
+          f"{np.mean([r['before'] for r in rows if r['k'] == 0]) * 100:.2f}% (its teacher "
+          f"{np.mean([r['teacher'] for r in rows if r['k'] == 0]) * 100:.2f}%) before any retrain\n")
     print("| strategy | K | round | trusted share | test accuracy after the round | labels added, precision "
           "| points per 100 decisions | seconds |")
     print("|---|---|---|---|---|---|---|---|")

@@ -11,6 +11,7 @@ FEEDBACK_SIGNS = ("derivation", "official", "off")
 VIEW_BATCHES = ("auto", "joint", "separate")
 LABELED_VIEWS = ("weak", "strong")
 PSEUDO_LABEL_VIEWS = ("weak", "strong")
+INIT_ROLES = ("student", "teacher")  # which model of an earlier run a round starts from
 TORCHVISION_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small",
                       "mobilenet_v3_large")  # engine/backbones.py
 MODEL_NAMES = ("cnn", "wrn-28-2") + TORCHVISION_MODELS
@@ -46,6 +47,8 @@ class ModelConfig:
     student_weights: str = ""  # "" = as `weights` (a file only where the student is the same model)
     init_from: str = ""  # a checkpoint of an earlier run: its student's weights start this run's student
     # (a retrain round that fine-tunes; the models must match). "" = weights as above
+    init_role: str = "student"  # which of init_from's models: "student", or "teacher" (an MPL run's; at short
+    # budgets it is well ahead of its student, docs/results.md "Rounds under the weak-view default")
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 28
@@ -153,6 +156,7 @@ class RunConfig:
         names = ", ".join(MODEL_NAMES)
         _check(m.name in ("auto", *MODEL_NAMES), f"model must be auto or one of {names}, not {m.name!r}")
         _check(m.student in ("", *MODEL_NAMES), f"student must be one of {names}, not {m.student!r}")
+        _check(m.init_role in INIT_ROLES, f"init_role must be one of {', '.join(INIT_ROLES)}, not {m.init_role!r}")
         _check(0.0 < t.pretrained_lr_scale <= 1.0, "pretrained_lr_scale must be in (0, 1]")
         _check(d.image_size == 0 or 16 <= d.image_size <= 512,
                f"image_size must be 0 (automatic) or 16 to 512 pixels, got {d.image_size}")
@@ -170,7 +174,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "seed": (("data", "seed"), ("train", "seed")),
     "model": (("model", "name"),), "width": (("model", "width"),), "student": (("model", "student"),),
     "weights": (("model", "weights"),), "student_weights": (("model", "student_weights"),),
-    "init_from": (("model", "init_from"),),
+    "init_from": (("model", "init_from"),), "init_role": (("model", "init_role"),),
     "pretrained_lr_scale": (("train", "pretrained_lr_scale"),), "image_size": (("data", "image_size"),),
     "algorithm": (("algorithm", "name"),), "threshold": (("algorithm", "threshold"),),
     "feedback_sign": (("algorithm", "feedback_sign"),), "feedback_baseline": (("algorithm", "feedback_baseline"),),

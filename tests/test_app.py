@@ -101,7 +101,7 @@ def test_the_page_buttons_decide_the_tiles_on_show_as_they_were_drawn(reviewed_r
     assert counts(reviewed_root) == {"pending": 16, "accept": 2, "reject": 22, "relabel": 0, "manual": 0}
 
 
-def test_a_retrain_round_can_fine_tune_the_student_of_the_run_that_made_the_pseudo_labels(reviewed_root):
+def test_a_retrain_round_can_fine_tune_the_student_or_teacher_of_the_run_that_made_the_pseudo_labels(reviewed_root):
     from ui import get_studio
     at = app("app_pages/rounds.py", reviewed_root).run()
     next(s for s in at.selectbox if s.label == "Preset").set_value("smoke")
@@ -115,8 +115,18 @@ def test_a_retrain_round_can_fine_tune_the_student_of_the_run_that_made_the_pseu
     start = Path(run["config"]["model"]["init_from"])
     assert run["kind"] == "retrain" and start.is_absolute() and start.name == Path(first["checkpoint"]).name
     assert run["config"]["model"]["width"] == first["config"]["model"]["width"]  # the same model as run 1's
-    assert run["config"]["train"]["lr"] == FINETUNE_ROUND_LR
+    assert run["config"]["train"]["lr"] == FINETUNE_ROUND_LR and run["config"]["model"]["init_role"] == "student"
     at = app("app_pages/rounds.py", reviewed_root).run()  # the job is over: Start is enabled again
+    assert at.radio[0].options == ["Scratch", "Run 1's teacher (fine-tune)", "Run 1's student (fine-tune)"]
+    next(s for s in at.selectbox if s.label == "Preset").set_value("smoke")
+    at.radio[0].set_value("Run 1's teacher (fine-tune)")  # run 1 is an MPL run: its teacher can start a round
+    next(b for b in at.button if b.label == "Start a retrain round").click().run()
+    assert not at.exception and not at.error
+    assert get_studio().job("tiny").join(120).state == "done"
+    run = get_studio().runs("tiny")[-1]
+    assert Path(run["config"]["model"]["init_from"]).name == Path(first["checkpoint"]).name
+    assert run["config"]["model"]["init_role"] == "teacher"
+    at = app("app_pages/rounds.py", reviewed_root).run()
     next(s for s in at.selectbox if s.label == "Algorithm").set_value("uda")
     at.radio[0].set_value("Run 1's student (fine-tune)")
     next(b for b in at.button if b.label == "Start a retrain round").click().run()
@@ -236,7 +246,7 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
-    for key in ("before_test_acc", "after_test_acc", "after_review_test_acc"):
+    for key in ("before_test_acc", "teacher_test_acc", "after_test_acc", "after_review_test_acc"):
         assert f"{100 * r[key]:.1f}%" in chart  # the chart's bars are the same numbers
     runs = studio.runs("demo")  # Studio.start's demo fine-tunes by default, as the Home page's: the MPL
     # student, then (no review round given: the retrain's config again) the retrain's model

@@ -5,6 +5,7 @@ from mpl_core.errors import MPLStudioError
 from mpl_core.presets import (
     DEMO_MU,
     DEMO_REVIEW_STEPS,
+    DEMO_START_ROLE,
     FINETUNE_ROUND_LR,
     PRESETS,
     RETRAIN_STEPS_FACTOR,
@@ -80,6 +81,11 @@ def test_a_round_that_fine_tunes_keeps_the_preset_steps_at_its_own_rate():
     assert build_retrain_config("quick-demo", algorithm="supervised", init_from="r", lr=0.1).train.lr == 0.1
     args = build_parser().parse_args(["retrain", "--workspace", "w", "--preset", "quick-demo", "--init-from", "r"])
     assert config_from_args(args, build_retrain_config).train.lr == FINETUNE_ROUND_LR
+    assert config_from_args(args, build_retrain_config).model.init_role == "student"  # the default
+    args = build_parser().parse_args(["retrain", "--workspace", "w", "--init-from", "r", "--init-role", "teacher"])
+    assert config_from_args(args, build_retrain_config).model.init_role == "teacher"
+    with pytest.raises(MPLStudioError, match="init_role must be one of student, teacher"):
+        build_retrain_config("quick-demo", algorithm="supervised", init_from="r", init_role="ema")
 
 
 def test_the_demo_plan_halves_mu_and_fine_tunes_on_the_preset_steps():
@@ -88,6 +94,9 @@ def test_the_demo_plan_halves_mu_and_fine_tunes_on_the_preset_steps():
     assert plan.train.algorithm.name == "mpl" and plan.retrain.algorithm.name == "supervised" and plan.fine_tune
     assert plan.retrain.train.steps == PRESETS["quick-demo"]["train"]["steps"]
     assert plan.retrain.train.lr == FINETUNE_ROUND_LR and plan.train.train.seed == plan.retrain.train.seed == 3
+    # the retrain fine-tunes the MPL teacher; the review round goes on from the retrain's own model
+    assert (plan.retrain.model.init_role, plan.review.model.init_role) == (DEMO_START_ROLE, "student") == \
+        ("teacher", "student")
     assert plan.start_args()["fine_tune"] is True
     # the review round goes on from the retrain for fewer steps; both draw half their batches from people's labels
     assert plan.start_args()["review_cfg"] is plan.review and plan.review.train.steps == DEMO_REVIEW_STEPS
@@ -110,10 +119,13 @@ def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_work
     from mpl_core.service.work import start_demo
     plan = demo_plan()
     plan.retrain.model.width = plan.train.model.width * 2
-    with pytest.raises(MPLStudioError, match="retrain model to be the student's"):
+    with pytest.raises(MPLStudioError, match="retrain model to be the teacher's"):
         start_demo(tiny_workspace, plan.train, plan.retrain, fine_tune=True)
     plan = demo_plan()
     plan.review.model.width = plan.train.model.width * 2  # the review round's model too
+    with pytest.raises(MPLStudioError, match="retrain model to be the teacher's"):
+        start_demo(tiny_workspace, plan.train, plan.retrain, review_cfg=plan.review, fine_tune=True)
+    plan.retrain.model.init_role = "student"
     with pytest.raises(MPLStudioError, match="retrain model to be the student's"):
         start_demo(tiny_workspace, plan.train, plan.retrain, review_cfg=plan.review, fine_tune=True)
     assert tiny_workspace.store.runs() == []

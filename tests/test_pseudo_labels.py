@@ -180,7 +180,7 @@ def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_h
     ws = create_workspace("demo", DataConfig(max_unlabeled=400), tmp_path)
     cfg = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
                     train=TrainConfig(steps=20, finetune_steps=5, eval_every=0, batch_size=16, mu=2, device="cpu"))
-    retrain = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+    retrain = RunConfig(model=ModelConfig(width=4, init_role="teacher"), algorithm=AlgorithmConfig(name="supervised"),
                         train=TrainConfig(steps=20, eval_every=0, batch_size=16, device="cpu"))
     review = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
                        train=TrainConfig(steps=10, eval_every=0, batch_size=16, device="cpu", trusted_share=0.5))
@@ -189,9 +189,11 @@ def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_h
     r = status.result
     runs = ws.store.runs()
     assert [x["kind"] for x in runs] == ["train", "retrain", "retrain"]
-    student, retrained = (str(latest_checkpoint(ws.run_dir(x["id"])).resolve()) for x in runs[:2])
-    # the retrain fine-tunes the MPL student, the review round goes on from the retrain's model
-    assert [x["config"]["model"]["init_from"] for x in runs[1:]] == [student, retrained]
+    mpl, retrained = (str(latest_checkpoint(ws.run_dir(x["id"])).resolve()) for x in runs[:2])
+    # the retrain fine-tunes the MPL teacher, the review round goes on from the retrain's model
+    assert [x["config"]["model"]["init_from"] for x in runs[1:]] == [mpl, retrained]
+    assert [x["config"]["model"]["init_role"] for x in runs[1:]] == ["teacher", "student"]
+    assert r["teacher_test_acc"] == runs[0]["metrics"]["teacher_test_acc"]  # the story's teacher is run 1's
     assert runs[2]["config"]["train"]["steps"] == 10 and runs[2]["config"]["train"]["trusted_share"] == 0.5
     pending_before = r["pseudo_labels"] - r["accepted"]
     assert r["reviewed"] == min(DEMO_REVIEW, pending_before) and 0 <= r["review_relabeled"] <= r["reviewed"]

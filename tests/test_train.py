@@ -218,6 +218,24 @@ def test_a_run_can_start_from_an_earlier_runs_student(tiny_dataset, tmp_path):
     assert not torch.allclose(student.state_dict()[convs[0]], scratch.state_dict()[convs[0]])
 
 
+def test_a_run_can_start_from_an_earlier_mpl_runs_teacher(tiny_dataset, tmp_path):
+    cfg = tiny_config("mpl")
+    split = make_split(tiny_dataset, cfg.data)
+    first = train(cfg, tiny_dataset, split, out_dir=tmp_path / "mpl")
+    teacher, _ = load_model(first.checkpoint, "teacher")
+    student, _ = load_model(first.checkpoint, "student")
+    cfg2 = tiny_config("supervised", steps=1, lr=1e-9, ema_decay=0)  # a step too small to move the weights
+    cfg2.model.init_from, cfg2.model.init_role = str(first.checkpoint), "teacher"
+    tuned, info = load_model(train(cfg2, tiny_dataset, split, out_dir=tmp_path / "round").checkpoint)
+    convs = [k for k, v in teacher.named_parameters() if v.ndim == 4]
+    assert convs and all(torch.allclose(teacher.state_dict()[k], tuned.state_dict()[k], atol=1e-6) for k in convs)
+    assert not torch.allclose(student.state_dict()[convs[0]], tuned.state_dict()[convs[0]])
+    assert info["model"]["init_role"] == "teacher"  # the run's record says which model it started from
+    cfg2.model.init_from = str(tmp_path / "round")  # a supervised run has no teacher to start from
+    with pytest.raises(MPLStudioError, match="has no teacher model"):
+        train(cfg2, tiny_dataset, split, out_dir=tmp_path / "again")
+
+
 def test_starting_from_another_model_is_a_clear_error(tiny_dataset, tmp_path):
     cfg = tiny_config("supervised")
     split = make_split(tiny_dataset, cfg.data)

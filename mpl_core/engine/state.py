@@ -95,7 +95,7 @@ def init_state(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, ran
     """Fresh models and generators. Every rank builds the same weights; each draws its own batches
     and augmentations (seeds offset by rank; rank 0's are those of a single-process run).
     pretrained: load torchvision models' weights (False when a checkpoint will be restored).
-    start: an earlier run's student (read_student) that this run's student starts from."""
+    start: an earlier run's model (read_start) that this run's student starts from."""
     t = cfg.train
     # Seeded weight init without touching the caller's global RNG; later draws use the generators below.
     with torch.random.fork_rng(devices=[]):
@@ -258,21 +258,24 @@ def load_model(path: str | Path, which: str = "student", device: str | torch.dev
     return model.to(device, memory_format=torch.channels_last).eval(), info
 
 
-def read_student(path: str | Path) -> tuple[dict, dict]:
-    """(state dict, its checkpoint's model description) of the student saved at path (EMA weights
-    if kept; a folder means its newest checkpoint): for a run that fine-tunes an earlier run's."""
+def read_start(path: str | Path, which: str = "student") -> tuple[dict, dict]:
+    """(state dict, its checkpoint's model description) of the student (EMA weights if kept) or the
+    teacher saved at path (a folder means its newest checkpoint): for a run that fine-tunes an
+    earlier run's model."""
     path = checkpoint_file(path)
     tensors, info = ckpt.load_checkpoint(path)
-    return _saved_model(tensors, info, "student", path), {"file": path.name, **info["model"]}
+    model = info["model"]
+    name = model["name"] if which == "teacher" else model.get("student") or model["name"]
+    return _saved_model(tensors, info, which, path), {"file": path.name, "which": which, **model, "name": name}
 
 
 def load_student(model: nn.Module, start: tuple[dict, dict]) -> None:
-    """Load read_student's weights into a fresh model of this run."""
+    """Load read_start's weights into a fresh student of this run."""
     state, was = start
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # other layers or shapes: another model, width or number of classes
-        raise MPLStudioError(f"{was['file']} holds a {was.get('student') or was['name']} of width {was.get('width')} "
+        raise MPLStudioError(f"{was['file']} holds a {was['which']} {was['name']} of width {was.get('width')} "
                              f"for {was['num_classes']} classes, which does not fit this run's model; start it "
                              "from scratch or with the same model") from exc
 

@@ -41,7 +41,7 @@ from mpl_core.engine.state import (
     finetune_learner,
     init_state,
     load_resume_state,
-    read_student,
+    read_start,
     restore_state,
 )
 from mpl_core.errors import MPLStudioError
@@ -203,13 +203,14 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
 # --- the loop's helpers --------------------------------------------------------------------------
 
 def _student_start(model_cfg: ModelConfig, ctx) -> tuple[dict, dict] | None:
-    """The earlier run's student that init_from names, read by rank 0 and sent to the others (as a
-    checkpoint to resume is): only rank 0 needs the file."""
+    """The earlier run's student or teacher (init_role) that init_from names, read by rank 0 and sent
+    to the others (as a checkpoint to resume is): only rank 0 needs the file."""
     if not model_cfg.init_from:
         return None
     if ctx is None:
-        return read_student(model_cfg.init_from)
-    return dist_.broadcast_object(read_student(model_cfg.init_from) if ctx.is_main else None, ctx)
+        return read_start(model_cfg.init_from, model_cfg.init_role)
+    return dist_.broadcast_object(read_start(model_cfg.init_from, model_cfg.init_role) if ctx.is_main else None,
+                                  ctx)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from mpl_core.config import (
     ALGORITHMS,
     EXPORT_FORMATS,
     FEEDBACK_SIGNS,
+    INIT_ROLES,
     OVERRIDES,
     PSEUDO_LABEL_VIEWS,
     VIEW_BATCHES,
@@ -135,6 +136,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--student-weights", default=None, help="the student's, where it is another model")
     t.add_argument("--init-from", default=None, help="a checkpoint (or the folder a run wrote to) whose student "
                    "starts this run's student: fine-tune it instead of training from scratch (same model)")
+    t.add_argument("--init-role", choices=INIT_ROLES, default=None,
+                   help="which model of --init-from: student (default) or teacher (an MPL run's)")
     t.add_argument("--pretrained-lr-scale", type=float, default=None,
                    help="learning rate of a pretrained body relative to its new head (default 0.1)")
     t.add_argument("--image-size", type=int, default=None,

@@ -188,8 +188,9 @@ class Studio:
         return int(metrics.get("labels_accepted", 0)) + int(metrics.get("labels_human", 0))
 
     def fine_tune_source(self, name: str) -> dict | None:
-        """{"run_id", "overrides"}: the settings with which a retrain round fine-tunes the student of
-        the run that made the newest pseudo-labels (see work.fine_tune_source), or None."""
+        """{"run_id", "starts": {"student", "teacher"}}: the settings with which a retrain round
+        fine-tunes a model of the run that made the newest pseudo-labels (see work.fine_tune_source),
+        or None."""
         return work.fine_tune_source(self.open(name))
 
     def outside_job(self, name: str) -> dict | None:

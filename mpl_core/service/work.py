@@ -103,15 +103,19 @@ def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
     """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
     precision reaches target_precision -> retrain (retrain_cfg); on a built-in dataset then a
     simulated reviewer's DEMO_REVIEW decisions -> a review round (review_cfg; retrain_cfg where
-    None). With fine_tune, the retrain starts from the MPL student's weights and the review round
-    from the retrain's. The result tells the story in numbers."""
+    None). With fine_tune, the retrain starts from the MPL run's student or teacher (its
+    model.init_role) and the review round from the retrain's model. The result tells the story in
+    numbers."""
+    review_cfg = review_cfg or retrain_cfg
+    review_cfg = dataclasses.replace(review_cfg, model=dataclasses.replace(review_cfg.model, init_role="student"))
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
-            _retrain_config(ws, retrain_cfg), _retrain_config(ws, review_cfg or retrain_cfg)]
-    student = cfgs[0].model
+            _retrain_config(ws, retrain_cfg), _retrain_config(ws, review_cfg)]
+    mpl, role = cfgs[0].model, cfgs[1].model.init_role
+    start = (mpl.name if role == "teacher" else mpl.student or mpl.name, mpl.width)
     for cfg in cfgs[1:] if fine_tune else []:  # checked before minutes of MPL
-        if (student.student or student.name, student.width) != (cfg.model.name, cfg.model.width):
-            raise MPLStudioError("a demo that fine-tunes the MPL student needs its retrain model to be the "
-                                 f"student's: {student.student or student.name} of width {student.width}")
+        if start != (cfg.model.name, cfg.model.width):
+            raise MPLStudioError(f"a demo that fine-tunes the MPL {role} needs its retrain model to be the "
+                                 f"{role}'s: {start[0]} of width {start[1]}")
     return TrainingJob(ws, "demo", _demo_work(cfgs, target_precision, who, fine_tune),
                        on_progress=on_progress, nice=nice).start()
 
@@ -125,9 +129,10 @@ def _retrain_config(ws: Workspace, cfg: RunConfig) -> RunConfig:
 
 
 def fine_tune_source(ws: Workspace) -> dict | None:
-    """What a retrain round needs to fine-tune the student of the run that made the newest
-    pseudo-labels: {"run_id", "overrides"} (its newest checkpoint and the student's model, as that
-    checkpoint records it), or None before the first round or without a checkpoint."""
+    """What a retrain round needs to fine-tune a model of the run that made the newest pseudo-labels:
+    {"run_id", "starts": {"student": overrides, "teacher": overrides}} (its newest checkpoint and
+    that model, as the checkpoint records it; "teacher" only where the run has one), or None before
+    the first round or without a checkpoint."""
     rounds = ws.store.rounds()
     if not rounds:
         return None
@@ -135,9 +140,14 @@ def fine_tune_source(ws: Workspace) -> dict | None:
     path = latest_checkpoint(ws.run_dir(run_id))
     if path is None:
         return None
-    model = read_info(path)["model"]
-    return {"run_id": run_id, "overrides": {"init_from": str(path.resolve()), "model": model.get("student") or
-                                             model["name"], "width": model["width"], "weights": model["weights"]}}
+    info = read_info(path)
+    model = info["model"]
+    student = {"init_from": str(path.resolve()), "init_role": "student", "model": model.get("student") or
+               model["name"], "width": model["width"], "weights": model["weights"]}
+    starts = {"student": student}
+    if get_algorithm(info["config"]["algorithm"]["name"]).teacher:
+        starts["teacher"] = {**student, "init_role": "teacher", "model": model["name"]}
+    return {"run_id": run_id, "starts": starts}
 
 
 def _with_init_file(cfg: RunConfig) -> RunConfig:
@@ -303,10 +313,11 @@ def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
         trained = _train_work(train_cfg)(job)
         if not trained["completed"]:
             return trained
-        story.update(before_test_acc=trained.get("test_acc"), train_run=job.run_id,
+        story.update(before_test_acc=trained.get("test_acc"), teacher_test_acc=trained.get("teacher_test_acc"),
+                     train_run=job.run_id,
                      labels_given=trained["labels_used"])
         if fine_tune:
-            retrain_cfg = _from_student_of(retrain_cfg, ws.run_dir(job.run_id))
+            retrain_cfg = _start_from(retrain_cfg, ws.run_dir(job.run_id))
         phase(2, "pseudo-labeling the unlabeled pool")
         labeled = _pseudo_label_work(job.run_id, "auto")(job)
         story.update(round=labeled["round"], pseudo_labels=labeled["count"])
@@ -332,7 +343,7 @@ def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
             story.update(reviewed=sum(review.values()), review_relabeled=review["relabeled"])
             if story["reviewed"]:  # nothing left pending: the first retrain is the answer
                 if fine_tune:  # the retrain's model goes on learning, now from the decisions too
-                    review_cfg = _from_student_of(review_cfg, ws.run_dir(story["retrain_run"]))
+                    review_cfg = _start_from(review_cfg, ws.run_dir(story["retrain_run"]))
                 retrained = _demo_retrain(job, review_cfg)
                 story.update(after_review_test_acc=retrained.get("test_acc"), review_run=job.run_id,
                              completed=retrained["completed"])
@@ -341,8 +352,8 @@ def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
     return work
 
 
-def _from_student_of(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    """cfg starting from the student in the run's newest checkpoint (the same model)."""
+def _start_from(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """cfg starting from the model (cfg.model.init_role) in the run's newest checkpoint (the same model)."""
     return _with_init_file(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=str(run_dir))))
 
 
