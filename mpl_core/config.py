@@ -45,8 +45,8 @@ class ModelConfig:
     weights: str = "imagenet"  # torchvision models: "imagenet" (torchvision's, cached in data/weights/),
     # "none" (from scratch) or the path of a .safetensors / torch.save file
     student_weights: str = ""  # "" = as `weights` (a file only where the student is the same model)
-    init_from: str = ""  # a checkpoint of an earlier run: its student's weights start this run's student
-    # (a retrain round that fine-tunes; the models must match). "" = weights as above
+    init_from: str = ""  # a checkpoint of an earlier run: its student's (or teacher's, init_role) weights
+    # start this run's student (a retrain round that fine-tunes; the models must match). "" = weights as above
     init_role: str = "student"  # which of init_from's models: "student", or "teacher" (an MPL run's; at short
     # budgets it is well ahead of its student, docs/results.md "Rounds under the weak-view default")
     num_classes: int = 10

@@ -135,7 +135,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
                    "data/weights/), none, or a .safetensors / torch.save file")
     t.add_argument("--student-weights", default=None, help="the student's, where it is another model")
     t.add_argument("--init-from", default=None, help="a checkpoint (or the folder a run wrote to) whose student "
-                   "starts this run's student: fine-tune it instead of training from scratch (same model)")
+                   "(or teacher: --init-role) starts this run's student: fine-tune it instead of training from "
+                   "scratch (same model)")
     t.add_argument("--init-role", choices=INIT_ROLES, default=None,
                    help="which model of --init-from: student (default) or teacher (an MPL run's)")
     t.add_argument("--pretrained-lr-scale", type=float, default=None,
