@@ -71,7 +71,7 @@ def round_config(args, kind: str, seed: int, share: float, init_from: str | None
     elif kind == "retrain":
         cfg = build_retrain_config(args.preset, fine_tune=False, algorithm="supervised", seed=seed)
     else:
-        steps = args.continue_steps if kind == "continue" else None
+        steps = args.continue_steps if kind == "continue" else args.finetune_steps
         cfg = build_retrain_config(args.preset, fine_tune=True, algorithm="supervised", seed=seed, steps=steps,
                                    init_from=init_from, init_role="teacher" if kind == "finetune-teacher" else None)
     cfg.train.trusted_share = share
@@ -155,6 +155,7 @@ def main() -> None:
                    choices=["scratch", "retrain", "finetune", "finetune-teacher", "continue"])
     p.add_argument("--trusted-share", type=float, nargs="+", default=[0.0])
     p.add_argument("--continue-steps", type=int, default=200)
+    p.add_argument("--finetune-steps", type=int, default=None, help="finetune rounds' steps (default: the preset's)")
     p.add_argument("--first-share", type=float, default=None,
                    help="the threshold-only round's trusted share, which continue rounds start from (default: each "
                         "share its own)")
