@@ -25,7 +25,7 @@ from mpl_core.engine import checkpoint as ckpt
 from mpl_core.engine import distributed as dist_
 from mpl_core.engine.algorithms import FeedbackState, Learner, get_algorithm
 from mpl_core.engine.ema import ModelEMA
-from mpl_core.engine.models import build_model
+from mpl_core.engine.models import build_model, role_model
 from mpl_core.errors import MPLStudioError
 
 
@@ -249,9 +249,7 @@ def _device_of(state: TrainState) -> torch.device:
 def load_model(path: str | Path, which: str = "student", device: str | torch.device = "cpu"):
     """(model, info) from a checkpoint; which = "student" (EMA weights if kept), "teacher"."""
     tensors, info = ckpt.load_checkpoint(path)
-    model_cfg = ModelConfig(**{**info["model"], "mean": tuple(info["model"]["mean"]),
-                               "std": tuple(info["model"]["std"])})
-    model = build_model(model_cfg, role="teacher" if which == "teacher" else "student")
+    model = build_model(saved_model_config(info), role="teacher" if which == "teacher" else "student")
     model.load_state_dict(_saved_model(tensors, info, which, path))
     # channels_last as in training: the inputs arrive in it, and a model in the default layout
     # converts every activation (pseudo-labeling 59,400 Fashion-MNIST images: 28 s against 16-17 s)
@@ -264,9 +262,15 @@ def read_start(path: str | Path, which: str = "student") -> tuple[dict, dict]:
     earlier run's model."""
     path = checkpoint_file(path)
     tensors, info = ckpt.load_checkpoint(path)
-    model = info["model"]
-    name = model["name"] if which == "teacher" else model.get("student") or model["name"]
-    return _saved_model(tensors, info, which, path), {"file": path.name, "which": which, **model, "name": name}
+    name, _ = role_model(saved_model_config(info), which)
+    return _saved_model(tensors, info, which, path), {"file": path.name, "which": which, **info["model"],
+                                                      "name": name}
+
+
+def saved_model_config(info: dict) -> ModelConfig:
+    """The ModelConfig a checkpoint's info records (its teacher's and student's models)."""
+    m = info["model"]
+    return ModelConfig(**{**m, "mean": tuple(m["mean"]), "std": tuple(m["std"])})
 
 
 def load_student(model: nn.Module, start: tuple[dict, dict]) -> None:

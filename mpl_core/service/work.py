@@ -24,8 +24,9 @@ from mpl_core.engine import distributed as dist_
 from mpl_core.engine.algorithms import get_algorithm
 from mpl_core.engine.checkpoint import latest_checkpoint, read_info
 from mpl_core.engine.defaults import for_device
+from mpl_core.engine.models import role_model
 from mpl_core.engine.predict import pool_probabilities, predict_pool
-from mpl_core.engine.state import checkpoint_file, load_model
+from mpl_core.engine.state import checkpoint_file, load_model, saved_model_config
 from mpl_core.engine.train import Progress, device_label, pick_device, train
 from mpl_core.errors import MPLStudioError
 from mpl_core.presets import DEMO_TARGET_PRECISION
@@ -110,10 +111,10 @@ def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
     review_cfg = dataclasses.replace(review_cfg, model=dataclasses.replace(review_cfg.model, init_role="student"))
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
             _retrain_config(ws, retrain_cfg), _retrain_config(ws, review_cfg)]
-    mpl, role = cfgs[0].model, cfgs[1].model.init_role
-    start = (mpl.name if role == "teacher" else mpl.student or mpl.name, mpl.width)
+    role = cfgs[1].model.init_role
+    start = (role_model(cfgs[0].model, role)[0], cfgs[0].model.width)
     for cfg in cfgs[1:] if fine_tune else []:  # checked before minutes of MPL
-        if start != (cfg.model.name, cfg.model.width):
+        if start != (role_model(cfg.model, "student")[0], cfg.model.width):
             raise MPLStudioError(f"a demo that fine-tunes the MPL {role} needs its retrain model to be the "
                                  f"{role}'s: {start[0]} of width {start[1]}")
     return TrainingJob(ws, "demo", _demo_work(cfgs, target_precision, who, fine_tune),
@@ -141,12 +142,12 @@ def fine_tune_source(ws: Workspace) -> dict | None:
     if path is None:
         return None
     info = read_info(path)
-    model = info["model"]
-    student = {"init_from": str(path.resolve()), "init_role": "student", "model": model.get("student") or
-               model["name"], "width": model["width"], "weights": model["weights"]}
+    model = saved_model_config(info)
+    student = {"init_from": str(path.resolve()), "init_role": "student", "model": role_model(model, "student")[0],
+               "width": model.width, "weights": model.weights}
     starts = {"student": student}
     if get_algorithm(info["config"]["algorithm"]["name"]).teacher:
-        starts["teacher"] = {**student, "init_role": "teacher", "model": model["name"]}
+        starts["teacher"] = {**student, "init_role": "teacher", "model": role_model(model, "teacher")[0]}
     return {"run_id": run_id, "starts": starts}
 
 
