@@ -1,17 +1,17 @@
 """What review is worth: a retrain round after accepting above the threshold, with and without K
 decisions of a simulated reviewer (an oracle that answers with Fashion-MNIST's hidden labels).
 
-    python bench/review_value.py                                  # seeds 0 1 2, K = 50 100 200 500
-    python bench/review_value.py --seeds 0 --k 100 500            # a shorter run
-    python bench/review_value.py --k 100 --strategies "likely mistakes first" --target 0.9 --mu 2 \
-        --round finetune continue --trusted-share 0 0.25 0.5     # the demo's kind of round, and weighting
+    python bench/review_value.py --mu 2                           # seeds 0 1 2, K = 50 100 200 500
+    python bench/review_value.py --mu 2 --seeds 0 --k 100 500     # a shorter run
+    python bench/review_value.py --mu 2 --k 100 --strategies "likely mistakes first" \
+        --round finetune-teacher continue --trusted-share 0 0.25 0.5  # the demo's kind of round, and weighting
 
-Per seed: MPL (quick-demo) -> pseudo-labels -> accept what passes the threshold whose estimated
-precision is 95% (as the demo does) -> then, from no decision each time, one of:
+Per seed: MPL (quick-demo) -> pseudo-labels -> accept what passes the threshold whose
+estimated precision is --target (90%, as the demo does) -> then, from no decision each time, one of:
   threshold only | + K in "closest to the threshold" order | + K in "likely mistakes first" order
   | + K hand labels from the labeling queue | + K random pending pseudo-labels
--> a supervised class-balanced retrain (quick-demo) -> test accuracy, and the precision of the
-labels the retrain uses beyond the given ones. The headline: test-accuracy points per 100 decisions.
+-> a supervised class-balanced retrain round (by default the Rounds page's) -> test accuracy, and
+the precision of the labels the round uses beyond the given ones. The headline: test-accuracy points per 100 decisions.
 
 --round says which retrain: "scratch" (the preset's steps from scratch), "retrain" (the Rounds
 page's from scratch: build_retrain_config, 3x the steps), "finetune" (the MPL student fine-tuned
@@ -36,7 +36,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpl_core.config import DataConfig  # noqa: E402
-from mpl_core.presets import build_retrain_config, build_run_config  # noqa: E402
+from mpl_core.presets import (  # noqa: E402
+    DEMO_MU,
+    DEMO_TARGET_PRECISION,
+    RETRAIN_TRUSTED_SHARE,
+    build_retrain_config,
+    build_run_config,
+)
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training  # noqa: E402
 from mpl_core.workspace.calibration import threshold_to_accept  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
@@ -149,11 +155,14 @@ def main() -> None:
     p.add_argument("--k", type=int, nargs="+", default=[50, 100, 200, 500])
     p.add_argument("--preset", default="quick-demo")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES[1:]), choices=STRATEGIES[1:])
-    p.add_argument("--target", type=float, default=0.95, help="accept above the threshold estimated at this precision")
-    p.add_argument("--mu", type=int, default=None, help="the MPL run's unlabeled images per labeled one")
-    p.add_argument("--round", nargs="+", default=["scratch"],
-                   choices=["scratch", "retrain", "finetune", "finetune-teacher", "continue"])
-    p.add_argument("--trusted-share", type=float, nargs="+", default=[0.0])
+    p.add_argument("--target", type=float, default=DEMO_TARGET_PRECISION,
+                   help="accept above the threshold estimated at this precision (default: the demo's)")
+    p.add_argument("--mu", type=int, default=None,
+                   help=f"the MPL run's unlabeled images per labeled one (default: the preset's; the demo: {DEMO_MU})")
+    p.add_argument("--round", nargs="+", default=["retrain"],
+                   choices=["scratch", "retrain", "finetune", "finetune-teacher", "continue"],
+                   help="default: the Rounds page's default round")
+    p.add_argument("--trusted-share", type=float, nargs="+", default=[RETRAIN_TRUSTED_SHARE])
     p.add_argument("--continue-steps", type=int, default=200)
     p.add_argument("--finetune-steps", type=int, default=None, help="finetune rounds' steps (default: the preset's)")
     p.add_argument("--first-share", type=float, default=None,
