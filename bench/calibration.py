@@ -10,7 +10,11 @@ default for several seeds) it also scores the alternatives over every (seed, thr
 thresholds 0.50 to 0.99: isotonic regression (the former estimate), temperature scaling and
 Kumar et al.'s scaling-binning ("Verified uncertainty calibration", 2019), each with a bootstrap
 interval over the validation split, Bayesian histogram binning weighted by the pool's
-confidences, and the app's count of validation images with a Jeffreys interval. Per class too.
+confidences, PPI++ (prediction-powered inference, power-tuned) and the app's count of validation
+images with a Jeffreys interval. Per class too.
+
+With --repeat, it scores the intervals over --draws validation sets drawn from the pool at every
+threshold: one seed's split is one draw, so 3 seeds' coverage swings with the luck of 3 draws.
 
 With --choice, it also checks the demo's choice of threshold: the lowest whose estimate reaches
 --target. That choice favours thresholds whose few validation images happened to be right (a
@@ -279,6 +283,43 @@ def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None
               f"| {np.mean(r[ok, 1]) * 100:.1f}% | {np.mean(r[ok, 3] - r[ok, 2]) * 100:.1f} points |")
 
 
+def repeated(seeds: list[dict], draws: int, per_class: int) -> None:
+    """How often each estimator's interval holds the truth over many validation sets, not the one a
+    seed happened to draw: validation sets of `per_class` a class drawn from the pool (whose hidden
+    labels the bench knows), each scored at every threshold. One seed's split gives one draw, and its
+    50 thresholds share it, so 3 seeds' coverage swings by several points with the luck of 3 draws."""
+    rows: dict[str, list] = {"count + Jeffreys (the app's)": [], "PPI++ on the confidence": []}
+    for d in seeds:
+        rng = np.random.default_rng(2)
+        pc, pl, truth = d["pool_conf"], d["pool_label"], d["truth"]
+        ok = pl == truth
+        passing = [pc >= t for t in SCORED]
+        true = [float(ok[m].mean()) for m in passing]
+        for _ in range(draws):
+            drawn = np.concatenate([rng.choice(np.nonzero(truth == c)[0], per_class, replace=False)
+                                    for c in range(int(truth.max()) + 1)])
+            vc, vok = pc[drawn], ok[drawn]
+            for t, m, tp in zip(SCORED, passing, true):
+                vm = vc >= t
+                n = int(vm.sum())
+                rows["count + Jeffreys (the app's)"].append((t, n, tp, *precision_interval(int(vok[vm].sum()), n)))
+                rows["PPI++ on the confidence"].append((t, n, tp, *ppi(vok[vm], vc[vm], pc[m])))
+    print(f"\n## Intervals over {draws} validation sets of {per_class} a class drawn from the pool, per seed, "
+          f"{len(seeds)} seed(s), thresholds {SCORED[0]:.2f}-{SCORED[-1]:.2f}\n")
+    print("| estimator | truth inside the 90% interval | thresholds < 0.9 | thresholds >= 0.9 | mean width "
+          "| within 2 points where >= 200 validation images pass | mean error there |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        r = np.asarray(r, dtype=float)  # threshold, n_val, true, est, lo, hi
+        r = r[~np.isnan(r[:, 3])]
+        inside = (r[:, 2] >= r[:, 4]) & (r[:, 2] <= r[:, 5])
+        high, big = r[:, 0] >= 0.9, r[:, 1] >= 200
+        err = np.abs(r[big, 3] - r[big, 2]) * 100
+        print(f"| {name} | {inside.mean() * 100:.1f}% of {len(r):,} | {inside[~high].mean() * 100:.1f}% "
+              f"| {inside[high].mean() * 100:.1f}% | {np.mean(r[:, 5] - r[:, 4]) * 100:.1f} points "
+              f"| {(err <= 2).mean() * 100:.1f}% of {big.sum():,} | {err.mean():.2f} points |")
+
+
 def _index(pool_label, pool_conf, k: int, val_rows: np.ndarray, truth: np.ndarray) -> ThresholdIndex:
     """The app's index over the pool, with pool rows standing in for the validation split."""
     validation = {"confidence": pool_conf[val_rows], "label": pool_label[val_rows], "truth": truth[val_rows]}
@@ -296,7 +337,9 @@ def main() -> None:
                         help="score the alternative estimators (default: with several seeds)")
     parser.add_argument("--choice", action="store_true", help="score the demo's choice of threshold (see above)")
     parser.add_argument("--target", type=float, default=0.95, help="--choice: the precision the demo aims at")
-    parser.add_argument("--draws", type=int, default=200, help="--choice: validation sets drawn per seed")
+    parser.add_argument("--draws", type=int, default=200, help="--choice, --repeat: validation sets drawn per seed")
+    parser.add_argument("--repeat", action="store_true",
+                        help="score the intervals over --draws validation sets drawn from the pool (see repeated)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="a folder for each seed's probabilities: reused where there, written where not "
                              "(to score estimators again without training)")
@@ -309,6 +352,8 @@ def main() -> None:
         compare(data)
     if args.choice:
         choice(data, args.target, args.draws, DataConfig().val_per_class)
+    if args.repeat:
+        repeated(data, args.draws, DataConfig().val_per_class)
 
 
 if __name__ == "__main__":
