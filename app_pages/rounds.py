@@ -29,7 +29,9 @@ with st.form("retrain"):
                             "less; an MPL run's teacher, ahead of its student at short budgets, about half a point "
                             "more than its student (docs/results.md).")
     share = st.slider("Share of each batch from your labels", 0.0, 0.9, RETRAIN_TRUSTED_SHARE, 0.05,
-                      help="The labels people gave (the given ones, your relabels and hand labels) are a few "
+                      help="The labels people gave (the given ones, your relabels and hand labels, and the "
+                           "pseudo-labels you accepted one by one or a page at a time, not those accepted above "
+                           "a threshold) are a few "
                            "hundred among tens of thousands of accepted pseudo-labels; this share of every "
                            "labeled batch is drawn from them, so that the round learns from your decisions. "
                            "0 draws from all labels alike. Supervised rounds only (the one measured).")
@@ -60,9 +62,12 @@ if not runs:
 table = pd.DataFrame([{
     "run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"], "status": r["status"],
     "labels used": r["metrics"].get("labels_used"), "accepted": r["metrics"].get("labels_accepted", 0),
+    "confirmed": r["metrics"].get("labels_confirmed", 0),
     "by hand": r["metrics"].get("labels_human", 0), "rejected": r["metrics"].get("labels_rejected", 0),
     "test accuracy": r["metrics"].get("test_acc")} for r in runs])
 st.dataframe(table, hide_index=True, column_config={
+    "confirmed": st.column_config.NumberColumn(help="of the accepted, those a person accepted looking at the "
+                                               "image (not above a threshold): drawn among people's labels"),
     "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
 done = table.dropna(subset=["test accuracy"])
 if len(done):

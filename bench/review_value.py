@@ -123,7 +123,7 @@ def one_seed(seed: int, args) -> list[dict]:
                 decide_rows(ws, rows, above, "accept", "threshold")
                 if k:
                     positions = pending_in_order(ws, strategy, k, threshold, rng)
-                    oracle_review(ws, positions, hand_labels=strategy == "labeling queue" or args.accepts_count)
+                    oracle_review(ws, positions, hand_labels=strategy == "labeling queue")
                 for kind in args.round:
                     shares = args.trusted_share
                     if k == 0 and args.first_share is not None:
@@ -168,9 +168,6 @@ def main() -> None:
     p.add_argument("--first-share", type=float, default=None,
                    help="the threshold-only round's trusted share, which continue rounds start from (default: each "
                         "share its own)")
-    p.add_argument("--accepts-count", action="store_true",
-                   help="the reviewer's accepts count among people's labels, as the labeling queue's do (each "
-                        "decision saved as a label by hand)")
     args = p.parse_args()
     if "continue" in args.round and not {"finetune", "finetune-teacher"} & set(args.round):
         p.error("--round continue starts from a finetune round's model: give --round finetune-teacher continue")

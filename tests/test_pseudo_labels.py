@@ -168,6 +168,7 @@ def test_the_simulated_reviewer_answers_with_hidden_labels_and_only_where_there_
     assert sorted(decisions["idx"].tolist()) == sorted(rows.idx[:30].tolist())
     by_idx = dict(zip(decisions["idx"].tolist(), decisions["label"].tolist()))
     assert [by_idx[i] for i in rows.idx[:30].tolist()] == truth.tolist()  # every decided label is the truth
+    assert decisions["seen"].all()  # it looked at each image: its accepts count among people's labels
     assert oracle_review(ws, np.arange(30, 40), hand_labels=True) == {"labeled": 10}
     write_stripes_folder(tmp_path / "stripes")
     own = create_workspace("own", DataConfig(dataset="stripes"), tmp_path)

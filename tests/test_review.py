@@ -66,9 +66,29 @@ def test_reviewed_training_set_uses_reviewed_labels_and_hides_the_truth(tmp_path
     assert (labels[torch.tensor(pool[3:])] == -1).all()  # undecided pool labels stay hidden
     assert set(reviewed.split.labeled.tolist()) == set(split.labeled.tolist()) | {pool[0], pool[2]}
     assert pool[1] in reviewed.split.unlabeled.tolist() and pool[0] not in reviewed.split.unlabeled.tolist()
-    assert reviewed.counts == {"given": 20, "accepted": 1, "human": 1, "rejected": 1}
-    # the labels people gave, which a round may draw more often: not the accepted pseudo-label
+    assert reviewed.counts == {"given": 20, "accepted": 1, "confirmed": 0, "human": 1, "rejected": 1}
+    # the labels people gave, which a round may draw more often: not the pseudo-label accepted in bulk
     assert set(reviewed.split.trusted.tolist()) == set(split.labeled.tolist()) | {pool[2]}
+
+
+def test_an_accept_a_person_made_on_the_image_counts_among_their_labels_and_a_bulk_one_does_not(labeled_ws):
+    ws = labeled_ws
+    rows = ws.store.pseudo_labels()
+    studio = Studio(ws.data_root)
+    decide_rows(ws, rows, np.arange(0, 10), "accept", "ana")  # above a threshold, in bulk
+    studio.decide(ws.name, [10, 11], "accept", "ana")  # a page's button: tiles the reviewer looked at
+    key = {"op": "decide", "positions": [12], "action": "accept", "expect": ["pending"]}  # a key on a tile
+    grid = studio.apply_review_batch(ws.name, {"id": 1, "round": ws.store.latest_round(), "ops": [key]}, "bo")
+    assert grid["results"] == [{"decided": 1, "conflicts": 0}], grid
+    studio.decide_by_threshold(ws.name, "accept", 0.0, "ana")  # the rest, in bulk
+    seen = dict(zip(ws.store.current_decisions()["idx"].tolist(), ws.store.current_decisions()["seen"].tolist()))
+    assert [seen[int(rows.idx[p])] for p in range(14)] == [False] * 10 + [True] * 3 + [False]
+    reviewed = reviewed_training_set(ws)
+    given = set(ws.split().labeled.tolist())
+    assert set(reviewed.split.trusted.tolist()) == given | {int(rows.idx[p]) for p in (10, 11, 12)}
+    assert reviewed.counts["accepted"] == 40 and reviewed.counts["confirmed"] == 3
+    ws.store.undo_last(who="bo")  # the key's accept undone: pending again, and no longer a person's label
+    assert int(rows.idx[12]) not in set(reviewed_training_set(ws).split.trusted.tolist())
 
 
 def test_retrain_round_records_labels_used_and_test_accuracy(labeled_ws):

@@ -242,5 +242,5 @@ def _record(ws: Workspace, tasks: list[dict], wanted: list[tuple[str, int, int]]
         labels.append(label)
     decided = {a: actions.count(a) for a in ("accept", "relabel", "manual")}
     if samples and not dry_run:
-        ws.store.decide(samples, actions, labels, who)
+        ws.store.decide(samples, actions, labels, who, seen=True)  # each task annotated by a person
     return ImportSummary(len(tasks), len(wanted), len(wanted) - len(samples), decided, dry_run)

@@ -68,18 +68,18 @@ def select_by_threshold(rows: PseudoLabelRows, decisions: dict | None, *, above=
 
 
 def decide_rows(ws: Workspace, rows: PseudoLabelRows, positions, action: str, who: str,
-                label: int | Sequence[int] | None = None, expect: str | None = None) -> int:
+                label: int | Sequence[int] | None = None, expect: str | None = None, seen: bool = False) -> int:
     """Record `action` for the given row positions, all in one store transaction (one undo step);
     accept/reject record the predicted label, relabel/manual `label`: one class for every row or
-    one per row. With `expect`, only rows still in that state are decided (see Store.decide);
-    returns how many."""
+    one per row. With `expect`, only rows still in that state are decided; `seen`: by a person
+    looking at each image, not in bulk by a threshold (see Store.decide). Returns how many."""
     positions = np.asarray(positions, dtype=np.int64)
     if action in HUMAN_LABEL_ACTIONS:
         labels = _human_labels(label, len(positions), ws.dataset().num_classes, action)
     else:
         labels = rows.label[positions].tolist()
     samples = [(rows.sample_ids[p], int(rows.idx[p])) for p in positions.tolist()]
-    return ws.store.decide(samples, action, labels, who, expect=expect)
+    return ws.store.decide(samples, action, labels, who, expect=expect, seen=seen)
 
 
 def _human_labels(label, n: int, num_classes: int, action: str) -> list[int]:
@@ -103,8 +103,8 @@ def _human_labels(label, n: int, num_classes: int, action: str) -> list[int]:
 @dataclass
 class ReviewedSet:
     dataset: Dataset  # the pool with only the labels training may use (others -1)
-    split: Split  # labeled = given + accepted + human labels, trusted = given + human; val unchanged
-    counts: dict  # given, accepted, human, rejected
+    split: Split  # labeled = given + accepted + human labels, trusted = given + human + seen accepts
+    counts: dict  # given, accepted (of which confirmed: seen by a person), human, rejected
 
 
 def reviewed_training_set(ws: Workspace) -> ReviewedSet:
@@ -124,10 +124,14 @@ def reviewed_training_set(ws: Workspace) -> ReviewedSet:
     labels[chosen] = torch.from_numpy(dec["label"][use])
     pool_left = split.unlabeled[~torch.isin(split.unlabeled, chosen)]
     human = np.isin(dec["action"], HUMAN_LABEL_ACTIONS) & in_pool
-    trusted = torch.cat([split.labeled, torch.from_numpy(dec["idx"][human])]).sort().values
+    # An accept a person made looking at the image is their label as much as a relabel is; one
+    # made in bulk by a threshold only repeats the teacher, so it is not drawn among people's labels.
+    confirmed = in_pool & (dec["action"] == "accept") & dec["seen"]
+    trusted = torch.cat([split.labeled, torch.from_numpy(dec["idx"][human | confirmed])]).sort().values
     new_split = Split(torch.cat([split.labeled, chosen]).sort().values, split.val, pool_left, trusted)
     counts = {"given": len(split.labeled), "accepted": int((in_pool & (dec["action"] == "accept")).sum()),
-              "human": int(human.sum()), "rejected": int((in_pool & (dec["action"] == "reject")).sum())}
+              "confirmed": int(confirmed.sum()), "human": int(human.sum()),
+              "rejected": int((in_pool & (dec["action"] == "reject")).sum())}
     train = ImageSet(ds.train.images, labels, ds.train.ids)
     reviewed = Dataset(ds.name, ds.class_names, train, ds.test, fully_labeled=False, flip=ds.flip)
     return ReviewedSet(reviewed, new_split, counts)

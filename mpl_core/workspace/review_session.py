@@ -239,13 +239,14 @@ class ReviewSession:
             return self._view
 
     def decide(self, positions, action: str, who: str, label: int | Sequence[int] | None = None,
-               expect: str | Sequence[str] | None = None) -> int:
+               expect: str | Sequence[str] | None = None, seen: bool = False) -> int:
         """Record a decision for rows of the newest round in one transaction (committed before this
         returns); relabel/manual take one class or one per row. With `expect`, only rows still in
-        that state (what the reviewer saw: one state for all rows or one per row). Returns how many."""
+        that state (what the reviewer saw: one state for all rows or one per row). `seen`: a person
+        decided them looking at each image (see Store.decide). Returns how many."""
         view = self._current()
         positions = np.asarray(positions, dtype=np.int64)
-        n = decide_rows(self.ws, view.rows, positions, action, who, label, expect=expect)
+        n = decide_rows(self.ws, view.rows, positions, action, who, label, expect=expect, seen=seen)
         with self._lock:
             if n != len(positions):  # some were decided elsewhere first: read the state again next time
                 view.version = -1
@@ -270,7 +271,7 @@ class ReviewSession:
     def label_by_hand(self, positions, labels: int | Sequence[int], who: str) -> int:
         """Manual labels for rows (the labeling queue): one class for all or one per row, saved
         together in one transaction, so one undo takes them all back and a bad class saves none."""
-        return self.decide(positions, "manual", who, labels)
+        return self.decide(positions, "manual", who, labels, seen=True)
 
     def apply(self, batch: dict, who: str) -> dict:
         """The review grid's operations, in the order they were keyed: each decision is its own store
@@ -334,7 +335,7 @@ class ReviewSession:
         positions = raw
         if not positions or min(positions) < 0 or max(positions) >= len(view.rows):
             raise MPLStudioError("a decision names tiles that are not in this round")
-        n = self.decide(positions, action, who, op.get("label"), expect=expect)
+        n = self.decide(positions, action, who, op.get("label"), expect=expect, seen=True)
         return {"decided": n, "conflicts": len(positions) - n}
 
     def as_seen_by(self, positions, shown: Sequence[str], who: str) -> list[str]:

@@ -28,12 +28,12 @@ def oracle_review(ws: Workspace, positions, *, hand_labels: bool = False, who: s
     positions = np.asarray(positions, dtype=np.int64)
     truth = ds.train.labels.numpy()[rows.idx[positions]]
     if hand_labels:
-        n = decide_rows(ws, rows, positions, "manual", who, label=truth.tolist(), expect="pending")
+        n = decide_rows(ws, rows, positions, "manual", who, label=truth.tolist(), expect="pending", seen=True)
         return {"labeled": n}
     right = rows.label[positions] == truth
-    accepted = decide_rows(ws, rows, positions[right], "accept", who, expect="pending")
+    accepted = decide_rows(ws, rows, positions[right], "accept", who, expect="pending", seen=True)
     relabeled = decide_rows(ws, rows, positions[~right], "relabel", who, label=truth[~right].tolist(),
-                            expect="pending")
+                            expect="pending", seen=True)
     return {"accepted": accepted, "relabeled": relabeled}
 
 

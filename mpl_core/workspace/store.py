@@ -86,6 +86,10 @@ CREATE TABLE IF NOT EXISTS decisions(
 );
 CREATE INDEX IF NOT EXISTS decisions_by_sample ON decisions(sample_id, id);
 CREATE INDEX IF NOT EXISTS decisions_by_batch ON decisions(batch);
+-- batches whose decisions a person made on images they looked at (keys on a tile, a page's button,
+-- the simulated reviewer, an import of annotations), not in bulk by a threshold: a round counts
+-- their accepts among people's labels. A workspace from before this table counts none.
+CREATE TABLE IF NOT EXISTS seen_batches(batch INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS current_decisions(
     sample_id TEXT PRIMARY KEY,
     idx INTEGER NOT NULL,
@@ -342,7 +346,7 @@ class Store:
     # --- review decisions ------------------------------------------------------------------------
 
     def decide(self, samples: list[tuple[str, int]], action: str | list[str], labels: list[int] | int, who: str,
-               expect: str | list[str] | None = None) -> int:
+               expect: str | list[str] | None = None, seen: bool = False) -> int:
         """Record one decision per (sample_id, pool index), committed before this returns; returns
         how many were recorded (all of them, one batch: one undo takes them back). `action` is one
         for all or one per sample (an import mixes accepts and relabels).
@@ -352,6 +356,9 @@ class Store:
         or one per sample, as each tile showed it) are decided.
         A click made on a tile shown as pending then never overwrites what another reviewer
         decided in the meantime, and a click the browser replays is recorded once.
+
+        `seen`: a person made these decisions looking at each image (not in bulk by a threshold),
+        so a round counts their accepts among people's labels (see current_decisions' "seen").
         """
         actions = [action] * len(samples) if isinstance(action, str) else list(action)
         if bad := sorted({a for a in actions if a not in ACTIONS}):
@@ -382,6 +389,8 @@ class Store:
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             con.executemany("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [(sid, ix, act, lab, did, who, now) for did, _, sid, ix, act, lab, _, _ in rows])
+            if seen:
+                con.execute("INSERT INTO seen_batches(batch) VALUES (?)", (batch,))
             _bump_version(con)
         return len(rows)
 
@@ -418,12 +427,15 @@ class Store:
             return len(samples)
 
     def current_decisions(self) -> dict[str, np.ndarray]:
-        """The decision in force per sample: arrays idx, action (str), label, sorted by idx."""
-        rows = self._read("SELECT idx, action, label, who, at FROM current_decisions ORDER BY idx")
-        cols = list(zip(*rows)) if rows else [[], [], [], [], []]
+        """The decision in force per sample: arrays idx, action (str), label, who, at, and seen
+        (made by a person looking at the image, see decide), sorted by idx."""
+        rows = self._read("SELECT c.idx, c.action, c.label, c.who, c.at, s.batch IS NOT NULL FROM current_decisions c "
+                          "JOIN decisions d ON d.id = c.decision_id LEFT JOIN seen_batches s ON s.batch = d.batch "
+                          "ORDER BY c.idx")
+        cols = list(zip(*rows)) if rows else [[], [], [], [], [], []]
         return {"idx": np.asarray(cols[0], dtype=np.int64), "action": np.asarray(cols[1], dtype=object),
                 "label": np.asarray(cols[2], dtype=np.int64), "who": np.asarray(cols[3], dtype=object),
-                "at": np.asarray(cols[4], dtype=np.float64)}
+                "at": np.asarray(cols[4], dtype=np.float64), "seen": np.asarray(cols[5], dtype=bool)}
 
     def decision_counts(self) -> dict[str, int]:
         counts = dict(self._read("SELECT action, COUNT(*) FROM current_decisions GROUP BY action"))
