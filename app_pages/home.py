@@ -43,7 +43,7 @@ st.subheader("Demo: the whole loop in one click")
 st.markdown("Trains MPL (quick-demo preset; on Fashion-MNIST about two and a half minutes in all on a "
             "2-core CPU while no one uses the app), pseudo-labels the "
             f"pool, accepts what the teacher labels with an estimated precision of {DEMO_TARGET_PRECISION:.0%} "
-            "or more (where no threshold reaches it, the best estimate), and fine-tunes the MPL student on "
+            "or more (where no threshold reaches it, the best estimate), and fine-tunes the MPL teacher on "
             "those labels. On a built-in dataset a simulated reviewer, who answers with the dataset's hidden "
             "labels, then checks 100 pseudo-labels (likely mistakes first) and the retrained model trains on, half "
             "of each batch from the labels people gave: what 100 decisions of a person add.")

@@ -13,7 +13,9 @@ busy = ui.job_active(name)
 source = studio.fine_tune_source(name)
 with st.form("retrain"):
     st.markdown("A retrain round trains on the given labels, the accepted pseudo-labels and your "
-                "relabels and hand labels. Rejected samples are left out.")
+                "relabels and hand labels. Rejected samples are left out. Your relabels, hand labels and the "
+                "pseudo-labels you accepted one by one (not those accepted above a threshold) count as "
+                "your labels.")
     c = st.columns([1, 1, 2])
     algorithm = c[0].selectbox("Algorithm", ALGORITHMS, index=ALGORITHMS.index("supervised"),
                                help="supervised trains on the reviewed labels only; mpl/uda also use the rest")

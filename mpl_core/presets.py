@@ -37,7 +37,8 @@ RETRAIN_STEPS_FACTOR = 3
 # default from scratch (75.66%); 0.01 gave less (73.72% against 74.28% on seed 0).
 FINETUNE_ROUND_LR = 0.02
 # A supervised retrain round draws this share of its labeled batches from the labels people gave
-# (TrainConfig.trusted_share: the given labels, relabels and hand labels). Among ~38,000 accepted
+# (TrainConfig.trusted_share: the given labels, relabels, hand labels and accepts made looking at the
+# image, not in bulk above a threshold). Among ~38,000 accepted
 # pseudo-labels a fine-tune round otherwise draws each of 100 review decisions about half a time, and
 # they move it by nothing: bench/review_value.py --k 100 --strategies "likely mistakes first" --target 0.9 --mu 2
 # --round finetune continue --trusted-share 0 0.25 0.5, seeds 0-2, 100 decisions in the likely-mistakes
