@@ -7,7 +7,7 @@
 A fresh workspace on the built-in Fashion-MNIST (10 labels per class), then the demo job with the
 Home page's plan (mpl_core.presets.demo_plan): MPL on quick-demo with mu 2, pseudo-labels, accept
 above the threshold whose estimated precision is 90%, a class-balanced supervised retrain that
-fine-tunes the MPL student, a simulated reviewer's 100 decisions and a review round that goes on
+fine-tunes the MPL teacher, a simulated reviewer's 100 decisions and a review round that goes on
 from the retrain's model, drawing half of each labeled batch from the labels people gave. Prints the
 wall time of each phase and the numbers the demo shows.
 --someone-watching touches the Studio every second, as the pages do on every interaction (not on
