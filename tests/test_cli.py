@@ -62,7 +62,8 @@ def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsy
     assert main(["review", *ws, "--undo", "--who", "ana"]) == 0 and "undid 40" in capsys.readouterr().out
     assert main(["review", *ws, "--reject-below", "1.0"]) == 0
     assert main(["retrain", *ws, *small]) == 0
-    assert "labels used 12 (given 12, accepted 0, human 0, rejected and left out 40)" in capsys.readouterr().out
+    summary = "labels used 12 (given 12, accepted 0, of them one by one 0, human 0, rejected and left out 40)"
+    assert summary in capsys.readouterr().out
     mpl_run = tmp_path / "workspaces" / "w" / "runs" / "0001"
     assert main(["retrain", *ws, *small, "--init-from", str(mpl_run)]) == 0  # fine-tunes run 1's student
     assert "run 3: done" in capsys.readouterr().out

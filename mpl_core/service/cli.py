@@ -359,8 +359,8 @@ def cmd_retrain(args) -> int:
     status = _run_job(args, lambda hook: start_retrain(ws, cfg, on_progress=hook))
     r = status.result
     print(f"retrain run {status.run_id}: {status.state}; labels used {r.get('labels_used')} "
-          f"(given {r.get('labels_given')}, accepted {r.get('labels_accepted')} of which {r.get('labels_confirmed')} "
-          f"one by one, human {r.get('labels_human')}, "
+          f"(given {r.get('labels_given')}, accepted {r.get('labels_accepted')}, of them one by one "
+          f"{r.get('labels_confirmed')}, human {r.get('labels_human')}, "
           f"rejected and left out {r.get('labels_rejected')})")
     _print_metrics(r)
     return 0 if status.state == "done" else 3
