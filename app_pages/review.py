@@ -244,7 +244,7 @@ def decide_page(desk: Desk, action: str) -> int:
     keep = [i for i, (drawn, now) in enumerate(zip(shown["status"], seen)) if drawn == now]
     if not keep:
         raise MPLStudioError("you have decided every tile on this page already")
-    n = desk.studio.decide(desk.name, [shown["items"][i] for i in keep], action, desk.who,
+    n = desk.studio.decide(desk.name, [shown["items"][i] for i in keep], action, desk.who, seen=True,
                            expect=[shown["status"][i] for i in keep])
     if n < len(keep):
         raise MPLStudioError(f"{n} decision(s) saved; another reviewer decided {len(keep) - n} of these "

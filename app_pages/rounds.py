@@ -64,7 +64,7 @@ if not runs:
 table = pd.DataFrame([{
     "run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"], "status": r["status"],
     "labels used": r["metrics"].get("labels_used"), "accepted": r["metrics"].get("labels_accepted", 0),
-    "confirmed": r["metrics"].get("labels_confirmed", 0),
+    "confirmed": r["metrics"].get("labels_confirmed"),  # unknown for runs before it was counted
     "by hand": r["metrics"].get("labels_human", 0), "rejected": r["metrics"].get("labels_rejected", 0),
     "test accuracy": r["metrics"].get("test_acc")} for r in runs])
 st.dataframe(table, hide_index=True, column_config={

@@ -139,6 +139,8 @@ def test_corrections_made_in_label_studio_come_back_as_one_undoable_batch(export
     assert now[int(rows.idx[0])] == ("relabel", 1 - int(rows.label[0]))
     assert now[int(rows.idx[2])] == ("relabel", 1 - int(rows.label[2]))
     assert int(rows.idx[6]) not in now
+    # an annotation that agrees may be one the export wrote for a bulk accept: not counted as a person's
+    assert not dict(zip(dec["idx"].tolist(), dec["seen"].tolist()))[int(rows.idx[5])]
 
     assert ws.store.undo_last() == 3  # one batch
     after = ws.store.current_decisions()

@@ -75,20 +75,30 @@ def test_an_accept_a_person_made_on_the_image_counts_among_their_labels_and_a_bu
     ws = labeled_ws
     rows = ws.store.pseudo_labels()
     studio = Studio(ws.data_root)
+
+    def seen() -> list[bool]:
+        dec = ws.store.current_decisions()
+        by_idx = dict(zip(dec["idx"].tolist(), dec["seen"].tolist()))
+        return [by_idx.get(int(rows.idx[p])) for p in range(len(rows))]
+
     decide_rows(ws, rows, np.arange(0, 10), "accept", "ana")  # above a threshold, in bulk
-    studio.decide(ws.name, [10, 11], "accept", "ana")  # a page's button: tiles the reviewer looked at
+    studio.decide(ws.name, [10, 11], "accept", "ana", seen=True)  # a page's button: tiles the reviewer looked at
     key = {"op": "decide", "positions": [12], "action": "accept", "expect": ["pending"]}  # a key on a tile
     grid = studio.apply_review_batch(ws.name, {"id": 1, "round": ws.store.latest_round(), "ops": [key]}, "bo")
     assert grid["results"] == [{"decided": 1, "conflicts": 0}], grid
     studio.decide_by_threshold(ws.name, "accept", 0.0, "ana")  # the rest, in bulk
-    seen = dict(zip(ws.store.current_decisions()["idx"].tolist(), ws.store.current_decisions()["seen"].tolist()))
-    assert [seen[int(rows.idx[p])] for p in range(14)] == [False] * 10 + [True] * 3 + [False]
+    assert seen() == [False] * 10 + [True] * 3 + [False] * (len(rows) - 13)
     reviewed = reviewed_training_set(ws)
     given = set(ws.split().labeled.tolist())
     assert set(reviewed.split.trusted.tolist()) == given | {int(rows.idx[p]) for p in (10, 11, 12)}
-    assert reviewed.counts["accepted"] == 40 and reviewed.counts["confirmed"] == 3
+    assert reviewed.counts["accepted"] == len(rows) and reviewed.counts["confirmed"] == 3
+    # a page accepted again over bulk accepts makes them the reviewer's; one undo makes them bulk again
+    assert studio.decide(ws.name, [0, 1], "accept", "bo", expect="accept", seen=True) == 2
+    assert seen()[:2] == [True, True] and reviewed_training_set(ws).counts["confirmed"] == 5
+    ws.store.undo_last(who="bo")
+    assert seen()[:2] == [False, False] and reviewed_training_set(ws).counts["confirmed"] == 3
     ws.store.undo_last(who="bo")  # the key's accept undone: pending again, and no longer a person's label
-    assert int(rows.idx[12]) not in set(reviewed_training_set(ws).split.trusted.tolist())
+    assert seen()[12] is None and int(rows.idx[12]) not in set(reviewed_training_set(ws).split.trusted.tolist())
 
 
 def test_retrain_round_records_labels_used_and_test_accuracy(labeled_ws):

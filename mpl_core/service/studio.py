@@ -238,10 +238,10 @@ class Studio:
         return self._session(name).latest_round()
 
     def decide(self, name: str, positions, action: str, who: str, label: int | Sequence[int] | None = None,
-               expect: str | Sequence[str] | None = None, seen: bool = True) -> int:
+               expect: str | Sequence[str] | None = None, seen: bool = False) -> int:
         """Record a decision for rows of the newest round in one transaction; with `expect`, only
-        rows still in that state (what the reviewer saw). The rows a person picks are ones they
-        looked at (`seen`, see Store.decide), unlike decide_by_threshold's. Returns how many."""
+        rows still in that state (what the reviewer saw). `seen`: a person looked at each (a page's
+        tiles; see Store.decide), unlike decide_by_threshold's. Returns how many."""
         return self._session(name).decide(positions, action, who, label, expect=expect, seen=seen)
 
     def decide_by_threshold(self, name: str, action: str, thresholds, who: str,

@@ -242,5 +242,7 @@ def _record(ws: Workspace, tasks: list[dict], wanted: list[tuple[str, int, int]]
         labels.append(label)
     decided = {a: actions.count(a) for a in ("accept", "relabel", "manual")}
     if samples and not dry_run:
-        ws.store.decide(samples, actions, labels, who, seen=True)  # each task annotated by a person
+        # not `seen`: the export writes every accepted label as an annotation, bulk accepts too, so an
+        # unchanged one coming back says nothing of whether a person looked at it
+        ws.store.decide(samples, actions, labels, who)
     return ImportSummary(len(tasks), len(wanted), len(wanted) - len(samples), decided, dry_run)

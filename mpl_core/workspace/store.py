@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS decisions(
 CREATE INDEX IF NOT EXISTS decisions_by_sample ON decisions(sample_id, id);
 CREATE INDEX IF NOT EXISTS decisions_by_batch ON decisions(batch);
 -- batches whose decisions a person made on images they looked at (keys on a tile, a page's button,
--- the simulated reviewer, an import of annotations), not in bulk by a threshold: a round counts
+-- the simulated reviewer), not in bulk by a threshold: a round counts
 -- their accepts among people's labels. A workspace from before this table counts none.
 CREATE TABLE IF NOT EXISTS seen_batches(batch INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS current_decisions(
@@ -390,7 +390,7 @@ class Store:
             con.executemany("INSERT OR REPLACE INTO current_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [(sid, ix, act, lab, did, who, now) for did, _, sid, ix, act, lab, _, _ in rows])
             if seen:
-                con.execute("INSERT INTO seen_batches(batch) VALUES (?)", (batch,))
+                con.execute("INSERT OR IGNORE INTO seen_batches(batch) VALUES (?)", (batch,))
             _bump_version(con)
         return len(rows)
 
