@@ -258,7 +258,7 @@ def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None
         k = int(pl.max()) + 1
         full = ThresholdIndex(pl, pc, k, NO_CALIBRATION, truth=truth)
         for _ in range(draws):
-            drawn = np.concatenate([rng.choice(np.nonzero(truth == c)[0], per_class, replace=False) for c in range(k)])
+            drawn = draw_validation(rng, truth, per_class)
             rng.shuffle(drawn)
             for name, split in rules.items():
                 chooser = _index(pl, pc, k, drawn[: len(drawn) // 2] if split else drawn, truth)
@@ -283,6 +283,12 @@ def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None
               f"| {np.mean(r[ok, 1]) * 100:.1f}% | {np.mean(r[ok, 3] - r[ok, 2]) * 100:.1f} points |")
 
 
+def draw_validation(rng, truth: np.ndarray, per_class: int) -> np.ndarray:
+    """Pool rows standing in for a validation split: per_class of each class, drawn without replacement."""
+    return np.concatenate([rng.choice(np.nonzero(truth == c)[0], per_class, replace=False)
+                           for c in range(int(truth.max()) + 1)])
+
+
 def repeated(seeds: list[dict], draws: int, per_class: int) -> None:
     """How often each estimator's interval holds the truth over many validation sets, not the one a
     seed happened to draw: validation sets of `per_class` a class drawn from the pool (whose hidden
@@ -296,8 +302,7 @@ def repeated(seeds: list[dict], draws: int, per_class: int) -> None:
         passing = [pc >= t for t in SCORED]
         true = [float(ok[m].mean()) for m in passing]
         for _ in range(draws):
-            drawn = np.concatenate([rng.choice(np.nonzero(truth == c)[0], per_class, replace=False)
-                                    for c in range(int(truth.max()) + 1)])
+            drawn = draw_validation(rng, truth, per_class)
             vc, vok = pc[drawn], ok[drawn]
             for t, m, tp in zip(SCORED, passing, true):
                 vm = vc >= t
