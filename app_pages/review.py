@@ -240,8 +240,8 @@ def decide_page(desk: Desk, action: str) -> int:
         raise MPLStudioError("a new round of pseudo-labels arrived since this page was drawn: look at it first")
     # The grid's keys commit without redrawing the page: tiles the reviewer has decided since are
     # left as they decided them, and are not another reviewer's doing.
-    seen = desk.studio.as_seen_by(desk.name, shown["items"], shown["status"], desk.who)
-    keep = [i for i, (drawn, now) in enumerate(zip(shown["status"], seen)) if drawn == now]
+    as_seen = desk.studio.as_seen_by(desk.name, shown["items"], shown["status"], desk.who)
+    keep = [i for i, (drawn, now) in enumerate(zip(shown["status"], as_seen)) if drawn == now]
     if not keep:
         raise MPLStudioError("you have decided every tile on this page already")
     n = desk.studio.decide(desk.name, [shown["items"][i] for i in keep], action, desk.who, seen=True,

@@ -190,10 +190,11 @@ def compare(seeds: list[dict]) -> None:
         vc, vl = vp.max(1), vp.argmax(1)
         vok = vl == vy
         pc, pl, truth = d["pool_conf"], d["pool_label"], d["truth"]
+        temperature = fit_temperature(vlogp, vy)
+        t_val = scaled_conf(vlogp, temperature)  # PPI++'s second control variate, on the validation side
         point = {"isotonic": fit_calibration(vc, vok)(pc),
-                 "temperature": scaled_conf(plogp, fit_temperature(vlogp, vy)),
+                 "temperature": scaled_conf(plogp, temperature),
                  "scaling-binning": scaling_binning(vlogp, vy, np.random.default_rng(1))(plogp)}
-        t_val, t_pool = scaled_conf(vlogp, fit_temperature(vlogp, vy)), point["temperature"]
         boots = {k: [] for k in point}
         for _ in range(BOOT):
             i = rng.integers(0, len(vy), len(vy))
@@ -205,15 +206,15 @@ def compare(seeds: list[dict]) -> None:
             m = pc >= t
             if not m.any():
                 continue
-            true, n_val = float((pl[m] == truth[m]).mean()), int((vc >= t).sum())
+            vm = vc >= t
+            true, n_val = float((pl[m] == truth[m]).mean()), int(vm.sum())
             rows = {f"{k} + bootstrap": (point[k][m].mean(), *np.percentile(boots[k][:, m].mean(1), [5, 95]))
                     for k in point}
             draws = bayes_bins(vc, vok, pc[m], rng)
             rows["Bayesian bins (pool-weighted)"] = (draws.mean(), *np.percentile(draws, [5, 95]))
-            rows["count + Jeffreys (the app's)"] = precision_interval(int(vok[vc >= t].sum()), n_val)
-            vm = vc >= t
+            rows["count + Jeffreys (the app's)"] = precision_interval(int(vok[vm].sum()), n_val)
             rows["PPI++ on the confidence"] = ppi(vok[vm], vc[vm], pc[m])
-            rows["PPI++ on the temperature-scaled confidence"] = ppi(vok[vm], t_val[vm], t_pool[m])
+            rows["PPI++ on the temperature-scaled confidence"] = ppi(vok[vm], t_val[vm], point["temperature"][m])
             for name, (est, lo, hi) in rows.items():
                 results.setdefault(name, []).append((t, n_val, true, est, lo, hi))
             for c in range(len(vp[0])):
