@@ -18,7 +18,8 @@ page's from scratch: build_retrain_config, 3x the steps), "finetune" (the MPL st
 on the preset's steps), "finetune-teacher" (the demo's: the MPL teacher, the same way) or
 "continue" (after review, the threshold-only round's model fine-tuned on --continue-steps: the
 demo's second round without a second full round; it goes on from the finetune-teacher round
-where that is measured too, else from the finetune one). --trusted-share draws that share of each
+where that is measured too, else from the finetune one, else from the retrain one; --continue-from
+says which). --trusted-share draws that share of each
 labeled batch from the labels people gave (the given ones and the reviewer's relabels and hand
 labels): a round among tens of thousands of accepted pseudo-labels otherwise sees each decision
 about once.
@@ -89,9 +90,17 @@ def first_share(args, share: float) -> float:
     return share if args.first_share is None else args.first_share
 
 
+CONTINUES_FROM = ["finetune-teacher", "finetune", "retrain"]  # a "continue" round's start, first measured
+
+
 def continued(args) -> str:
     """The threshold-only round that a "continue" round goes on from."""
-    return "finetune-teacher" if "finetune-teacher" in args.round else "finetune"
+    return args.continue_from or next(kind for kind in CONTINUES_FROM if kind in args.round)
+
+
+def continued_missing(args) -> bool:
+    """Whether --round lacks the round a continue round would go on from."""
+    return args.continue_from not in args.round if args.continue_from else not set(CONTINUES_FROM) & set(args.round)
 
 
 def retrain(ws, cfg) -> tuple[float, int]:
@@ -130,11 +139,11 @@ def one_seed(seed: int, args) -> list[dict]:
                         shares = [args.first_share]
                     for share in shares:
                         if k == 0 and kind == "continue":
-                            continue  # the threshold-only round is the finetune one it continues
+                            continue  # the threshold-only round is the one it continues
                         start = None
                         if kind.startswith("finetune"):
                             start = str(ws.run_dir(st.run_id))
-                        elif kind == "continue":  # from the threshold-only finetune round (K = 0)
+                        elif kind == "continue":  # from the threshold-only round it continues (K = 0)
                             start = str(ws.run_dir(first[(continued(args), first_share(args, share))]))
                         t1 = time.time()
                         acc, run = retrain(ws, round_config(args, kind, seed, share, start))
@@ -164,13 +173,17 @@ def main() -> None:
                    help="default: the Rounds page's default round")
     p.add_argument("--trusted-share", type=float, nargs="+", default=[RETRAIN_TRUSTED_SHARE])
     p.add_argument("--continue-steps", type=int, default=200)
+    p.add_argument("--continue-from", choices=CONTINUES_FROM, default=None,
+                   help="the threshold-only round a continue round goes on from (default: finetune-teacher, "
+                        "finetune or retrain, the first measured)")
     p.add_argument("--finetune-steps", type=int, default=None, help="finetune rounds' steps (default: the preset's)")
     p.add_argument("--first-share", type=float, default=None,
                    help="the threshold-only round's trusted share, which continue rounds start from (default: each "
                         "share its own)")
     args = p.parse_args()
-    if "continue" in args.round and not {"finetune", "finetune-teacher"} & set(args.round):
-        p.error("--round continue starts from a finetune round's model: give --round finetune-teacher continue")
+    if "continue" in args.round and continued_missing(args):
+        p.error("--round continue goes on from a finetune or retrain round's model: give --round finetune-teacher "
+                "continue (or retrain continue)")
     rows = [r for s in args.seeds for r in one_seed(s, args)]
     first = {(r["seed"], r["round"], r["share"]): r["test_acc"] for r in rows if r["k"] == 0}
 

@@ -30,7 +30,7 @@ _EXPORTS = {
     "EXPORT_FORMATS": "mpl_core.config",
     "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets", "build_run_config": "mpl_core.presets",
     "build_retrain_config": "mpl_core.presets", "demo_plan": "mpl_core.presets",
-    "DEMO_TARGET_PRECISION": "mpl_core.presets",
+    "DEMO_TARGET_PRECISION": "mpl_core.presets", "DEMO_BUDGET_S": "mpl_core.presets",
     "RETRAIN_TRUSTED_SHARE": "mpl_core.presets", "one_thread_outside_jobs": "mpl_core.service.threads",
     "OVERRIDES": "mpl_core.config", "override": "mpl_core.config",
     "Dataset": "mpl_core.data.dataset", "ImageSet": "mpl_core.data.dataset",

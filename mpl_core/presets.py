@@ -113,6 +113,16 @@ DEMO_START_ROLE = "teacher"
 # fine-tuning the MPL student again for the preset's 600: bench/review_value.py (see
 # RETRAIN_TRUSTED_SHARE), +1.48 points for 100 decisions in 8 s, against +1.81 in 19 s.
 DEMO_REVIEW_STEPS = 200
+# The demo is to finish within DEMO_BUDGET_S. Where its MPL run was quick enough that the Rounds
+# page's default round (from scratch, 3x the steps) still fits, it runs that round instead of
+# fine-tuning the teacher: +0.44 points on the accepted labels alone (bench/review_value.py, above:
+# 77.34% against 76.90%). The job projects that round's time from its MPL run's: a supervised step
+# takes DEMO_SUPERVISED_STEP_COST of an MPL step's time at the demo's settings (the whole MPL phase,
+# its evaluations and fine-tuning included, over its steps; measured 0.17 with native bf16 and 0.20
+# without, on 2-core CPUs: bench/demo_time.py). So on a CPU without native bf16, where MPL takes
+# about 107 s, the demo fine-tunes; with it (about 48 s) it trains from scratch.
+DEMO_BUDGET_S = 180.0
+DEMO_SUPERVISED_STEP_COST = 0.22
 
 
 @dataclasses.dataclass
@@ -120,10 +130,13 @@ class DemoPlan:
     train: RunConfig  # the MPL run
     retrain: RunConfig  # the round on the accepted pseudo-labels
     review: RunConfig  # the round after the simulated reviewer's decisions
-    fine_tune: bool  # the retrain starts from the MPL student's weights, the review round from the retrain's
+    fine_tune: bool  # the retrain starts from the MPL teacher's weights, the review round from the retrain's
+    full_retrain: RunConfig | None = None  # the round from scratch run instead of retrain where it fits
+    budget_s: float = DEMO_BUDGET_S  # the time the demo is to fit in
 
     def start_args(self) -> dict:
         return {"cfg": self.train, "retrain_cfg": self.retrain, "review_cfg": self.review,
+                "full_retrain_cfg": self.full_retrain, "budget_s": self.budget_s,
                 "fine_tune": self.fine_tune, "target_precision": DEMO_TARGET_PRECISION}
 
 
@@ -133,5 +146,6 @@ def demo_plan(seed: int | None = None) -> DemoPlan:
                                    init_role=DEMO_START_ROLE if DEMO_FINE_TUNE else None)
     review = build_retrain_config(DEMO_PRESET, fine_tune=DEMO_FINE_TUNE, algorithm="supervised", seed=seed,
                                   steps=DEMO_REVIEW_STEPS if DEMO_FINE_TUNE else None)
+    full = build_retrain_config(DEMO_PRESET, fine_tune=False, algorithm="supervised", seed=seed)
     return DemoPlan(build_run_config(DEMO_PRESET, algorithm="mpl", seed=seed, mu=DEMO_MU), retrain, review,
-                    DEMO_FINE_TUNE)
+                    DEMO_FINE_TUNE, full_retrain=full if DEMO_FINE_TUNE else None)

@@ -240,6 +240,8 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     import ui
     assert metric(at, "Test accuracy before") == ui.pct(r["before_test_acc"])
     assert metric(at, "After the retrain") == ui.pct(r["after_test_acc"])
+    retrain = next(m for m in at.metric if m.label == "After the retrain")
+    assert r["retrain_from"] == "student" and "the MPL student fine-tuned" in retrain.help  # says which round ran
     assert metric(at, "Pseudo-labels accepted") == f"{r['accepted']:,}"
     assert metric(at, "90% interval") == ui.interval(r["est_low"], r["est_high"])
     assert metric(at, "True precision") == ui.pct(r["true_precision"])

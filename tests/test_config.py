@@ -3,6 +3,7 @@ import pytest
 from mpl_core.config import OVERRIDES, RunConfig, override
 from mpl_core.errors import MPLStudioError
 from mpl_core.presets import (
+    DEMO_BUDGET_S,
     DEMO_MU,
     DEMO_REVIEW_STEPS,
     DEMO_START_ROLE,
@@ -101,6 +102,12 @@ def test_the_demo_plan_halves_mu_and_fine_tunes_on_the_preset_steps():
     # the review round goes on from the retrain for fewer steps; both draw half their batches from people's labels
     assert plan.start_args()["review_cfg"] is plan.review and plan.review.train.steps == DEMO_REVIEW_STEPS
     assert plan.retrain.train.trusted_share == plan.review.train.trusted_share == RETRAIN_TRUSTED_SHARE > 0
+    # where it fits the budget, the Rounds page's default round from scratch replaces the fine-tuning one
+    full = plan.start_args()["full_retrain_cfg"]
+    assert full is plan.full_retrain and not full.model.init_from and full.train.trusted_share == RETRAIN_TRUSTED_SHARE
+    assert full.train.steps == RETRAIN_STEPS_FACTOR * PRESETS["quick-demo"]["train"]["steps"]
+    assert (full.model.name, full.model.width) == (plan.review.model.name, plan.review.model.width)
+    assert plan.start_args()["budget_s"] == DEMO_BUDGET_S == 180
 
 
 def test_a_supervised_round_draws_its_share_from_the_labels_people_gave_unless_told():
@@ -128,6 +135,11 @@ def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_work
     plan.retrain.model.init_role = "student"
     with pytest.raises(MPLStudioError, match="retrain model to be the student's"):
         start_demo(tiny_workspace, plan.train, plan.retrain, review_cfg=plan.review, fine_tune=True)
+    plan = demo_plan()
+    plan.full_retrain.model.width = plan.train.model.width * 2  # the review round goes on from it
+    with pytest.raises(MPLStudioError, match="models must be the same"):
+        args = plan.start_args()
+        start_demo(tiny_workspace, args.pop("cfg"), **args)
     assert tiny_workspace.store.runs() == []
 
 

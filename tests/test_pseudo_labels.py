@@ -185,9 +185,14 @@ def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_h
                         train=TrainConfig(steps=20, eval_every=0, batch_size=16, device="cpu"))
     review = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
                        train=TrainConfig(steps=10, eval_every=0, batch_size=16, device="cpu", trusted_share=0.5))
-    status = start_demo(ws, cfg, retrain, review_cfg=review, target_precision=0.5, fine_tune=True).join(300)
+    full = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+                     train=TrainConfig(steps=60, eval_every=0, batch_size=16, device="cpu"))
+    status = start_demo(ws, cfg, retrain, review_cfg=review, full_retrain_cfg=full, budget_s=0.0,
+                        target_precision=0.5, fine_tune=True).join(300)
     assert status.state == "done", status.error
     r = status.result
+    # a round from scratch would not end within the budget: the retrain fine-tunes the teacher as planned
+    assert r["retrain_from"] == "teacher" and r["projected_s"] > r["budget_s"] == 0.0
     runs = ws.store.runs()
     assert [x["kind"] for x in runs] == ["train", "retrain", "retrain"]
     mpl, retrained = (str(latest_checkpoint(ws.run_dir(x["id"])).resolve()) for x in runs[:2])
@@ -204,3 +209,33 @@ def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_h
     assert by_oracle.sum() == r["reviewed"]  # said who decided: a person can tell them apart and undo them
     truth = ws.dataset().train.labels.numpy()[decisions["idx"][by_oracle]]
     assert (decisions["label"][by_oracle] == truth).all()
+
+
+def test_the_demo_trains_its_round_from_scratch_where_that_is_projected_to_fit(fmnist, tmp_path):
+    from mpl_core.service.work import start_demo
+    ws = create_workspace("demo", DataConfig(max_unlabeled=200), tmp_path)
+    cfg = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
+                    train=TrainConfig(steps=10, finetune_steps=2, eval_every=0, batch_size=16, mu=2, device="cpu"))
+    retrain = RunConfig(model=ModelConfig(width=4, init_role="teacher"), algorithm=AlgorithmConfig(name="supervised"),
+                        train=TrainConfig(steps=10, eval_every=0, batch_size=16, device="cpu"))
+    full = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+                     train=TrainConfig(steps=30, eval_every=0, batch_size=16, device="cpu"))
+    status = start_demo(ws, cfg, retrain, full_retrain_cfg=full, budget_s=3600.0, target_precision=0.5,
+                        fine_tune=True).join(300)
+    assert status.state == "done", status.error
+    r, runs = status.result, ws.store.runs()
+    assert r["retrain_from"] == "scratch" and r["projected_s"] <= r["budget_s"]
+    assert runs[1]["config"]["model"]["init_from"] == "" and runs[1]["config"]["train"]["steps"] == 30
+    # the review round still goes on from the retrain's model
+    assert runs[2]["config"]["model"]["init_from"] == str(latest_checkpoint(ws.run_dir(runs[1]["id"])).resolve())
+
+
+def test_the_demo_projects_a_round_from_the_mpl_runs_seconds_a_step():
+    from mpl_core.presets import DEMO_SUPERVISED_STEP_COST
+    from mpl_core.service.work import _projected_end
+    mpl = RunConfig(train=TrainConfig(steps=90, finetune_steps=10))
+    full, review = RunConfig(train=TrainConfig(steps=300)), RunConfig(train=TrainConfig(steps=100))
+    story = {"phase_s": [["MPL", 0.5], ["pseudo-labels", 20.5], ["accept", 25.0]]}  # 0.2 s an MPL step
+    assert _projected_end(story, mpl, full, review, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 400)
+    assert _projected_end(story, mpl, full, None, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 300)
+    assert _projected_end(story, mpl, None, review, 30.0) is None  # no round from scratch to project

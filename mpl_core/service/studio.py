@@ -23,7 +23,7 @@ import numpy as np
 
 from mpl_core.config import DataConfig
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import DEMO_FINE_TUNE, DEMO_TARGET_PRECISION
+from mpl_core.presets import DEMO_BUDGET_S, DEMO_FINE_TUNE, DEMO_TARGET_PRECISION
 from mpl_core.service import work
 from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
@@ -142,7 +142,7 @@ class Studio:
     def start(self, name: str, kind: str, **kwargs) -> TrainingJob:
         """Start a job: kind = train, resume, pseudo_label, retrain or demo."""
         ws = self.open(name)
-        cfgs = [key for key in ("cfg", "retrain_cfg", "review_cfg") if kwargs.get(key) is not None]
+        cfgs = [key for key in ("cfg", "retrain_cfg", "review_cfg", "full_retrain_cfg") if kwargs.get(key) is not None]
         chosen = any(kwargs[key].train.threads for key in cfgs)
         for key in cfgs:
             if not kwargs[key].train.threads:
@@ -155,6 +155,8 @@ class Studio:
                     "retrain": lambda: work.start_retrain(ws, kwargs["cfg"], nice=nice),
                     "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"], nice=nice,
                                                     review_cfg=kwargs.get("review_cfg"),
+                                                    full_retrain_cfg=kwargs.get("full_retrain_cfg"),
+                                                    budget_s=kwargs.get("budget_s", DEMO_BUDGET_S),
                                                     target_precision=kwargs.get("target_precision",
                                                                                DEMO_TARGET_PRECISION),
                                                     fine_tune=kwargs.get("fine_tune", DEMO_FINE_TUNE))}

@@ -29,7 +29,7 @@ from mpl_core.engine.predict import pool_probabilities, predict_pool
 from mpl_core.engine.state import checkpoint_file, load_model, saved_model_config
 from mpl_core.engine.train import Progress, device_label, pick_device, train
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import DEMO_TARGET_PRECISION
+from mpl_core.presets import DEMO_BUDGET_S, DEMO_SUPERVISED_STEP_COST, DEMO_TARGET_PRECISION
 from mpl_core.service.job import JobStopped, TrainingJob
 from mpl_core.service.lock import busy_error, lock_is_held
 from mpl_core.workspace.attach import check_fits
@@ -98,27 +98,43 @@ def start_pseudo_labeling(ws: Workspace, run_id: int | None = None, model: str =
 
 
 def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
-               review_cfg: RunConfig | None = None, target_precision: float = DEMO_TARGET_PRECISION,
+               review_cfg: RunConfig | None = None, full_retrain_cfg: RunConfig | None = None,
+               budget_s: float = DEMO_BUDGET_S, target_precision: float = DEMO_TARGET_PRECISION,
                fine_tune: bool = False, who: str = "demo", on_progress: Callable[[Progress], None] | None = None,
                nice: int = 0) -> TrainingJob:
     """The whole loop in one job: train -> pseudo-label -> accept above the threshold whose estimated
     precision reaches target_precision -> retrain (retrain_cfg); on a built-in dataset then a
     simulated reviewer's DEMO_REVIEW decisions -> a review round (review_cfg; retrain_cfg where
     None). With fine_tune, the retrain starts from the MPL run's student or teacher (its
-    model.init_role) and the review round from the retrain's model. The result tells the story in
-    numbers."""
+    model.init_role) and the review round from the retrain's model. full_retrain_cfg: a round from
+    scratch that replaces the retrain where, at the MPL run's speed, it and the review round are
+    projected to end within budget_s of the start. The result tells the story in numbers."""
     review_cfg = review_cfg or retrain_cfg
     review_cfg = dataclasses.replace(review_cfg, model=dataclasses.replace(review_cfg.model, init_role="student"))
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
             _retrain_config(ws, retrain_cfg), _retrain_config(ws, review_cfg)]
+    if fine_tune:  # checked before minutes of MPL
+        _check_fine_tunes(cfgs)
+    full = _retrain_config(ws, full_retrain_cfg) if full_retrain_cfg else None
+    if full and fine_tune and _model_of(full, "student") != _model_of(cfgs[2], "student"):
+        raise MPLStudioError(f"the demo's review round goes on from its round from scratch, so their models must "
+                             f"be the same: {_model_of(full, 'student')} and {_model_of(cfgs[2], 'student')}")
+    return TrainingJob(ws, "demo", _demo_work(cfgs, full, budget_s, target_precision, who, fine_tune),
+                       on_progress=on_progress, nice=nice).start()
+
+
+def _model_of(cfg: RunConfig, role: str) -> tuple[str, int]:
+    return role_model(cfg.model, role)[0], cfg.model.width
+
+
+def _check_fine_tunes(cfgs: list[RunConfig]) -> None:
+    """The retrain fine-tunes the MPL run's model of its init_role, and the review round the retrain's."""
     role = cfgs[1].model.init_role
-    start = (role_model(cfgs[0].model, role)[0], cfgs[0].model.width)
-    for cfg in cfgs[1:] if fine_tune else []:  # checked before minutes of MPL
-        if start != (role_model(cfg.model, "student")[0], cfg.model.width):
+    start = _model_of(cfgs[0], role)
+    for cfg in cfgs[1:]:
+        if start != _model_of(cfg, "student"):
             raise MPLStudioError(f"a demo that fine-tunes the MPL {role} needs its retrain model to be the "
                                  f"{role}'s: {start[0]} of width {start[1]}")
-    return TrainingJob(ws, "demo", _demo_work(cfgs, target_precision, who, fine_tune),
-                       on_progress=on_progress, nice=nice).start()
 
 
 def _retrain_config(ws: Workspace, cfg: RunConfig) -> RunConfig:
@@ -296,7 +312,8 @@ def _predict_with_halving(job: TrainingJob, model, dataset, split, device):
 DEMO_REVIEW = 100  # decisions the demo's simulated reviewer makes (built-in datasets only)
 
 
-def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
+def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, target: float, who: str,
+               fine_tune: bool):
     train_cfg, retrain_cfg, review_cfg = cfgs
 
     def work(job: TrainingJob) -> dict:
@@ -317,8 +334,7 @@ def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
         story.update(before_test_acc=trained.get("test_acc"), teacher_test_acc=trained.get("teacher_test_acc"),
                      train_run=job.run_id,
                      labels_given=trained["labels_used"])
-        if fine_tune:
-            retrain_cfg = _start_from(retrain_cfg, ws.run_dir(job.run_id))
+        mpl_run = job.run_id
         phase(2, "pseudo-labeling the unlabeled pool")
         labeled = _pseudo_label_work(job.run_id, "auto")(job)
         story.update(round=labeled["round"], pseudo_labels=labeled["count"])
@@ -333,6 +349,13 @@ def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
                      est_low=stats.est_low, est_high=stats.est_high, val_support=stats.val_support,
                      true_precision=stats.true_precision, target_precision=target,
                      target_reached=bool(stats.est_precision >= target))
+        projected = _projected_end(story, train_cfg, full, review_cfg if oracle else None, time.perf_counter() - t0)
+        story.update(budget_s=budget_s, projected_s=projected)
+        if projected is not None and projected <= budget_s:
+            retrain_cfg, story["retrain_from"] = full, "scratch"
+        else:  # the planned retrain: fine-tuning the MPL run's teacher (or student), or from scratch
+            story["retrain_from"] = retrain_cfg.model.init_role if fine_tune else "scratch"
+            retrain_cfg = _start_from(retrain_cfg, ws.run_dir(mpl_run)) if fine_tune else retrain_cfg
         phase(4, "retraining on the reviewed labels")
         retrained = _demo_retrain(job, retrain_cfg)
         story.update(after_test_acc=retrained.get("test_acc"), retrain_run=job.run_id,
@@ -351,6 +374,18 @@ def _demo_work(cfgs: list[RunConfig], target: float, who: str, fine_tune: bool):
         story["phase_s"].append(["end", round(time.perf_counter() - t0, 2)])
         return story
     return work
+
+
+def _projected_end(story: dict, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
+                   elapsed: float) -> float | None:
+    """When the demo would end, in seconds from its start, with the round from scratch (then the
+    review round): each supervised step at DEMO_SUPERVISED_STEP_COST of the MPL run's seconds a step."""
+    if full is None:
+        return None
+    (_, start), (_, end) = story["phase_s"][:2]
+    mpl_step_s = (end - start) / max(1, train_cfg.train.steps + train_cfg.train.finetune_steps)
+    steps = full.train.steps + (review.train.steps if review else 0)
+    return round(elapsed + DEMO_SUPERVISED_STEP_COST * mpl_step_s * steps, 1)
 
 
 def _start_from(cfg: RunConfig, run_dir: Path) -> RunConfig:
