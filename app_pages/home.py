@@ -108,7 +108,9 @@ def retrain_note(r: dict) -> str:
     """How the retrain trained, and why: a round from scratch where it was projected to fit the budget."""
     how = {"scratch": "a new model trained from scratch", "teacher": "the MPL teacher fine-tuned",
            "student": "the MPL student fine-tuned"}.get(r.get("retrain_from"), "a model trained")
-    note = f"{how} on the given and accepted labels, half of each batch from the labels people gave"
+    note = f"{how} on the given and accepted labels"
+    if r.get("trusted_share"):
+        note += f", {r['trusted_share']:.0%} of each batch from the labels people gave"
     if r.get("projected_s") is not None:
         fits = "within" if r["projected_s"] <= r["budget_s"] else "beyond"
         note += (f"; a round from scratch was projected to end the demo at {r['projected_s']:.0f} s, {fits} "

@@ -227,11 +227,13 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     studio = get_studio()
     studio.create("demo", DataConfig(max_unlabeled=300))
     train = dict(steps=20, eval_every=0, batch_size=16, mu=2, device="cpu")
+    supervised = dict(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"))
     job = studio.start("demo", "demo",
                        cfg=RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
                                      train=TrainConfig(finetune_steps=5, **train)),
-                       retrain_cfg=RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
-                                             train=TrainConfig(**train)), target_precision=0.5)
+                       retrain_cfg=RunConfig(**supervised, train=TrainConfig(**train)),
+                       full_retrain_cfg=RunConfig(**supervised, train=TrainConfig(**train, trusted_share=0.5)),
+                       budget_s=3600.0, target_precision=0.5)
     status = job.join(300)
     assert status.state == "done", status.error
     r = status.result
@@ -240,8 +242,9 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     import ui
     assert metric(at, "Test accuracy before") == ui.pct(r["before_test_acc"])
     assert metric(at, "After the retrain") == ui.pct(r["after_test_acc"])
-    retrain = next(m for m in at.metric if m.label == "After the retrain")
-    assert r["retrain_from"] == "student" and "the MPL student fine-tuned" in retrain.help  # says which round ran
+    retrain = next(m for m in at.metric if m.label == "After the retrain").help  # says which round ran, and why
+    assert r["retrain_from"] == "scratch" and retrain.startswith("a new model trained from scratch")
+    assert "50% of each batch" in retrain and f"end the demo at {r['projected_s']:.0f} s, within its 3600 s" in retrain
     assert metric(at, "Pseudo-labels accepted") == f"{r['accepted']:,}"
     assert metric(at, "90% interval") == ui.interval(r["est_low"], r["est_high"])
     assert metric(at, "True precision") == ui.pct(r["true_precision"])
@@ -250,9 +253,10 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     chart = at.get("plotly_chart")[0].proto.spec
     for key in ("before_test_acc", "teacher_test_acc", "after_test_acc", "after_review_test_acc"):
         assert f"{100 * r[key]:.1f}%" in chart  # the chart's bars are the same numbers
-    runs = studio.runs("demo")  # Studio.start's demo fine-tunes by default, as the Home page's: the MPL
-    # student, then (no review round given: the retrain's config again) the retrain's model
-    assert [run["config"]["model"]["init_from"] for run in runs[1:]] == [runs[0]["checkpoint"], runs[1]["checkpoint"]]
+    runs = studio.runs("demo")  # the round from scratch fitted the budget; the review round (no config
+    # given: the planned retrain's again) goes on from its model, as Studio.start's demo fine-tunes by default
+    assert [run["config"]["model"]["init_from"] for run in runs[1:]] == ["", runs[1]["checkpoint"]]
+    assert runs[1]["config"]["train"]["trusted_share"] == 0.5 and runs[1]["config"]["train"]["threads"] > 0
 
 
 def test_the_server_does_not_walk_every_object_after_each_script_run():

@@ -140,6 +140,11 @@ def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_work
     with pytest.raises(MPLStudioError, match="models must be the same"):
         args = plan.start_args()
         start_demo(tiny_workspace, args.pop("cfg"), **args)
+    plan = demo_plan()
+    plan.full_retrain.model.init_from = str(tiny_workspace.root)  # "from scratch" must be so
+    with pytest.raises(MPLStudioError, match="must not start from a checkpoint"):
+        args = plan.start_args()
+        start_demo(tiny_workspace, args.pop("cfg"), **args)
     assert tiny_workspace.store.runs() == []
 
 

@@ -235,7 +235,7 @@ def test_the_demo_projects_a_round_from_the_mpl_runs_seconds_a_step():
     from mpl_core.service.work import _projected_end
     mpl = RunConfig(train=TrainConfig(steps=90, finetune_steps=10))
     full, review = RunConfig(train=TrainConfig(steps=300)), RunConfig(train=TrainConfig(steps=100))
-    story = {"phase_s": [["MPL", 0.5], ["pseudo-labels", 20.5], ["accept", 25.0]]}  # 0.2 s an MPL step
-    assert _projected_end(story, mpl, full, review, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 400)
-    assert _projected_end(story, mpl, full, None, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 300)
-    assert _projected_end(story, mpl, None, review, 30.0) is None  # no round from scratch to project
+    mpl_s = 20.0  # 0.2 s an MPL step
+    assert _projected_end(mpl_s, mpl, full, review, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 400)
+    assert _projected_end(mpl_s, mpl, full, None, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 300)
+    assert _projected_end(mpl_s, mpl, None, review, 30.0) is None  # no round from scratch to project

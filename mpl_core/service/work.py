@@ -115,6 +115,8 @@ def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
             _retrain_config(ws, retrain_cfg), _retrain_config(ws, review_cfg)]
     if fine_tune:  # checked before minutes of MPL
         _check_fine_tunes(cfgs)
+    if full_retrain_cfg and full_retrain_cfg.model.init_from:
+        raise MPLStudioError("the demo's round from scratch must not start from a checkpoint (init_from)")
     full = _retrain_config(ws, full_retrain_cfg) if full_retrain_cfg else None
     if full and fine_tune and _model_of(full, "student") != _model_of(cfgs[2], "student"):
         raise MPLStudioError(f"the demo's review round goes on from its round from scratch, so their models must "
@@ -332,7 +334,7 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
         if not trained["completed"]:
             return trained
         story.update(before_test_acc=trained.get("test_acc"), teacher_test_acc=trained.get("teacher_test_acc"),
-                     train_run=job.run_id,
+                     train_run=job.run_id, mpl_s=round(time.perf_counter() - t0, 2),
                      labels_given=trained["labels_used"])
         mpl_run = job.run_id
         phase(2, "pseudo-labeling the unlabeled pool")
@@ -349,13 +351,15 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
                      est_low=stats.est_low, est_high=stats.est_high, val_support=stats.val_support,
                      true_precision=stats.true_precision, target_precision=target,
                      target_reached=bool(stats.est_precision >= target))
-        projected = _projected_end(story, train_cfg, full, review_cfg if oracle else None, time.perf_counter() - t0)
+        projected = _projected_end(story["mpl_s"], train_cfg, full, review_cfg if oracle else None,
+                                   time.perf_counter() - t0)
         story.update(budget_s=budget_s, projected_s=projected)
         if projected is not None and projected <= budget_s:
             retrain_cfg, story["retrain_from"] = full, "scratch"
         else:  # the planned retrain: fine-tuning the MPL run's teacher (or student), or from scratch
             story["retrain_from"] = retrain_cfg.model.init_role if fine_tune else "scratch"
             retrain_cfg = _start_from(retrain_cfg, ws.run_dir(mpl_run)) if fine_tune else retrain_cfg
+        story["trusted_share"] = retrain_cfg.train.trusted_share
         phase(4, "retraining on the reviewed labels")
         retrained = _demo_retrain(job, retrain_cfg)
         story.update(after_test_acc=retrained.get("test_acc"), retrain_run=job.run_id,
@@ -376,14 +380,15 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
     return work
 
 
-def _projected_end(story: dict, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
+def _projected_end(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
                    elapsed: float) -> float | None:
     """When the demo would end, in seconds from its start, with the round from scratch (then the
-    review round): each supervised step at DEMO_SUPERVISED_STEP_COST of the MPL run's seconds a step."""
+    review round): each supervised step at DEMO_SUPERVISED_STEP_COST of the MPL run's seconds a step
+    (mpl_s: its phase's wall time, so a pause during MPL counts as slowness and errs toward the
+    quicker round)."""
     if full is None:
         return None
-    (_, start), (_, end) = story["phase_s"][:2]
-    mpl_step_s = (end - start) / max(1, train_cfg.train.steps + train_cfg.train.finetune_steps)
+    mpl_step_s = mpl_s / max(1, train_cfg.train.steps + train_cfg.train.finetune_steps)
     steps = full.train.steps + (review.train.steps if review else 0)
     return round(elapsed + DEMO_SUPERVISED_STEP_COST * mpl_step_s * steps, 1)
 
