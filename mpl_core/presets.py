@@ -115,14 +115,17 @@ DEMO_START_ROLE = "teacher"
 DEMO_REVIEW_STEPS = 200
 # The demo is to finish within DEMO_BUDGET_S. Where its MPL run was quick enough that the Rounds
 # page's default round (from scratch, 3x the steps) still fits, it runs that round instead of
-# fine-tuning the teacher: +0.44 points on the accepted labels alone and +0.64 after the review round
-# (bench/review_value.py ... --round retrain finetune-teacher continue --continue-from retrain, as above:
-# 77.34% against 76.90%, 78.75% against 78.11%). The job projects that round's time from its MPL
-# run's: a supervised step takes DEMO_SUPERVISED_STEP_COST of an MPL step's time at the demo's
-# settings (the whole MPL phase, its evaluations and fine-tuning included, over its steps; measured
-# 0.17 with native bf16 and 0.20 without, on 2-core CPUs: bench/demo_time.py). So on a CPU without
-# native bf16, where MPL takes about 107 s, the demo fine-tunes; with it (about 48 s) it trains from
-# scratch, projected within 2 s of the time it took.
+# fine-tuning the teacher: +0.44 points on the accepted labels alone and +0.49 after the review
+# round (bench/review_value.py ... --round retrain finetune-teacher continue --continue-from
+# retrain, as above, and --round finetune-teacher continue: 77.34% against 76.90%, 78.75% against
+# 78.26%). The job projects that round's time from its MPL run's: a supervised step takes
+# DEMO_SUPERVISED_STEP_COST of an MPL step's time at the demo's settings. Measured end to end from
+# bench/demo_time.py's phase table (the retrain phase's seconds over its 1,800 steps, against the
+# MPL phase's over its 700, evaluations, label collection and checkpoints included): 0.18 to 0.22
+# over six runs on a 2-core CPU with native bf16, 0.20 on one without. 0.22 is the highest seen, so
+# the projection errs toward the quicker round. So where MPL takes about 107 s (no native bf16) the
+# demo fine-tunes; where it takes 44 to 49 s (native bf16) it trains from scratch, projected within
+# 2 s of the time the demo took.
 DEMO_BUDGET_S = 180.0
 DEMO_SUPERVISED_STEP_COST = 0.22
 
@@ -132,7 +135,7 @@ class DemoPlan:
     train: RunConfig  # the MPL run
     retrain: RunConfig  # the round on the accepted pseudo-labels
     review: RunConfig  # the round after the simulated reviewer's decisions
-    fine_tune: bool  # the retrain starts from the MPL teacher's weights, the review round from the retrain's
+    fine_tune: bool  # the retrain starts from the MPL model of its init_role, the review round from the retrain's
     full_retrain: RunConfig | None = None  # the round from scratch run instead of retrain where it fits
     budget_s: float = DEMO_BUDGET_S  # the time the demo is to fit in
 
