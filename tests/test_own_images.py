@@ -13,6 +13,7 @@ from mpl_core.config import DataConfig, ModelConfig
 from mpl_core.data import imagefolder
 from mpl_core.data.imagefolder import auto_image_size
 from mpl_core.data.splits import make_split
+from mpl_core.engine.inference import bf16_autocast_applies
 from mpl_core.engine.models import build_model
 from mpl_core.engine.state import load_model, make_learner
 from mpl_core.engine.train import train
@@ -204,6 +205,29 @@ def test_a_gray_set_trains_a_resnet_teacher_and_a_mobilenet_student(tiny_dataset
     assert student(x).shape == (2, 2) and teacher(x).shape == (2, 2)
     again = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)  # resumes: nothing to do
     assert again.step == 2
+    # at 16 px ResNet-18's layer4 sees 1x1 inputs: where bf16 would apply on this CPU, the run trains in fp32
+    assert info["config"]["train"]["amp"] is not bf16_autocast_applies(torch.device("cpu"))
+
+
+def test_a_strided_convolution_on_one_pixel_keeps_a_cpu_run_in_fp32(monkeypatch):
+    from mpl_core.config import RunConfig
+    from mpl_core.engine import defaults
+    from mpl_core.engine.defaults import _strided_conv_sees_one_pixel, with_sound_bf16
+    small = ModelConfig(name="resnet18", weights="none", num_classes=2, image_size=16)
+    large = dataclasses.replace(small, image_size=32)
+    assert _strided_conv_sees_one_pixel(build_model(small), small)
+    assert not _strided_conv_sees_one_pixel(build_model(large), large)
+    cnn = ModelConfig(name="cnn", width=4, image_size=28)
+    assert not _strided_conv_sees_one_pixel(build_model(cnn), cnn)
+    monkeypatch.setattr(defaults, "bf16_autocast_applies", lambda device, enabled=True: enabled)  # a bf16 CPU
+    cpu, cfg = torch.device("cpu"), RunConfig()
+    assert with_sound_bf16(cfg, small, cpu, ("teacher", "student")).train.amp is False
+    assert with_sound_bf16(cfg, large, cpu, ("teacher", "student")).train.amp is True
+    mixed = ModelConfig(name="cnn", width=4, student="resnet18", weights="none", num_classes=2, image_size=16)
+    assert with_sound_bf16(cfg, mixed, cpu, ("teacher",)).train.amp is True
+    assert with_sound_bf16(cfg, mixed, cpu, ("teacher", "student")).train.amp is False  # either role's model counts
+    assert with_sound_bf16(cfg, small, torch.device("cuda"), ("student",)).train.amp is True  # a CPU kernel's fault
+    assert cfg.train.amp is True  # a copy: the caller's config is unchanged
 
 
 def test_imagenet_weights_are_read_from_the_data_folder_without_network(tmp_path, monkeypatch):

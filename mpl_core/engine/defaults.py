@@ -6,7 +6,10 @@ What each choice rests on is measured in docs/speed.md and docs/results.md:
 
 - bf16 autocast (`TrainConfig.amp`, on by default) applies on CUDA and on CPUs that compute bf16
   natively (AMX, AVX512-BF16); elsewhere it would be emulated, 2 to 2.5 times slower than fp32,
-  so those CPUs train in fp32 (`inference.bf16_autocast_applies`).
+  so those CPUs train in fp32 (`inference.bf16_autocast_applies`). A run whose model has a
+  strided convolution that sees a 1x1 input (a ResNet on images of 16 px or less) trains in fp32
+  on the CPU too: there the bf16 gradient of that convolution's weights comes out NaN or inf at
+  random (torch 2.14's oneDNN kernels; `with_sound_bf16`).
 - MPL's view batches (`AlgorithmConfig.view_batches`, "auto" by default): "separate" on a CPU,
   where it computes a quarter fewer FLOPs than the official code's joint batches and was as
   accurate (quick-demo over 4 seeds, cpu-10min over 3), with or without native bf16; "joint" on
@@ -22,8 +25,11 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn as nn
 
-from mpl_core.config import RunConfig
+from mpl_core.config import ModelConfig, RunConfig
+from mpl_core.engine.inference import bf16_autocast_applies
+from mpl_core.engine.models import build_model
 
 
 def default_view_batches(device: torch.device) -> str:
@@ -41,3 +47,32 @@ def for_device(cfg: RunConfig, device: torch.device, saved: dict | None = None) 
     views = views if views != "auto" else default_view_batches(device)
     return dataclasses.replace(cfg, algorithm=dataclasses.replace(cfg.algorithm, view_batches=views))
 
+
+
+def with_sound_bf16(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, roles: tuple[str, ...]) -> RunConfig:
+    """cfg, in fp32 (train.amp off) where bf16 autocast would train one of the roles' models on this
+    CPU through a strided convolution that sees a 1x1 input: on a 2-core AVX512-BF16 CPU the bf16
+    gradient of such a convolution's weights (3x3, stride 2, on 256 channels) was NaN or inf in 1 to
+    10 of 20 tries, and a ResNet-18 teacher on 16 px images diverged in 5 of 8 two-step MPL runs;
+    fp32 never did. The checkpoints record the amp the run trained with."""
+    if device.type != "cpu" or not bf16_autocast_applies(device, cfg.train.amp):
+        return cfg
+    if not any(_strided_conv_sees_one_pixel(build_model(model_cfg, role=role), model_cfg) for role in roles):
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp=False))
+
+
+def _strided_conv_sees_one_pixel(model: nn.Module, cfg: ModelConfig) -> bool:
+    """Whether a strided convolution with a kernel wider than 1 gets a 1x1 input at cfg's image size."""
+    hits: list[nn.Module] = []
+    convs = [m for m in model.modules()
+             if isinstance(m, nn.Conv2d) and max(m.stride) > 1 and max(m.kernel_size) > 1]
+    hooks = [m.register_forward_hook(lambda m, inputs, _: hits.append(m) if inputs[0].shape[-2:] == (1, 1) else None)
+             for m in convs]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return bool(hits)

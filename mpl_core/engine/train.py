@@ -27,7 +27,7 @@ from mpl_core.data.splits import Split
 from mpl_core.engine import distributed as dist_
 from mpl_core.engine.algorithms import Algorithm, Batch, get_algorithm, supervised_step
 from mpl_core.engine.augment import make_batch
-from mpl_core.engine.defaults import for_device
+from mpl_core.engine.defaults import for_device, with_sound_bf16
 from mpl_core.engine.evaluate import Evaluator
 from mpl_core.engine.inference import bf16_autocast_applies
 from mpl_core.engine.models import check_input_size, resolve_model_name
@@ -151,6 +151,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     cfg = for_device(cfg, device, resumed[1]["config"] if resumed is not None else None)
     t = cfg.train
     model_cfg = resolve_model_config(cfg, dataset, split)
+    cfg = with_sound_bf16(cfg, model_cfg, device, ("teacher", "student") if algo.teacher else ("student",))
+    t = cfg.train
     saver = Checkpointer(out, cfg, model_cfg, dataset, ctx)
     saving = dist_.broadcast_object(out is not None, ctx)  # rank 0 decides; the others join its checkpoints
     if resumed is not None:
