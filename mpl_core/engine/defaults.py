@@ -57,7 +57,9 @@ def with_sound_bf16(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device
     fp32 never did. The checkpoints record the amp the run trained with."""
     if device.type != "cpu" or not bf16_autocast_applies(device, cfg.train.amp):
         return cfg
-    if not any(_strided_conv_sees_one_pixel(build_model(model_cfg, role=role), model_cfg) for role in roles):
+    with torch.random.fork_rng(devices=[]):  # building the probes draws initial weights: not from the caller's RNG
+        probes = [build_model(model_cfg, role=role) for role in roles]
+    if not any(_strided_conv_sees_one_pixel(model, model_cfg) for model in probes):
         return cfg
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp=False))
 
