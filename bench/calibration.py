@@ -15,6 +15,7 @@ images with a Jeffreys interval. Per class too.
 
 With --repeat, it scores the intervals over --draws validation sets drawn from the pool at every
 threshold: one seed's split is one draw, so 3 seeds' coverage swings with the luck of 3 draws.
+--val-per-class scores validation sets of other sizes: how many held-out labels a target needs.
 
 With --choice, it also checks the demo's choice of threshold: the lowest whose estimate reaches
 --target. That choice favours thresholds whose few validation images happened to be right (a
@@ -346,6 +347,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=200, help="--choice, --repeat: validation sets drawn per seed")
     parser.add_argument("--repeat", action="store_true",
                         help="score the intervals over --draws validation sets drawn from the pool (see repeated)")
+    parser.add_argument("--val-per-class", type=int, nargs="+", default=[DataConfig().val_per_class],
+                        help="--choice, --repeat: validation images a class in each draw (default: the app's); "
+                             "several: one table each")
     parser.add_argument("--keep", type=Path, default=None,
                         help="a folder for each seed's probabilities: reused where there, written where not "
                              "(to score estimators again without training)")
@@ -356,10 +360,11 @@ def main() -> None:
         print_sweep(data[-1]["sweep"])
     if args.compare if args.compare is not None else len(args.seeds) > 1:
         compare(data)
-    if args.choice:
-        choice(data, args.target, args.draws, DataConfig().val_per_class)
-    if args.repeat:
-        repeated(data, args.draws, DataConfig().val_per_class)
+    for per_class in args.val_per_class:
+        if args.choice:
+            choice(data, args.target, args.draws, per_class)
+        if args.repeat:
+            repeated(data, args.draws, per_class)
 
 
 if __name__ == "__main__":
