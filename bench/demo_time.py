@@ -4,6 +4,7 @@
     python bench/demo_time.py --someone-watching # a person interacting all along: one core stays the pages'
     python bench/demo_time.py --mu 4 --from-scratch   # mu 4, both rounds from scratch on 3x the steps
     python bench/demo_time.py --budget 0              # the retrain fine-tunes the teacher whatever the speed
+    python bench/demo_time.py --fp32                  # no bf16 autocast: a slower CPU's demo, here
 
 A fresh workspace on the built-in Fashion-MNIST (10 labels per class), then the demo job with the
 Home page's plan (mpl_core.presets.demo_plan): MPL on quick-demo with mu 2, pseudo-labels, accept
@@ -46,6 +47,10 @@ def plan(args) -> DemoPlan:
     if args.from_scratch:
         out.retrain = build_retrain_config(DEMO_PRESET, fine_tune=False, algorithm="supervised", seed=args.seed)
         out.review, out.fine_tune, out.full_retrain = out.retrain, False, None
+    if args.fp32:
+        for cfg in (out.train, out.retrain, out.review, out.full_retrain):
+            if cfg is not None:
+                cfg.train.amp = False
     return out
 
 
@@ -56,6 +61,7 @@ def main() -> None:
     p.add_argument("--mu", type=int, default=None, help="the MPL run's unlabeled images per labeled one")
     p.add_argument("--from-scratch", action="store_true",
                    help="retrain rounds from scratch on 3x the preset's steps instead of fine-tuning the student")
+    p.add_argument("--fp32", action="store_true", help="train without bf16 autocast, as on a CPU without native bf16")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the demo is to end within (default: the app's); 0: never the round from scratch")
     args = p.parse_args()
