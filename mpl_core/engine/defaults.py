@@ -48,7 +48,6 @@ def for_device(cfg: RunConfig, device: torch.device, saved: dict | None = None) 
     return dataclasses.replace(cfg, algorithm=dataclasses.replace(cfg.algorithm, view_batches=views))
 
 
-
 def with_sound_bf16(cfg: RunConfig, model_cfg: ModelConfig, device: torch.device, roles: tuple[str, ...]) -> RunConfig:
     """cfg, in fp32 (train.amp off) where bf16 autocast would train one of the roles' models on this
     CPU through a strided convolution that sees a 1x1 input: on a 2-core AVX512-BF16 CPU the bf16
