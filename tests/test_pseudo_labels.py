@@ -176,17 +176,23 @@ def test_the_simulated_reviewer_answers_with_hidden_labels_and_only_where_there_
         oracle_review(own, [0])
 
 
+def tiny_demo(steps: int, finetune_steps: int, full_steps: int) -> tuple[RunConfig, RunConfig, RunConfig]:
+    """A demo's MPL run, its retrain that fine-tunes the teacher, and its round from scratch, all tiny."""
+    train = dict(eval_every=0, batch_size=16, device="cpu")
+    return (RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
+                      train=TrainConfig(steps=steps, finetune_steps=finetune_steps, mu=2, **train)),
+            RunConfig(model=ModelConfig(width=4, init_role="teacher"), algorithm=AlgorithmConfig(name="supervised"),
+                      train=TrainConfig(steps=steps, **train)),
+            RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
+                      train=TrainConfig(steps=full_steps, **train)))
+
+
 def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_hidden_labels(fmnist, tmp_path):
     from mpl_core.service.work import DEMO_REVIEW, start_demo
     ws = create_workspace("demo", DataConfig(max_unlabeled=400), tmp_path)
-    cfg = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
-                    train=TrainConfig(steps=20, finetune_steps=5, eval_every=0, batch_size=16, mu=2, device="cpu"))
-    retrain = RunConfig(model=ModelConfig(width=4, init_role="teacher"), algorithm=AlgorithmConfig(name="supervised"),
-                        train=TrainConfig(steps=20, eval_every=0, batch_size=16, device="cpu"))
+    cfg, retrain, full = tiny_demo(steps=20, finetune_steps=5, full_steps=60)
     review = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
                        train=TrainConfig(steps=10, eval_every=0, batch_size=16, device="cpu", trusted_share=0.5))
-    full = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
-                     train=TrainConfig(steps=60, eval_every=0, batch_size=16, device="cpu"))
     status = start_demo(ws, cfg, retrain, review_cfg=review, full_retrain_cfg=full, budget_s=0.0,
                         target_precision=0.5, fine_tune=True).join(300)
     assert status.state == "done", status.error
@@ -214,12 +220,7 @@ def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_h
 def test_the_demo_trains_its_round_from_scratch_where_that_is_projected_to_fit(fmnist, tmp_path):
     from mpl_core.service.work import start_demo
     ws = create_workspace("demo", DataConfig(max_unlabeled=200), tmp_path)
-    cfg = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
-                    train=TrainConfig(steps=10, finetune_steps=2, eval_every=0, batch_size=16, mu=2, device="cpu"))
-    retrain = RunConfig(model=ModelConfig(width=4, init_role="teacher"), algorithm=AlgorithmConfig(name="supervised"),
-                        train=TrainConfig(steps=10, eval_every=0, batch_size=16, device="cpu"))
-    full = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
-                     train=TrainConfig(steps=30, eval_every=0, batch_size=16, device="cpu"))
+    cfg, retrain, full = tiny_demo(steps=10, finetune_steps=2, full_steps=30)
     status = start_demo(ws, cfg, retrain, full_retrain_cfg=full, budget_s=3600.0, target_precision=0.5,
                         fine_tune=True).join(300)
     assert status.state == "done", status.error
