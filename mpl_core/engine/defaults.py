@@ -7,7 +7,7 @@ What each choice rests on is measured in docs/speed.md and docs/results.md:
 - bf16 autocast (`TrainConfig.amp`, on by default) applies on CUDA and on CPUs that compute bf16
   natively (AMX, AVX512-BF16); elsewhere it would be emulated, 2 to 2.5 times slower than fp32,
   so those CPUs train in fp32 (`inference.bf16_autocast_applies`). A run whose model has a
-  strided convolution that sees a 1x1 input (a ResNet on images of 16 px or less) trains in fp32
+  strided convolution that sees a 1x1 input (torchvision models on images of 16 px) trains in fp32
   on the CPU too: there the bf16 gradient of that convolution's weights comes out NaN or inf at
   random (torch 2.14's oneDNN kernels; `with_sound_bf16`).
 - MPL's view batches (`AlgorithmConfig.view_batches`, "auto" by default): "separate" on a CPU,
