@@ -98,9 +98,19 @@ def kept_seed(args, seed: int) -> dict:
     return d
 
 
+def table_head(*columns: str) -> None:
+    """A markdown table's header row and its rule."""
+    print(f"| {' | '.join(columns)} |")
+    print("|" + "---|" * len(columns))
+
+
+def truth_inside(r: np.ndarray) -> np.ndarray:
+    """Per row of (threshold, validation images, true, estimate, low, high): the truth in [low, high]."""
+    return (r[:, 2] >= r[:, 4]) & (r[:, 2] <= r[:, 5])
+
+
 def print_sweep(sweep: list[dict]) -> None:
-    print("| threshold | passed | coverage | estimated | 90% interval | validation images | true | inside |")
-    print("|---|---|---|---|---|---|---|---|")
+    table_head("threshold", "passed", "coverage", "estimated", "90% interval", "validation images", "true", "inside")
     for r in sweep:
         if not r["passed"]:
             print(f"| {r['threshold']:.2f} | 0 | 0% | - | - | - | - | - |")
@@ -229,19 +239,18 @@ def compare(seeds: list[dict]) -> None:
                 per_class.setdefault("Bayesian bins (pool-weighted)", []).append(
                     (true_c, *np.percentile(draws, [5, 95])))
     print(f"\n## Estimators over {len(seeds)} seed(s) x thresholds {SCORED[0]:.2f}-{SCORED[-1]:.2f}\n")
-    print("| estimator | true precision inside the 90% interval | mean width | largest error where >= 200 "
-          "validation images pass | mean error | inside, thresholds >= 0.9 |")
-    print("|---|---|---|---|---|---|")
+    table_head("estimator", "true precision inside the 90% interval", "mean width",
+               "largest error where >= 200 validation images pass", "mean error", "inside, thresholds >= 0.9")
     for name, r in results.items():
         r = np.asarray(r, dtype=float)  # threshold, n_val, true, est, lo, hi
-        inside = (r[:, 2] >= r[:, 4]) & (r[:, 2] <= r[:, 5])
+        inside = truth_inside(r)
         big, high = r[:, 1] >= 200, r[:, 0] >= 0.9
         worst = np.max(np.abs(r[big, 3] - r[big, 2])) * 100 if big.any() else float("nan")
         print(f"| {name} | {inside.mean() * 100:.1f}% of {len(r)} | {np.mean(r[:, 5] - r[:, 4]) * 100:.1f} points "
               f"| {worst:.1f} points | {np.nanmean(np.abs(r[:, 3] - r[:, 2])) * 100:.1f} points "
               f"| {inside[high].mean() * 100:.1f}% |")
-    print("\n| per class (>= 20 pool images pass) | true precision inside the 90% interval | mean width |")
-    print("|---|---|---|")
+    print()
+    table_head("per class (>= 20 pool images pass)", "true precision inside the 90% interval", "mean width")
     for name, r in per_class.items():
         r = np.asarray(r, dtype=float)
         inside = (r[:, 0] >= r[:, 1]) & (r[:, 0] <= r[:, 2])
@@ -271,9 +280,8 @@ def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None
                                       true.passed))
     print(f"\n## The demo's choice of threshold: {draws} validation sets of {per_class} per class drawn from the pool "
           f"per seed, {len(seeds)} seed(s), target {target:.0%}\n")
-    print("| rule | chosen threshold (median) | accepted (median) | truth inside the 90% interval | true precision "
-          ">= target | true precision (mean) | estimate (mean) | interval width (mean) |")
-    print("|---|---|---|---|---|---|---|---|")
+    table_head("rule", "chosen threshold (median)", "accepted (median)", "truth inside the 90% interval",
+               "true precision >= target", "true precision (mean)", "estimate (mean)", "interval width (mean)")
     for name, r in results.items():
         r = np.asarray(r, dtype=float)  # threshold, est, low, high, true, passed
         ok = (r[:, 5] > 0) & ~np.isnan(r[:, 2])  # no validation image passes: no interval to score
@@ -313,13 +321,12 @@ def repeated(seeds: list[dict], draws: int, per_class: int) -> None:
                 rows["PPI++ on the confidence"].append((t, n, tp, *ppi(vok[vm], vc[vm], pc[m])))
     print(f"\n## Intervals over {draws} validation sets of {per_class} a class drawn from the pool, per seed, "
           f"{len(seeds)} seed(s), thresholds {SCORED[0]:.2f}-{SCORED[-1]:.2f}\n")
-    print("| estimator | truth inside the 90% interval | thresholds < 0.9 | thresholds >= 0.9 | mean width "
-          "| within 2 points where >= 200 validation images pass | mean error there |")
-    print("|---|---|---|---|---|---|---|")
+    table_head("estimator", "truth inside the 90% interval", "thresholds < 0.9", "thresholds >= 0.9", "mean width",
+               "within 2 points where >= 200 validation images pass", "mean error there")
     for name, r in rows.items():
         r = np.asarray(r, dtype=float)  # threshold, n_val, true, est, lo, hi
         r = r[~np.isnan(r[:, 3])]
-        inside = (r[:, 2] >= r[:, 4]) & (r[:, 2] <= r[:, 5])
+        inside = truth_inside(r)
         high, big = r[:, 0] >= 0.9, r[:, 1] >= 200
         err = np.abs(r[big, 3] - r[big, 2]) * 100
         print(f"| {name} | {inside.mean() * 100:.1f}% of {len(r):,} | {inside[~high].mean() * 100:.1f}% "
