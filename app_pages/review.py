@@ -188,6 +188,7 @@ def grid(desk: Desk) -> None:
     p[2].button("Undo last", icon=":material/undo:", on_click=act, args=(desk.studio.undo, desk.name, desk.who),
                 key="undo", help="your last decision (U in the grid)")
     grid_page(desk)
+    pace_caption(desk)
 
 
 # Page turns (and decisions, where the grid cannot POST them: review_grid/api.py) rerun only this
@@ -312,6 +313,15 @@ def queue_tab(desk: Desk, view) -> None:
         st.success("Nothing pending.")
         return
     show_grid(desk, view, view.page(queue, len(queue), 1), "queue", key="queue-grid")
+
+
+def pace_caption(desk: Desk) -> None:
+    """The reviewer's own pace, measured from the decisions they saved (none by threshold)."""
+    mine = desk.studio.review_pace(desk.name).get(desk.who)
+    if text := ui.pace_text(mine):
+        st.caption(f"Your pace: {text}.", help="From the times your decisions were saved, in sittings with no gap "
+                   "over a minute (a longer gap is a break). Decisions by threshold are not counted. The "
+                   "Rounds page shows what the review time before each round bought.")
 
 
 def calibration_tab(view) -> None:

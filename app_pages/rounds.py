@@ -61,15 +61,23 @@ runs = studio.runs(name)
 if not runs:
     st.info("No runs yet: train on the Train page.")
     st.stop()
+behind = studio.review_behind_runs(name)
 table = pd.DataFrame([{
     "run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"], "status": r["status"],
     "labels used": r["metrics"].get("labels_used"), "accepted": r["metrics"].get("labels_accepted", 0),
     "confirmed": r["metrics"].get("labels_confirmed"),  # unknown for runs before it was counted
     "by hand": r["metrics"].get("labels_human", 0), "rejected": r["metrics"].get("labels_rejected", 0),
+    "decisions before": behind[r["id"]].total, "review minutes before": behind[r["id"]].seconds / 60,
     "test accuracy": r["metrics"].get("test_acc")} for r in runs])
 st.dataframe(table, hide_index=True, column_config={
     "confirmed": st.column_config.NumberColumn(help="of the accepted, those a person accepted looking at the "
                                                "image (not above a threshold): drawn among people's labels"),
+    "decisions before": st.column_config.NumberColumn(help="decisions people made looking at the images before "
+                                                      "this run started (by threshold and by the simulated "
+                                                      "reviewer not counted)"),
+    "review minutes before": st.column_config.NumberColumn(
+        format="%.1f", help="the time those decisions took, measured from when each was saved; a gap of over a "
+                            "minute between two is a break and not counted"),
     "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
 done = table.dropna(subset=["test accuracy"])
 if len(done):
@@ -77,6 +85,15 @@ if len(done):
                  hover_data=["labels used", "algorithm"], title="Test accuracy by run", height=320)
     fig.update_layout(xaxis_title="run", yaxis_tickformat=".0%", margin=dict(l=10, r=10, t=40, b=10))
     st.plotly_chart(fig, key="rounds")
+rounds_done = done[done["kind"] == "retrain"]
+if (rounds_done["review minutes before"] > 0).any():
+    fig = px.line(rounds_done, x="review minutes before", y="test accuracy", markers=True, text="run",
+                  hover_data=["decisions before", "labels used"], height=320,
+                  title="What the review time bought: each retrain round against the review before it")
+    fig.update_traces(textposition="top center")
+    fig.update_layout(xaxis_title="minutes of people's review before the round", yaxis_tickformat=".1%",
+                      margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, key="review-time")
 
 view = studio.review(name)
 if view is not None and view.truth is not None:

@@ -264,3 +264,31 @@ def test_the_server_does_not_walk_every_object_after_each_script_run():
     # the review grid reruns its fragment for every decision (bench/review_keys.py).
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
+
+
+def test_the_review_and_rounds_pages_show_the_pace_and_the_review_behind_each_round(reviewed_root, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from mpl_core.workspace import store as store_module
+    from ui import get_studio
+    clock = [time.time() + 10]  # after run 1 was created
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: clock[0]))
+    studio = get_studio()
+    for i in range(5):  # the page's reviewer, 2 s a key
+        clock[0] += 2
+        studio.decide("tiny", [i], "accept", "reviewer", seen=True)
+    studio.decide("tiny", list(range(5, 40)), "accept", "reviewer")  # by threshold: not timed
+    at = app("app_pages/review.py", reviewed_root).run()
+    assert not at.exception
+    assert any("Your pace: 2.0 s a decision, about 1,800 an hour (4 timed in 1 sitting)" in c.value
+               for c in at.caption)
+    clock[0] += 1
+    assert start_retrain(open_workspace("tiny", reviewed_root), tiny_run_config("supervised")).join(60).state == "done"
+    at = app("app_pages/rounds.py", reviewed_root).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert table["decisions before"].tolist() == [0, 5]
+    assert table["review minutes before"].tolist() == pytest.approx([0, 8 / 60])
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("What the review time bought" in spec for spec in charts)

@@ -413,7 +413,19 @@ def cmd_status(args) -> int:
     for r in ws.store.rounds():
         print(f"pseudo-label round {r['round']}: {r['count']} from the {r['model']} of run {r['run_id']}")
     print("decisions: " + ", ".join(f"{k} {v}" for k, v in ws.store.decision_counts().items()))
+    _print_pace(ws)
     return 0
+
+
+def _print_pace(ws) -> None:
+    """Each person's measured seconds a decision (see workspace/pace.py)."""
+    from mpl_core.workspace import pace
+    from mpl_core.workspace.simulate import WHO
+    paces = pace.by_reviewer(ws.store.seen_saves(), leave_out=(WHO,))
+    for who, p in {**paces, **({"everyone": pace.overall(paces)} if len(paces) > 1 else {})}.items():
+        if p.per_decision:
+            print(f"review pace, {who}: {p.per_decision:.1f} s a decision, {p.per_hour:,.0f} an hour "
+                  f"({p.decisions} timed in {p.sittings} sitting(s), {p.seconds / 60:.1f} min)")
 
 
 def _print_metrics(metrics: dict) -> None:

@@ -27,11 +27,12 @@ from mpl_core.presets import DEMO_BUDGET_S, DEMO_FINE_TUNE, DEMO_TARGET_PRECISIO
 from mpl_core.service import work
 from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
-from mpl_core.workspace import media
+from mpl_core.workspace import media, pace
 from mpl_core.workspace.attach import attach_checkpoint
 from mpl_core.workspace.formats import downloads, export_bytes
 from mpl_core.workspace.label_studio import LOCAL_FILES_PREFIX, import_label_studio
 from mpl_core.workspace.review_session import ReviewSession, ReviewView
+from mpl_core.workspace.simulate import WHO as SIMULATED_REVIEWER
 from mpl_core.workspace.workspace import (
     WORKSPACE_FILE,
     Workspace,
@@ -177,6 +178,19 @@ class Studio:
 
     def runs(self, name: str) -> list[dict]:
         return self.open(name).store.runs()
+
+    def review_pace(self, name: str) -> dict[str, pace.Pace]:
+        """Each person's seconds a decision in this workspace, from the decisions they saved
+        looking at the images (see pace.py); the simulated reviewer is left out."""
+        return pace.by_reviewer(self.open(name).store.seen_saves(), leave_out=(SIMULATED_REVIEWER,))
+
+    def review_behind_runs(self, name: str) -> dict[int, pace.Pace]:
+        """Per run: the decisions people made looking at the images before it started, and the
+        time they took (every reviewer's together), for "what did that review buy"."""
+        store = self.open(name).store
+        saves = store.seen_saves()
+        return {r["id"]: pace.overall(pace.by_reviewer(saves, until=r["created"], leave_out=(SIMULATED_REVIEWER,)))
+                for r in store.runs()}
 
     def trained_on_pool(self, name: str, run_id: int) -> int | None:
         """How many pool images a run trained on with labels accepted or given in review (a retrain

@@ -451,6 +451,13 @@ class Store:
         """Goes up with every decision or undo: readers cache the decision state by it."""
         return int(self._read("SELECT value FROM meta WHERE key = 'decisions_version'")[0][0])
 
+    def seen_saves(self) -> list[tuple[str, float, int]]:
+        """(who, time, decisions) of every save of decisions made looking at the images (see
+        decide's `seen`), undone ones too (their time was spent), oldest first: see pace.py."""
+        return [(who, float(at), int(n)) for who, at, n in self._read(
+            "SELECT d.who, MIN(d.at), COUNT(*) FROM decisions d JOIN seen_batches s ON s.batch = d.batch "
+            "GROUP BY d.batch ORDER BY d.batch")]
+
     def decision_total(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM decisions")[0][0])
 

@@ -1,0 +1,70 @@
+"""How fast people review, measured from the decisions they save: the seconds a decision that turn
+"what is an hour of review worth?" from an assumption into a measurement of this workspace's reviewers.
+
+The app knows when a decision is saved, not when its reviewer first looked at the tile, so time is
+measured over sittings: one reviewer's consecutive saves of decisions made looking at the images
+(Store.decide's `seen`: grid keys, page accepts, hand labels), with no gap longer than BREAK_S
+between two of them. A sitting's time runs from its first save to its last and covers the decisions
+saved after the first (the first save's own time is unknown: its reviewer was looking before it).
+Decisions by threshold are not a person's pace and are left out, and so is the simulated reviewer,
+which answers in no time. Each reviewer's sittings are their own, so two people reviewing at once
+do not halve each other's gaps.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# A gap between two saves longer than this is a break, not time spent on the second one. A person
+# may study a hard image for half a minute; a minute without a decision is more often a pause.
+BREAK_S = 60.0
+
+
+@dataclass(frozen=True)
+class Pace:
+    decisions: int = 0  # decisions whose time is known (saved after the first save of a sitting)
+    seconds: float = 0.0  # the time spent on them
+    sittings: int = 0  # runs of saves with no break between two of them
+    total: int = 0  # every decision counted, the timed and each sitting's first save
+
+    @property
+    def per_decision(self) -> float | None:
+        """Seconds a decision, or None while no decision is timed."""
+        return self.seconds / self.decisions if self.decisions else None
+
+    @property
+    def per_hour(self) -> float | None:
+        return 3600.0 / self.per_decision if self.decisions and self.seconds > 0 else None
+
+    def __add__(self, other: Pace) -> Pace:
+        return Pace(self.decisions + other.decisions, self.seconds + other.seconds,
+                    self.sittings + other.sittings, self.total + other.total)
+
+
+def measure(saves: Iterable[tuple[float, int]], break_s: float = BREAK_S) -> Pace:
+    """One reviewer's pace from their saves: (time, decisions in that save), in any order."""
+    pace, last = Pace(), None
+    for at, n in sorted(saves):
+        if last is not None and at - last <= break_s:
+            pace += Pace(decisions=n, seconds=at - last, total=n)
+        else:
+            pace += Pace(sittings=1, total=n)
+        last = at
+    return pace
+
+
+def by_reviewer(saves: Iterable[tuple[str, float, int]], until: float | None = None,
+                break_s: float = BREAK_S, leave_out: Iterable[str] = ()) -> dict[str, Pace]:
+    """Each reviewer's pace from (who, time, decisions) saves made before `until` (all if None),
+    leaving out the reviewers named in `leave_out` (the simulated one)."""
+    skip = set(leave_out)
+    per: dict[str, list[tuple[float, int]]] = {}
+    for who, at, n in saves:
+        if who not in skip and (until is None or at < until):
+            per.setdefault(who, []).append((at, n))
+    return {who: measure(own, break_s) for who, own in sorted(per.items())}
+
+
+def overall(paces: dict[str, Pace]) -> Pace:
+    """Every reviewer's time and decisions together: the workspace's seconds a decision."""
+    return sum(paces.values(), Pace())
