@@ -3,7 +3,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from mpl_core import DEMO_BUDGET_S, DEMO_TARGET_PRECISION, DataConfig, builtin_dataset_status, demo_plan
+from mpl_core import (
+    DEMO_BUDGET_S,
+    DEMO_TARGET_PRECISION,
+    DEMO_VAL_PER_CLASS,
+    builtin_dataset_status,
+    demo_data,
+    demo_plan,
+)
 
 st.title("MPL Studio")
 st.markdown(
@@ -17,14 +24,15 @@ name = st.session_state.get("workspace")
 if not name:
     status = builtin_dataset_status()
     if status["found"]:
-        st.info("No workspace yet. Start with the built-in Fashion-MNIST (10 labels per class), or pick "
-                "other data on the Data page.", icon=":material/info:")
+        st.info(f"No workspace yet. Start with the built-in Fashion-MNIST (10 labels per class to train on, "
+                f"{DEMO_VAL_PER_CLASS} held out to estimate the precision of pseudo-labels), or pick other data "
+                "on the Data page.", icon=":material/info:")
     else:
         st.warning("Fashion-MNIST is not installed (`apt-get install dataset-fashion-mnist`); it will be "
                    "downloaded on first use if this machine has network.")
     if st.button("Create the Fashion-MNIST demo workspace", type="primary", icon=":material/add:"):
         with ui.user_errors(), st.spinner("Loading Fashion-MNIST..."):
-            studio.create("fashion-demo", DataConfig(dataset="fashion-mnist", labels_per_class=10))
+            studio.create("fashion-demo", demo_data())
             ui.open_workspace("fashion-demo")
             st.rerun()
     st.stop()

@@ -31,7 +31,7 @@ from mpl_core import one_thread_outside_jobs  # noqa: E402 (the public API, as a
 
 one_thread_outside_jobs()  # as app.py: this process stands in for the app
 
-from mpl_core import DataConfig, Studio, demo_plan  # noqa: E402
+from mpl_core import DEMO_VAL_PER_CLASS, Studio, demo_data, demo_plan  # noqa: E402
 from mpl_core.presets import DEMO_PRESET, DemoPlan, build_retrain_config  # noqa: E402
 
 
@@ -64,10 +64,14 @@ def main() -> None:
     p.add_argument("--fp32", action="store_true", help="train without bf16 autocast, as on a CPU without native bf16")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the demo is to end within (default: the app's); 0: never the round from scratch")
+    p.add_argument("--val-per-class", type=int, default=DEMO_VAL_PER_CLASS,
+                   help="validation images a class held out for the estimate (default: the demo workspace's)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as root:
         studio = Studio(root)
-        studio.create("demo", DataConfig(dataset="fashion-mnist", labels_per_class=10, seed=args.seed))
+        data = demo_data(args.seed)
+        data.val_per_class = args.val_per_class
+        studio.create("demo", data)
         stop = threading.Event()
         if args.someone_watching:
             threading.Thread(target=watch, args=(studio, stop), daemon=True).start()

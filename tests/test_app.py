@@ -292,3 +292,17 @@ def test_the_review_and_rounds_pages_show_the_pace_and_the_review_behind_each_ro
     assert table["review minutes before"].tolist() == pytest.approx([0, 8 / 60])
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("What the review time bought" in spec for spec in charts)
+
+
+def test_the_home_page_creates_the_demo_workspace_with_more_labels_held_out_for_the_estimate(fmnist, tmp_path,
+                                                                                             monkeypatch):
+    from mpl_core.presets import DEMO_VAL_PER_CLASS
+    from ui import get_studio
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+    get_studio.clear()
+    at = app("app_pages/home.py", tmp_path, workspace=None).run()
+    assert f"{DEMO_VAL_PER_CLASS} held out to estimate the precision" in at.info[0].value
+    next(b for b in at.button if b.label == "Create the Fashion-MNIST demo workspace").click().run()
+    assert not at.exception and not at.error
+    sizes = get_studio().summary("fashion-demo")["sizes"]
+    assert sizes["labeled"] == 10 * 10 and sizes["val"] == DEMO_VAL_PER_CLASS * 10 == 2000
