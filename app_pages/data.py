@@ -25,7 +25,8 @@ with st.expander("New workspace", expanded=not st.session_state.get("workspace")
         val = c[1].number_input("Validation per class", 0, 5000, 50,
                                 help="built-in datasets: labels held out to estimate the precision of pseudo-labels. "
                                      "On Fashion-MNIST the estimate came within 2 points of the truth for about 80% "
-                                     "of thresholds at 50 a class, 92% at 100 and 99% at 200")
+                                     "of thresholds at 50 a class, 92% at 100 and 99% at 200 (the Home page's demo "
+                                     "workspace holds out 200)")
         pool = c[2].number_input("Max unlabeled (0 = all)", 0, 10_000_000, 0)
         seed = c[3].number_input("Seed", 0, 2**31 - 1, 0)
         size = st.number_input("Training size in pixels for my images (0 = automatic)", 0, 512, 0, step=8,

@@ -248,6 +248,9 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert metric(at, "Pseudo-labels accepted") == f"{r['accepted']:,}"
     assert metric(at, "90% interval") == ui.interval(r["est_low"], r["est_high"])
     assert metric(at, "True precision") == ui.pct(r["true_precision"])
+    truth = next(m for m in at.metric if m.label == "True precision").help  # and whether the interval held it
+    assert ("inside the 90% interval" in truth) == (r["est_low"] <= r["true_precision"] <= r["est_high"])
+    assert ("outside the 90% interval" in truth) != ("inside the 90% interval" in truth)
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
