@@ -128,15 +128,6 @@ def points(v) -> str:
     return "-" if v is None or v != v else f"{v * 100:+.1f} points"
 
 
-def pace_text(pace) -> str:
-    """'2.4 s a decision, about 1,500 an hour (312 timed in 2 sittings)'; '' while none is timed."""
-    if pace is None or not pace.per_decision:
-        return ""
-    sittings = f"{pace.sittings} sitting{'s' if pace.sittings != 1 else ''}"
-    return (f"{pace.per_decision:.1f} s a decision, about {pace.per_hour:,.0f} an hour "
-            f"({pace.decisions:,} timed in {sittings})")
-
-
 def run_label(run: dict, with_status: bool = False) -> str:
     """'run 3 · train · mpl · test 71.6%' (or its status and message instead of the accuracy)."""
     parts = [f"run {run['id']}", run["kind"], run["config"]["algorithm"]["name"]]

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core import DataConfig, MPLStudioError
+from mpl_core import DEMO_VAL_PER_CLASS, DataConfig, MPLStudioError
 
 st.title("Data")
 studio = ui.get_studio()
@@ -24,9 +24,10 @@ with st.expander("New workspace", expanded=not st.session_state.get("workspace")
         labels = c[0].number_input("Labels per class", 1, 5000, 10, help="built-in datasets: labels kept")
         val = c[1].number_input("Validation per class", 0, 5000, 50,
                                 help="built-in datasets: labels held out to estimate the precision of pseudo-labels. "
-                                     "On Fashion-MNIST the estimate came within 2 points of the truth for about 80% "
-                                     "of thresholds at 50 a class, 92% at 100 and 99% at 200 (the Home page's demo "
-                                     "workspace holds out 200)")
+                                     "On Fashion-MNIST the estimate came within 2 points of the truth, where 200 or "
+                                     "more validation images pass, for about 80% of thresholds at 50 a class, 92% at "
+                                     f"100 and 99% at 200 (the Home page's demo workspace holds out "
+                                     f"{DEMO_VAL_PER_CLASS})")
         pool = c[2].number_input("Max unlabeled (0 = all)", 0, 10_000_000, 0)
         seed = c[3].number_input("Seed", 0, 2**31 - 1, 0)
         size = st.number_input("Training size in pixels for my images (0 = automatic)", 0, 512, 0, step=8,

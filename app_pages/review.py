@@ -318,10 +318,12 @@ def queue_tab(desk: Desk, view) -> None:
 def pace_caption(desk: Desk) -> None:
     """The reviewer's own pace, measured from the decisions they saved (none by threshold)."""
     mine = desk.studio.review_pace(desk.name).get(desk.who)
-    if text := ui.pace_text(mine):
-        st.caption(f"Your pace: {text}.", help="From the times your decisions were saved, in sittings with no gap "
-                   "over a minute (a longer gap is a break). Decisions by threshold are not counted. The "
-                   "Rounds page shows what the review time before each round bought.")
+    if mine is not None and (text := mine.summary()):
+        st.caption(f"Your pace: {text}.", help="From the times your decisions were saved under your reviewer name "
+                   "(people sharing a name share a pace), in sittings with no gap over a minute (more before a "
+                   "page decided at once); a longer gap is a break. Decisions by threshold are not counted. It "
+                   "is brought up to date when the page redraws. The Rounds page shows what the review time "
+                   "before each round bought.")
 
 
 def calibration_tab(view) -> None:

@@ -73,11 +73,11 @@ st.dataframe(table, hide_index=True, column_config={
     "confirmed": st.column_config.NumberColumn(help="of the accepted, those a person accepted looking at the "
                                                "image (not above a threshold): drawn among people's labels"),
     "decisions before": st.column_config.NumberColumn(help="decisions people made looking at the images before "
-                                                      "this run started (by threshold and by the simulated "
-                                                      "reviewer not counted)"),
+                                                      "this run read its labels, undone ones too (by threshold "
+                                                      "and by the simulated reviewer not counted)"),
     "review minutes before": st.column_config.NumberColumn(
         format="%.1f", help="the time those decisions took, measured from when each was saved; a gap of over a "
-                            "minute between two is a break and not counted"),
+                            "minute between two (more before a page decided at once) is a break and not counted"),
     "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
 done = table.dropna(subset=["test accuracy"])
 if len(done):

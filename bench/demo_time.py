@@ -95,12 +95,12 @@ def main() -> None:
     pct = {k: 100 * r[k] for k in ("before_test_acc", "after_test_acc", "est_precision", "est_low", "est_high",
                                    "true_precision")}
     teacher = r.get("teacher_test_acc")
-    inside = r["est_low"] <= r["true_precision"] <= r["est_high"]
+    inside = {True: "inside", False: "outside", None: "no"}[r.get("truth_inside")]
     print(f"wall time {wall:.0f} s; test accuracy {pct['before_test_acc']:.2f}% -> {pct['after_test_acc']:.2f}% "
           f"(the MPL teacher: {'-' if teacher is None else f'{100 * teacher:.2f}%'}); "
           f"{r['accepted']:,} of {r['pseudo_labels']:,} pseudo-labels accepted at {r['threshold']:.3f}; precision "
           f"estimated {pct['est_precision']:.1f}% (90% interval {pct['est_low']:.1f}-{pct['est_high']:.1f}), "
-          f"true {pct['true_precision']:.2f}%, {'inside' if inside else 'outside'} the interval "
+          f"true {pct['true_precision']:.2f}%, {inside} the interval "
           f"({r['val_support']:,} validation images pass)")
     if r.get("projected_s") is not None:
         print(f"the retrain started from {r['retrain_from']}: with a round from scratch the demo was projected to "

@@ -249,8 +249,8 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert metric(at, "90% interval") == ui.interval(r["est_low"], r["est_high"])
     assert metric(at, "True precision") == ui.pct(r["true_precision"])
     truth = next(m for m in at.metric if m.label == "True precision").help  # and whether the interval held it
-    assert ("inside the 90% interval" in truth) == (r["est_low"] <= r["true_precision"] <= r["est_high"])
-    assert ("outside the 90% interval" in truth) != ("inside the 90% interval" in truth)
+    assert r["truth_inside"] == (r["est_low"] <= r["true_precision"] <= r["est_high"])
+    assert ("inside the 90% interval" in truth) == r["truth_inside"] != ("outside the 90% interval" in truth)
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
@@ -278,21 +278,25 @@ def test_the_review_and_rounds_pages_show_the_pace_and_the_review_behind_each_ro
     clock = [time.time() + 10]  # after run 1 was created
     monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: clock[0]))
     studio = get_studio()
+    retrain = tiny_run_config("supervised")
+    assert start_retrain(open_workspace("tiny", reviewed_root), retrain).join(60).state == "done"
+    at = app("app_pages/rounds.py", reviewed_root).run()  # a round with no review before it: no chart of it
+    assert not any("What the review time bought" in c.proto.spec for c in at.get("plotly_chart"))
     for i in range(5):  # the page's reviewer, 2 s a key
         clock[0] += 2
         studio.decide("tiny", [i], "accept", "reviewer", seen=True)
     studio.decide("tiny", list(range(5, 40)), "accept", "reviewer")  # by threshold: not timed
     at = app("app_pages/review.py", reviewed_root).run()
     assert not at.exception
-    assert any("Your pace: 2.0 s a decision, about 1,800 an hour (4 timed in 1 sitting)" in c.value
+    assert any("Your pace: 2.0 s a decision, about 1,800 an hour (4 decisions timed in 1 sitting)" in c.value
                for c in at.caption)
     clock[0] += 1
-    assert start_retrain(open_workspace("tiny", reviewed_root), tiny_run_config("supervised")).join(60).state == "done"
+    assert start_retrain(open_workspace("tiny", reviewed_root), retrain).join(60).state == "done"
     at = app("app_pages/rounds.py", reviewed_root).run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
-    assert table["decisions before"].tolist() == [0, 5]
-    assert table["review minutes before"].tolist() == pytest.approx([0, 8 / 60])
+    assert table["decisions before"].tolist() == [0, 0, 5]
+    assert table["review minutes before"].tolist() == pytest.approx([0, 0, 8 / 60])
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("What the review time bought" in spec for spec in charts)
 

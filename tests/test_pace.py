@@ -35,15 +35,24 @@ def test_a_sitting_times_the_saves_after_its_first_and_a_long_gap_is_a_break():
     # sitting 1: 3 s for 1, then 2 s for 2; the break; sitting 2: 4 s for 1
     assert (p.decisions, p.seconds, p.sittings, p.total) == (4, 9.0, 2, 6)
     assert p.per_decision == pytest.approx(2.25) and p.per_hour == pytest.approx(1600)
+    assert p.summary() == "2.2 s a decision, about 1,600 an hour (4 decisions timed in 2 sittings)"
     assert pace.measure([(10.0, 1), (0.0, 1)]) == pace.measure([(0.0, 1), (10.0, 1)])  # any order
     assert pace.measure([(0.0, 1), (61.0, 1)], break_s=60).decisions == 0
     assert pace.measure([(0.0, 1), (61.0, 1)], break_s=120).seconds == 61.0
 
 
+def test_a_page_decided_at_once_may_follow_a_longer_look():
+    # 24 tiles accepted at once 150 s after the last save: 60 s + 5 s for each of the 23 further tiles allows it
+    page = pace.measure([(0.0, 1), (150.0, 24)])
+    assert (page.decisions, page.seconds, page.sittings) == (24, 150.0, 1)
+    assert pace.measure([(0.0, 1), (150.0, 1)]).decisions == 0  # one key after 150 s: a break
+    assert pace.measure([(0.0, 1), (200.0, 24)]).decisions == 0  # over 175 s: a break
+
+
 def test_no_timed_decision_gives_no_pace():
     for saves in ([], [(5.0, 24)], [(0.0, 1), (500.0, 1)]):
         p = pace.measure(saves)
-        assert p.per_decision is None and p.per_hour is None
+        assert p.per_decision is None and p.per_hour is None and p.summary() == ""
 
 
 def test_reviewers_working_at_once_keep_their_own_sittings():
@@ -92,6 +101,15 @@ def test_the_studio_leaves_out_the_simulated_reviewer_and_counts_the_review_befo
     behind = studio.review_behind_runs("tiny")
     assert behind[first] == pace.Pace()
     assert (behind[second].total, behind[second].decisions, behind[second].seconds) == (4, 3, 9.0)
+    # a round resumed after more review read its labels again, later: the review behind it counts to then
+    ws.store.update_run(second, metrics={"reviewed_at": clock.now + 1})
+    assert studio.review_behind_runs("tiny")[second].total == 5
+
+
+def test_a_round_records_when_it_read_the_decisions_by_the_stores_clock(tiny_workspace, clock):
+    from mpl_core.workspace.review import reviewed_training_set
+    clock.now = 5_000.0
+    assert reviewed_training_set(tiny_workspace).read_at == 5_000.0
 
 
 def test_the_cli_status_prints_each_reviewers_pace(tmp_path, clock, capsys):
@@ -104,5 +122,6 @@ def test_the_cli_status_prints_each_reviewers_pace(tmp_path, clock, capsys):
         store.decide([(f"s{i}", i)], "accept", 0, who=who, seen=True)
     assert main(["status", *ws]) == 0
     out = capsys.readouterr().out
-    assert "review pace, ana: 4.0 s a decision, 900 an hour (2 timed in 1 sitting(s)" in out
+    ana = "review pace, ana: 4.0 s a decision, about 900 an hour (2 decisions timed in 1 sitting), 0.1 min in all"
+    assert ana in out
     assert "review pace, bo: 4.0 s a decision" in out and "review pace, everyone: 4.0 s a decision" in out

@@ -45,6 +45,18 @@ def test_the_estimate_counts_the_validation_images_that_pass_with_a_jeffreys_int
     assert nothing.passed == 1 and math.isnan(nothing.est_precision) and (nothing.est_low, nothing.est_high) == (0, 1)
 
 
+def test_the_stats_say_whether_the_truth_is_inside_the_interval():
+    assert hand_example(estimator="count").stats(0.8).truth_inside is True  # 2 of 3 right, the interval from 2 of 2
+    all_right = {"confidence": [0.95] * 40, "label": [0] * 40, "truth": [0] * 40}
+    pool_wrong = ThresholdIndex(np.array([0, 0]), np.array([0.9, 0.95]), 2, IDENTITY, np.array([1, 1]), all_right)
+    s = pool_wrong.stats(0.9)
+    assert s.est_low > 0.9 and s.true_precision == 0 and s.truth_inside is False
+    no_truth = ThresholdIndex(np.array([0, 0]), np.array([0.9, 0.95]), 2, IDENTITY, validation=all_right)
+    assert no_truth.stats(0.9).truth_inside is None
+    no_evidence = ThresholdIndex(np.array([0, 0]), np.array([0.9, 0.95]), 2, IDENTITY, np.array([0, 1]))
+    assert no_evidence.stats(0.9).truth_inside is None  # no validation labels, no interval to hold it
+
+
 def test_the_interval_widens_as_the_validation_split_shrinks():
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.5, 1.0, 2000)

@@ -424,8 +424,7 @@ def _print_pace(ws) -> None:
     paces = pace.by_reviewer(ws.store.seen_saves(), leave_out=(WHO,))
     for who, p in {**paces, **({"everyone": pace.overall(paces)} if len(paces) > 1 else {})}.items():
         if p.per_decision:
-            print(f"review pace, {who}: {p.per_decision:.1f} s a decision, {p.per_hour:,.0f} an hour "
-                  f"({p.decisions} timed in {p.sittings} sitting(s), {p.seconds / 60:.1f} min)")
+            print(f"review pace, {who}: {p.summary()}, {p.seconds / 60:.1f} min in all")
 
 
 def _print_metrics(metrics: dict) -> None:

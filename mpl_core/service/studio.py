@@ -185,11 +185,13 @@ class Studio:
         return pace.by_reviewer(self.open(name).store.seen_saves(), leave_out=(SIMULATED_REVIEWER,))
 
     def review_behind_runs(self, name: str) -> dict[int, pace.Pace]:
-        """Per run: the decisions people made looking at the images before it started, and the
-        time they took (every reviewer's together), for "what did that review buy"."""
+        """Per run: the decisions people made looking at the images before the run read its labels
+        (a retrain round: when it last read them, as a resumed round reads them again; else when it
+        was created), and the time they took, every reviewer's together: what that review bought."""
         store = self.open(name).store
         saves = store.seen_saves()
-        return {r["id"]: pace.overall(pace.by_reviewer(saves, until=r["created"], leave_out=(SIMULATED_REVIEWER,)))
+        return {r["id"]: pace.overall(pace.by_reviewer(saves, until=r["metrics"].get("reviewed_at", r["created"]),
+                                                       leave_out=(SIMULATED_REVIEWER,)))
                 for r in store.runs()}
 
     def trained_on_pool(self, name: str, run_id: int) -> int | None:

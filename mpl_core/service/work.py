@@ -197,7 +197,8 @@ def _retrain_work(cfg: RunConfig):
         _announce({"kind": "retrain", "cfg": cfg.to_dict(), "labels": reviewed.dataset.train.labels,
                    "fully_labeled": reviewed.dataset.fully_labeled, "split": reviewed.split})
         counts = {f"labels_{k}": v for k, v in reviewed.counts.items()}
-        return _run_training(job, cfg, reviewed.dataset, reviewed.split, job.run_id, extra=counts)
+        extra = {**counts, "reviewed_at": reviewed.read_at}  # a resumed round reads (and records) them again
+        return _run_training(job, cfg, reviewed.dataset, reviewed.split, job.run_id, extra=extra)
     return work
 
 
@@ -349,7 +350,7 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
         stats = index.stats(threshold)  # what the accepted labels are worth, estimated and (built-in data) true
         story.update(threshold=threshold, accepted=len(positions), est_precision=stats.est_precision,
                      est_low=stats.est_low, est_high=stats.est_high, val_support=stats.val_support,
-                     true_precision=stats.true_precision, target_precision=target,
+                     true_precision=stats.true_precision, truth_inside=stats.truth_inside, target_precision=target,
                      target_reached=bool(stats.est_precision >= target))
         projected = _projected_end(story["mpl_s"], train_cfg, full, review_cfg if oracle else None,
                                    time.perf_counter() - t0)

@@ -170,6 +170,14 @@ class ThresholdStats:
     est_low: float = float("nan")  # the 90% interval of the estimate ("count" estimator)
     est_high: float = float("nan")
 
+    @property
+    def truth_inside(self) -> bool | None:
+        """Whether the true precision lies in the 90% interval; None where either is unknown."""
+        known = [self.true_precision, self.est_precision, self.est_low, self.est_high]  # no estimate: no interval
+        if any(v is None or v != v for v in known):
+            return None
+        return bool(self.est_low <= self.true_precision <= self.est_high)
+
 
 class ThresholdIndex:
     """Answers threshold questions about one round of pseudo-labels in O(K log N) each."""

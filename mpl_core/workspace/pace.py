@@ -1,14 +1,17 @@
-"""How fast people review, measured from the decisions they save: the seconds a decision that turn
-"what is an hour of review worth?" from an assumption into a measurement of this workspace's reviewers.
+"""How fast people review, measured from the decisions they save. "What is an hour of review worth?"
+then rests on this workspace's reviewers' own seconds a decision, not on an assumed pace.
 
 The app knows when a decision is saved, not when its reviewer first looked at the tile, so time is
 measured over sittings: one reviewer's consecutive saves of decisions made looking at the images
-(Store.decide's `seen`: grid keys, page accepts, hand labels), with no gap longer than BREAK_S
-between two of them. A sitting's time runs from its first save to its last and covers the decisions
-saved after the first (the first save's own time is unknown: its reviewer was looking before it).
-Decisions by threshold are not a person's pace and are left out, and so is the simulated reviewer,
-which answers in no time. Each reviewer's sittings are their own, so two people reviewing at once
-do not halve each other's gaps.
+(Store.decide's `seen`: grid keys, page accepts, hand labels), with no break between two of them.
+A gap is a break when it is longer than BREAK_S plus PER_TILE_S for each decision after the first
+in the save that ends it: a page of 24 accepted at once may follow two minutes of looking at it.
+A sitting's time runs from its first save to its last and covers the decisions saved after the
+first (the first save's own time is unknown: its reviewer was looking before it). Decisions by
+threshold are not a person's pace and are left out, and so is the simulated reviewer, which answers
+in no time. Reviewers are told apart by the name they review under, and each one's sittings are
+their own: two people under different names do not halve each other's gaps (under one name, they
+would).
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from dataclasses import dataclass
 # A gap between two saves longer than this is a break, not time spent on the second one. A person
 # may study a hard image for half a minute; a minute without a decision is more often a pause.
 BREAK_S = 60.0
+# ... plus this much for each further decision in a save: the time to look over a page before
+# accepting or rejecting it whole (a key in the grid saves one decision).
+PER_TILE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -36,16 +42,23 @@ class Pace:
     def per_hour(self) -> float | None:
         return 3600.0 / self.per_decision if self.decisions and self.seconds > 0 else None
 
+    def summary(self) -> str:
+        """'2.4 s a decision, about 1,500 an hour (312 decisions timed in 2 sittings)'; '' while none is timed."""
+        if not self.per_decision:
+            return ""
+        return (f"{self.per_decision:.1f} s a decision, about {self.per_hour:,.0f} an hour "
+                f"({_count(self.decisions, 'decision')} timed in {_count(self.sittings, 'sitting')})")
+
     def __add__(self, other: Pace) -> Pace:
         return Pace(self.decisions + other.decisions, self.seconds + other.seconds,
                     self.sittings + other.sittings, self.total + other.total)
 
 
-def measure(saves: Iterable[tuple[float, int]], break_s: float = BREAK_S) -> Pace:
+def measure(saves: Iterable[tuple[float, int]], break_s: float = BREAK_S, per_tile_s: float = PER_TILE_S) -> Pace:
     """One reviewer's pace from their saves: (time, decisions in that save), in any order."""
     pace, last = Pace(), None
     for at, n in sorted(saves):
-        if last is not None and at - last <= break_s:
+        if last is not None and at - last <= break_s + per_tile_s * (n - 1):
             pace += Pace(decisions=n, seconds=at - last, total=n)
         else:
             pace += Pace(sittings=1, total=n)
@@ -54,7 +67,7 @@ def measure(saves: Iterable[tuple[float, int]], break_s: float = BREAK_S) -> Pac
 
 
 def by_reviewer(saves: Iterable[tuple[str, float, int]], until: float | None = None,
-                break_s: float = BREAK_S, leave_out: Iterable[str] = ()) -> dict[str, Pace]:
+                leave_out: Iterable[str] = ()) -> dict[str, Pace]:
     """Each reviewer's pace from (who, time, decisions) saves made before `until` (all if None),
     leaving out the reviewers named in `leave_out` (the simulated one)."""
     skip = set(leave_out)
@@ -62,9 +75,13 @@ def by_reviewer(saves: Iterable[tuple[str, float, int]], until: float | None = N
     for who, at, n in saves:
         if who not in skip and (until is None or at < until):
             per.setdefault(who, []).append((at, n))
-    return {who: measure(own, break_s) for who, own in sorted(per.items())}
+    return {who: measure(own) for who, own in sorted(per.items())}
 
 
 def overall(paces: dict[str, Pace]) -> Pace:
     """Every reviewer's time and decisions together: the workspace's seconds a decision."""
     return sum(paces.values(), Pace())
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -105,6 +105,7 @@ class ReviewedSet:
     dataset: Dataset  # the pool with only the labels training may use (others -1)
     split: Split  # labeled = given + accepted + human labels, trusted = given + human + seen accepts
     counts: dict  # given, accepted (of which confirmed: seen by a person), human, rejected
+    read_at: float = 0.0  # when the decisions were read (the store's clock): what a round trained on
 
 
 def reviewed_training_set(ws: Workspace) -> ReviewedSet:
@@ -117,6 +118,7 @@ def reviewed_training_set(ws: Workspace) -> ReviewedSet:
     labels = torch.full_like(ds.train.labels, -1)
     for part in (split.labeled, split.val):
         labels[part] = ds.train.labels[part]
+    read_at = ws.store.now()
     dec = ws.store.current_decisions()
     in_pool = np.isin(dec["idx"], split.unlabeled.numpy())
     use = in_pool & (dec["action"] != "reject")
@@ -134,7 +136,7 @@ def reviewed_training_set(ws: Workspace) -> ReviewedSet:
               "rejected": int((in_pool & (dec["action"] == "reject")).sum())}
     train = ImageSet(ds.train.images, labels, ds.train.ids)
     reviewed = Dataset(ds.name, ds.class_names, train, ds.test, fully_labeled=False, flip=ds.flip)
-    return ReviewedSet(reviewed, new_split, counts)
+    return ReviewedSet(reviewed, new_split, counts, read_at)
 
 
 def threshold_index(ws: Workspace, round_: int | None = None) -> ThresholdIndex:

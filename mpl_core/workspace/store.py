@@ -451,6 +451,10 @@ class Store:
         """Goes up with every decision or undo: readers cache the decision state by it."""
         return int(self._read("SELECT value FROM meta WHERE key = 'decisions_version'")[0][0])
 
+    def now(self) -> float:
+        """The clock decisions and runs are stamped with: a reader records its time by it."""
+        return time.time()
+
     def seen_saves(self) -> list[tuple[str, float, int]]:
         """(who, time, decisions) of every save of decisions made looking at the images (see
         decide's `seen`), undone ones too (their time was spent), oldest first: see pace.py."""
