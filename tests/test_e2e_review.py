@@ -106,6 +106,7 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
         page.reload()
         grid(page).wait_for(timeout=60000)
         wait_for(lambda: grid_count(page, "accept") == "10" and grid_count(page, "reject") == "0")
+        page.get_by_text("Your pace:").first.wait_for(timeout=30000)  # the keys above were saved, and timed
         # A decided tile stays on its page, marked; PageDown then first fills the page again (the next
         # tile moves up into it), or it would skip as many tiles as were decided here.
         drawn = grid(page).locator(".tile").evaluate_all("ts => ts.map((t) => t.dataset.position)")
