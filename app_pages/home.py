@@ -96,12 +96,23 @@ def demo_panel() -> None:
             q[0].metric(f"After {r['reviewed']} simulated review decisions", ui.pct(r["after_review_test_acc"]),
                         delta=ui.points(r["after_review_test_acc"] - r["after_test_acc"]),
                         help="a second retrain, after an oracle accepted or corrected the pending pseudo-labels "
-                             "most likely to be wrong")
+                             "most likely to be wrong. " + review_time_note(r["reviewed"]))
             q[1].metric("Pseudo-labels corrected by the review", f"{r['review_relabeled']:,}")
         st.plotly_chart(accuracy_figure(r))
         st.success(f"With {r['labels_given']} hand labels, the teacher labeled {r['pseudo_labels']:,} images; "
                    f"{r['accepted']:,} above {r['threshold']:.2f} were accepted and the retrained model "
                    f"reaches {ui.pct(r['after_test_acc'])} on the test set.")
+
+
+def review_time_note(decisions: int) -> str:
+    """What those decisions would cost a person here, at the pace this workspace's reviewers measured."""
+    team = studio.team_pace(name)
+    seconds = team.seconds_for(decisions)
+    if seconds is None:
+        return ("How long they take a person: review on the Review page, which times your decisions, and "
+                "this says it here.")
+    return (f"At the pace measured from this workspace's reviewers ({team.summary()}), {decisions} decisions "
+            f"take about {ui.fmt_eta(seconds)}.")
 
 
 def truth_note(r: dict) -> str:

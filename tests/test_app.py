@@ -252,10 +252,25 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert r["truth_inside"] == (r["est_low"] <= r["true_precision"] <= r["est_high"])
     assert ("inside the 90% interval" in truth) == r["truth_inside"] != ("outside the 90% interval" in truth)
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
+    review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
+    assert "review on the Review page, which times your decisions" in review  # the oracle's speed is no one's pace
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
     for key in ("before_test_acc", "teacher_test_acc", "after_test_acc", "after_review_test_acc"):
         assert f"{100 * r[key]:.1f}%" in chart  # the chart's bars are the same numbers
+    import time
+    from types import SimpleNamespace
+
+    from mpl_core.workspace import store as store_module
+    clock = [time.time()]
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: clock[0]))
+    for i in range(3):  # a person reviews here at 3 s a decision: the demo's 100 would take 5 minutes
+        clock[0] += 3
+        studio.decide("demo", [i], "accept", "ana", seen=True)
+    at = app("app_pages/home.py", tmp_path, workspace="demo").run()
+    review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
+    assert "At the pace measured from this workspace's reviewers (3.0 s a decision" in review
+    assert f"{r['reviewed']} decisions take about {ui.fmt_eta(r['reviewed'] * 3.0)}" in review
     runs = studio.runs("demo")  # the round from scratch fitted the budget; the review round (no config
     # given: the planned retrain's again) goes on from its model, as Studio.start's demo fine-tunes by default
     assert [run["config"]["model"]["init_from"] for run in runs[1:]] == ["", runs[1]["checkpoint"]]

@@ -36,6 +36,7 @@ def test_a_sitting_times_the_saves_after_its_first_and_a_long_gap_is_a_break():
     assert (p.decisions, p.seconds, p.sittings, p.total) == (4, 9.0, 2, 6)
     assert p.per_decision == pytest.approx(2.25) and p.per_hour == pytest.approx(1600)
     assert p.summary() == "2.2 s a decision, about 1,600 an hour (4 decisions timed in 2 sittings)"
+    assert p.seconds_for(100) == pytest.approx(225)
     assert pace.measure([(10.0, 1), (0.0, 1)]) == pace.measure([(0.0, 1), (10.0, 1)])  # any order
     assert pace.measure([(0.0, 1), (61.0, 1)], break_s=60).decisions == 0
     assert pace.measure([(0.0, 1), (61.0, 1)], break_s=120).seconds == 61.0
@@ -52,7 +53,7 @@ def test_a_page_decided_at_once_may_follow_a_longer_look():
 def test_no_timed_decision_gives_no_pace():
     for saves in ([], [(5.0, 24)], [(0.0, 1), (500.0, 1)]):
         p = pace.measure(saves)
-        assert p.per_decision is None and p.per_hour is None and p.summary() == ""
+        assert p.per_decision is None and p.per_hour is None and p.summary() == "" and p.seconds_for(100) is None
 
 
 def test_reviewers_working_at_once_keep_their_own_sittings():

@@ -184,6 +184,10 @@ class Studio:
         looking at the images (see pace.py); the simulated reviewer is left out."""
         return pace.by_reviewer(self.open(name).store.seen_saves(), leave_out=(SIMULATED_REVIEWER,))
 
+    def team_pace(self, name: str) -> pace.Pace:
+        """Every person's review time and decisions in this workspace together (see review_pace)."""
+        return pace.overall(self.review_pace(name))
+
     def review_behind_runs(self, name: str) -> dict[int, pace.Pace]:
         """Per run: the decisions people made looking at the images before the run read its labels
         (a retrain round: when it last read them, as a resumed round reads them again; else when it

@@ -42,6 +42,10 @@ class Pace:
     def per_hour(self) -> float | None:
         return 3600.0 / self.per_decision if self.decisions and self.seconds > 0 else None
 
+    def seconds_for(self, decisions: int) -> float | None:
+        """How long that many decisions take at this pace; None while no decision is timed."""
+        return decisions * self.per_decision if self.per_decision else None
+
     def summary(self) -> str:
         """'2.4 s a decision, about 1,500 an hour (312 decisions timed in 2 sittings)'; '' while none is timed."""
         if not self.per_decision:
