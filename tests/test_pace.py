@@ -1,6 +1,7 @@
 """Review pace: seconds a decision measured from when decisions were saved (mpl_core/workspace/pace.py)."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from conftest import write_stripes_folder
@@ -66,6 +67,18 @@ def test_reviewers_working_at_once_keep_their_own_sittings():
     early = pace.by_reviewer(saves, until=5.0, leave_out=[SIMULATED])
     assert early["ana"].decisions == 1 and early["bo"].decisions == 0
     assert pace.overall({}) == pace.Pace()
+
+
+def test_the_pace_before_each_time_is_the_pace_of_the_saves_before_it():
+    rng = np.random.default_rng(0)
+    saves = [(str(rng.choice(["ana", "bo", SIMULATED])), float(t), int(rng.integers(1, 30)))
+             for t in np.cumsum(rng.exponential(20, 300))]
+    untils = [0.0, *sorted(rng.uniform(0, saves[-1][1] + 10, 20)), saves[-1][1], saves[-1][1] + 1]
+    fast = pace.before_each(saves, untils, leave_out=[SIMULATED])
+    slow = [pace.overall(pace.by_reviewer(saves, until=u, leave_out=[SIMULATED])) for u in untils]
+    assert [(p.decisions, p.sittings, p.total) for p in fast] == [(p.decisions, p.sittings, p.total) for p in slow]
+    assert [p.seconds for p in fast] == pytest.approx([p.seconds for p in slow])
+    assert fast[0] == pace.Pace() and fast[-1].total > fast[-2].total  # the last save counts only after it
 
 
 def test_the_store_times_decisions_made_looking_at_images_not_those_by_threshold(tmp_path, clock):

@@ -193,10 +193,10 @@ class Studio:
         (a retrain round: when it last read them, as a resumed round reads them again; else when it
         was created), and the time they took, every reviewer's together: what that review bought."""
         store = self.open(name).store
-        saves = store.seen_saves()
-        return {r["id"]: pace.overall(pace.by_reviewer(saves, until=r["metrics"].get("reviewed_at", r["created"]),
-                                                       leave_out=(SIMULATED_REVIEWER,)))
-                for r in store.runs()}
+        runs = store.runs()
+        untils = [r["metrics"].get("reviewed_at", r["created"]) for r in runs]
+        behind = pace.before_each(store.seen_saves(), untils, leave_out=(SIMULATED_REVIEWER,))
+        return {r["id"]: p for r, p in zip(runs, behind)}
 
     def trained_on_pool(self, name: str, run_id: int) -> int | None:
         """How many pool images a run trained on with labels accepted or given in review (a retrain

@@ -15,7 +15,8 @@ would).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # A gap between two saves longer than this is a break, not time spent on the second one. A person
@@ -60,26 +61,50 @@ class Pace:
 
 def measure(saves: Iterable[tuple[float, int]], break_s: float = BREAK_S, per_tile_s: float = PER_TILE_S) -> Pace:
     """One reviewer's pace from their saves: (time, decisions in that save), in any order."""
-    pace, last = Pace(), None
+    return sum((share for _, share in _shares(saves, break_s, per_tile_s)), Pace())
+
+
+def _shares(saves: Iterable[tuple[float, int]], break_s: float = BREAK_S,
+            per_tile_s: float = PER_TILE_S) -> list[tuple[float, Pace]]:
+    """Each of one reviewer's saves, oldest first, with what it adds to their pace. A save's share
+    depends only on the save before it, so the pace up to any time is the sum of the shares before it."""
+    out, last = [], None
     for at, n in sorted(saves):
         if last is not None and at - last <= break_s + per_tile_s * (n - 1):
-            pace += Pace(decisions=n, seconds=at - last, total=n)
+            out.append((at, Pace(decisions=n, seconds=at - last, total=n)))
         else:
-            pace += Pace(sittings=1, total=n)
+            out.append((at, Pace(sittings=1, total=n)))
         last = at
-    return pace
+    return out
+
+
+def _by_name(saves: Iterable[tuple[str, float, int]], leave_out: Iterable[str]) -> dict[str, list[tuple[float, int]]]:
+    skip = set(leave_out)
+    per: dict[str, list[tuple[float, int]]] = {}
+    for who, at, n in saves:
+        if who not in skip:
+            per.setdefault(who, []).append((at, n))
+    return per
 
 
 def by_reviewer(saves: Iterable[tuple[str, float, int]], until: float | None = None,
                 leave_out: Iterable[str] = ()) -> dict[str, Pace]:
     """Each reviewer's pace from (who, time, decisions) saves made before `until` (all if None),
     leaving out the reviewers named in `leave_out` (the simulated one)."""
-    skip = set(leave_out)
-    per: dict[str, list[tuple[float, int]]] = {}
-    for who, at, n in saves:
-        if who not in skip and (until is None or at < until):
-            per.setdefault(who, []).append((at, n))
+    per = _by_name(((w, at, n) for w, at, n in saves if until is None or at < until), leave_out)
     return {who: measure(own) for who, own in sorted(per.items())}
+
+
+def before_each(saves: Iterable[tuple[str, float, int]], untils: Sequence[float],
+                leave_out: Iterable[str] = ()) -> list[Pace]:
+    """Every reviewer's pace together from the saves made before each time in `untils`: what
+    overall(by_reviewer(saves, until)) gives for each, in one pass over the saves."""
+    shares = sorted((share for own in _by_name(saves, leave_out).values() for share in _shares(own)),
+                    key=lambda share: share[0])
+    times, running = [at for at, _ in shares], [Pace()]
+    for _, share in shares:
+        running.append(running[-1] + share)
+    return [running[bisect.bisect_left(times, until)] for until in untils]
 
 
 def overall(paces: dict[str, Pace]) -> Pace:
