@@ -5,6 +5,7 @@
     python bench/demo_time.py --mu 4 --from-scratch   # mu 4, both rounds from scratch on 3x the steps
     python bench/demo_time.py --budget 0              # the retrain fine-tunes the teacher whatever the speed
     python bench/demo_time.py --fp32                  # no bf16 autocast: a slower CPU's demo, here
+    python bench/demo_time.py --avx2                  # as on a CPU with AVX2 only (no AVX-512, no native bf16)
     python bench/demo_time.py --val-per-class 50      # the app's default validation size, not the demo's 200
 
 A fresh workspace on the built-in Fashion-MNIST as the Home page makes it (10 labels per class to
@@ -21,6 +22,7 @@ their polling).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -56,6 +58,19 @@ def plan(args) -> DemoPlan:
     return out
 
 
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def as_avx2_cpu() -> None:
+    """--avx2: torch's and oneDNN's AVX2 kernels, read when torch loads, so this process runs itself
+    again with them; and no native bf16, so training and pseudo-labeling run in fp32 as they would
+    on such a CPU (with the ISA capped, bf16 would run in slow emulation instead)."""
+    if any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
+    from mpl_core.engine import inference
+    inference.cpu_has_native_bf16 = lambda: False
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--someone-watching", action="store_true", help="touch the app every second")
@@ -68,7 +83,11 @@ def main() -> None:
                    help="seconds the demo is to end within (default: the app's); 0: never the round from scratch")
     p.add_argument("--val-per-class", type=int, default=DEMO_VAL_PER_CLASS,
                    help="validation images a class held out for the estimate (default: the demo workspace's)")
+    p.add_argument("--avx2", action="store_true",
+                   help="as on a CPU with AVX2 only: AVX2 kernels and fp32 throughout (see as_avx2_cpu)")
     args = p.parse_args()
+    if args.avx2:
+        as_avx2_cpu()
     with tempfile.TemporaryDirectory() as root:
         studio = Studio(root)
         data = demo_data(args.seed)
