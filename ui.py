@@ -17,6 +17,8 @@ from mpl_core import MPLStudioError, Studio, default_data_root
 
 POLL_S = 1.0  # how often live panels refresh
 
+DEFAULT_REVIEWER = "reviewer"  # the name decisions are recorded under until a person gives theirs
+
 
 @st.cache_resource
 def get_studio() -> Studio:
@@ -67,7 +69,7 @@ def sidebar() -> None:
         st.session_state["workspace"] = None
         st.sidebar.caption("No workspace yet: create one on the Data page.")
     st.session_state["reviewer"] = st.sidebar.text_input(
-        "Your name (recorded with decisions)", value=st.session_state.get("reviewer", "reviewer"), max_chars=64)
+        "Your name (recorded with decisions)", value=st.session_state.get("reviewer", DEFAULT_REVIEWER), max_chars=64)
 
 
 def open_workspace(name: str) -> None:
@@ -101,7 +103,7 @@ def import_progress(bar):
 
 
 def reviewer() -> str:
-    return (st.session_state.get("reviewer") or "reviewer").strip() or "reviewer"
+    return (st.session_state.get("reviewer") or DEFAULT_REVIEWER).strip() or DEFAULT_REVIEWER
 
 
 def fmt_eta(seconds: float) -> str:

@@ -319,11 +319,14 @@ def pace_caption(desk: Desk) -> None:
     """The reviewer's own pace, measured from the decisions they saved (none by threshold)."""
     mine = desk.studio.review_pace(desk.name).get(desk.who)
     if mine is not None and (text := mine.summary()):
-        st.caption(f"Your pace: {text}.", help="From the times your decisions were saved under your reviewer name "
-                   "(people sharing a name share a pace), in sittings with no gap over a minute (more before a "
-                   "page decided at once); a longer gap is a break. Decisions by threshold are not counted. It "
-                   "is brought up to date when the page redraws. The Rounds page shows what the review time "
-                   "before each round bought.")
+        shared = (" Everyone who has not set a name in the sidebar shares this one, and its pace."
+                  if desk.who == ui.DEFAULT_REVIEWER else "")
+        st.caption(f"Your pace: {text}.{shared}",
+                   help="From the times your decisions were saved under your reviewer name (people sharing a "
+                        "name share a pace), in sittings with no gap over a minute (more before a page decided at "
+                        "once); a longer gap is a break. Decisions by threshold are not counted. It is brought up "
+                        "to date when the page redraws. The Rounds page shows what the review time before each "
+                        "round bought.")
 
 
 def calibration_tab(view) -> None:

@@ -303,8 +303,9 @@ def test_the_review_and_rounds_pages_show_the_pace_and_the_review_behind_each_ro
     studio.decide("tiny", list(range(5, 40)), "accept", "reviewer")  # by threshold: not timed
     at = app("app_pages/review.py", reviewed_root).run()
     assert not at.exception
-    assert any("Your pace: 2.0 s a decision, about 1,800 an hour (4 decisions timed in 1 sitting)" in c.value
-               for c in at.caption)
+    pace = next(c.value for c in at.caption if c.value.startswith("Your pace:"))
+    assert "2.0 s a decision, about 1,800 an hour (4 decisions timed in 1 sitting)" in pace
+    assert "Everyone who has not set a name in the sidebar shares this one" in pace  # the default name
     clock[0] += 1
     assert start_retrain(open_workspace("tiny", reviewed_root), retrain).join(60).state == "done"
     at = app("app_pages/rounds.py", reviewed_root).run()
