@@ -253,7 +253,7 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert ("inside the 90% interval" in truth) == r["truth_inside"] != ("outside the 90% interval" in truth)
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
     review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
-    assert "review on the Review page, which times your decisions" in review  # the oracle's speed is no one's pace
+    assert "is not known here yet: the Review page times the decisions" in review  # the oracle's speed is no one's
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
     for key in ("before_test_acc", "teacher_test_acc", "after_test_acc", "after_review_test_acc"):
