@@ -218,6 +218,15 @@ def test_every_order_filtered_is_the_filtered_rows_sorted_also_after_decisions(s
         studio.decide("tiny", view.select(statuses=["pending"])[:5], "accept", "ana")  # the cached order stays
 
 
+def test_a_random_sample_is_the_same_shuffle_for_every_reviewer_of_a_round(studio):
+    from mpl_core.workspace.review_session import ReviewSession
+    view = studio.review("tiny")
+    mine = view.select(sort="a random sample")
+    theirs = ReviewSession(studio.open("tiny")).view().select(sort="a random sample")  # another process's view
+    assert mine.tolist() == theirs.tolist() and sorted(mine.tolist()) == list(range(len(view.rows)))
+    assert mine.tolist() != view.select(sort="pool order").tolist()
+
+
 def test_likely_mistakes_put_confident_labels_of_error_prone_classes_first():
     from mpl_core.workspace.review_session import class_error_rates
     validation = {"label": [0, 0, 0, 0, 1, 1, 1, 1], "truth": [0, 0, 0, 0, 1, 0, 0, 0]}  # says 1: wrong 3 of 4

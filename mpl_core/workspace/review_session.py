@@ -38,8 +38,8 @@ from mpl_core.workspace.workspace import Workspace
 MAX_ORDERS = 16  # cached row orders per view
 MAX_ACKS = 512  # answered batches remembered (a few per reviewer in flight at most)
 
-SORTS = ("least sure first", "closest to the threshold", "likely mistakes first", "most sure first",
-         "smallest margin first", "pool order")
+SORTS = ("least sure first", "closest to the threshold", "likely mistakes first", "a random sample",
+         "most sure first", "smallest margin first", "pool order")
 
 
 @dataclass
@@ -136,7 +136,10 @@ class ReviewView:
         says that class, Laplace-smoothed) times the model's doubt (1 - margin), so confident
         labels in a class the model often gets wrong come before confident ones in a class it
         gets right (cleanlab ranks label issues by such per-class evidence rather than by raw
-        confidence)."""
+        confidence). a random sample: a shuffle drawn from the round's number, so every reviewer
+        and every rerun sees the same one; the decisions then stand for all the pseudo-labels, which
+        is what a round that draws half its batches from people's labels learns most from at a few
+        hundred decisions and more (bench/review_value.py, docs/results.md)."""
         r = self.rows
         if sort not in SORTS:
             raise MPLStudioError(f"order must be one of {', '.join(SORTS)}, not {sort!r}")
@@ -145,6 +148,8 @@ class ReviewView:
             return np.abs(r.confidence - per_class[r.label])
         if sort == "likely mistakes first":
             return -(class_error_rates(r.validation, len(self.class_names))[r.label] * (1.0 - r.margin))
+        if sort == "a random sample":
+            return np.random.default_rng(int(r.round)).random(len(r))
         return {"least sure first": r.confidence, "most sure first": -r.confidence,
                 "smallest margin first": r.margin}.get(sort)
 
