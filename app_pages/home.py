@@ -109,9 +109,9 @@ def review_time_note(decisions: int) -> str:
     team = studio.team_pace(name)
     seconds = team.seconds_for(decisions)
     if seconds is None:
-        return (f"How long {decisions} decisions take a person is not known here yet: the Review page times the "
-                "decisions people make there, and then this says it.")
-    return (f"At the pace measured from this workspace's reviewers ({team.summary()}), {decisions} decisions "
+        return (f"How long {decisions} decisions take a person is not known here yet: once someone has reviewed "
+                "on the Review page, which times each decision, this says it.")
+    return (f"At the pace measured from this workspace's reviewers, {team.summary()}: {decisions} decisions "
             f"take about {ui.fmt_eta(seconds)}.")
 
 

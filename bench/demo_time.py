@@ -66,7 +66,7 @@ def as_avx2_cpu() -> None:
     again with them; and no native bf16, so training and pseudo-labeling run in fp32 as they would
     on such a CPU (with the ISA capped, bf16 would run in slow emulation instead)."""
     if any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **AVX2_ENV})
     from mpl_core.engine import inference
     inference.cpu_has_native_bf16 = lambda: False
 

@@ -253,7 +253,7 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert ("inside the 90% interval" in truth) == r["truth_inside"] != ("outside the 90% interval" in truth)
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
     review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
-    assert "is not known here yet: the Review page times the decisions" in review  # the oracle's speed is no one's
+    assert "is not known here yet: once someone has reviewed" in review  # the oracle's speed is no one's pace
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
     for key in ("before_test_acc", "teacher_test_acc", "after_test_acc", "after_review_test_acc"):
@@ -269,7 +269,7 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
         studio.decide("demo", [i], "accept", "ana", seen=True)
     at = app("app_pages/home.py", tmp_path, workspace="demo").run()
     review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
-    assert "At the pace measured from this workspace's reviewers (3.0 s a decision" in review
+    assert "At the pace measured from this workspace's reviewers, 3.0 s a decision" in review
     assert f"{r['reviewed']} decisions take about {ui.fmt_eta(r['reviewed'] * 3.0)}" in review
     runs = studio.runs("demo")  # the round from scratch fitted the budget; the review round (no config
     # given: the planned retrain's again) goes on from its model, as Studio.start's demo fine-tunes by default
