@@ -420,8 +420,7 @@ def cmd_status(args) -> int:
 def _print_pace(ws) -> None:
     """Each person's measured seconds a decision (see workspace/pace.py)."""
     from mpl_core.workspace import pace
-    from mpl_core.workspace.simulate import WHO
-    paces = pace.by_reviewer(ws.store.seen_saves(), leave_out=(WHO,))
+    paces = pace.by_reviewer(ws.store.seen_saves())
     for who, p in {**paces, **({"everyone": pace.overall(paces)} if len(paces) > 1 else {})}.items():
         if p.per_decision:
             print(f"review pace, {who}: {p.summary()}, {p.seconds / 60:.1f} min in all")

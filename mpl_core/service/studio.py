@@ -32,7 +32,6 @@ from mpl_core.workspace.attach import attach_checkpoint
 from mpl_core.workspace.formats import downloads, export_bytes
 from mpl_core.workspace.label_studio import LOCAL_FILES_PREFIX, import_label_studio
 from mpl_core.workspace.review_session import ReviewSession, ReviewView
-from mpl_core.workspace.simulate import WHO as SIMULATED_REVIEWER
 from mpl_core.workspace.workspace import (
     WORKSPACE_FILE,
     Workspace,
@@ -182,7 +181,7 @@ class Studio:
     def review_pace(self, name: str) -> dict[str, pace.Pace]:
         """Each person's seconds a decision in this workspace, from the decisions they saved
         looking at the images (see pace.py); the simulated reviewer is left out."""
-        return pace.by_reviewer(self.open(name).store.seen_saves(), leave_out=(SIMULATED_REVIEWER,))
+        return pace.by_reviewer(self.open(name).store.seen_saves())
 
     def team_pace(self, name: str) -> pace.Pace:
         """Every person's review time and decisions in this workspace together (see review_pace)."""
@@ -195,7 +194,7 @@ class Studio:
         store = self.open(name).store
         runs = store.runs()
         untils = [r["metrics"].get("reviewed_at", r["created"]) for r in runs]
-        behind = pace.before_each(store.seen_saves(), untils, leave_out=(SIMULATED_REVIEWER,))
+        behind = pace.before_each(store.seen_saves(), untils)
         return {r["id"]: p for r, p in zip(runs, behind)}
 
     def trained_on_pool(self, name: str, run_id: int) -> int | None:

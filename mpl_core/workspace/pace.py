@@ -19,6 +19,8 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mpl_core.workspace.simulate import WHO as SIMULATED_REVIEWER
+
 # A gap between two saves longer than this is a break, not time spent on the second one. A person
 # may study a hard image for half a minute; a minute without a decision is more often a pause.
 BREAK_S = 60.0
@@ -88,15 +90,15 @@ def _by_name(saves: Iterable[tuple[str, float, int]], leave_out: Iterable[str]) 
 
 
 def by_reviewer(saves: Iterable[tuple[str, float, int]], until: float | None = None,
-                leave_out: Iterable[str] = ()) -> dict[str, Pace]:
+                leave_out: Iterable[str] = (SIMULATED_REVIEWER,)) -> dict[str, Pace]:
     """Each reviewer's pace from (who, time, decisions) saves made before `until` (all if None),
-    leaving out the reviewers named in `leave_out` (the simulated one)."""
+    leaving out the reviewers named in `leave_out` (by default the simulated one: no one's pace)."""
     per = _by_name(((w, at, n) for w, at, n in saves if until is None or at < until), leave_out)
     return {who: measure(own) for who, own in sorted(per.items())}
 
 
 def before_each(saves: Iterable[tuple[str, float, int]], untils: Sequence[float],
-                leave_out: Iterable[str] = ()) -> list[Pace]:
+                leave_out: Iterable[str] = (SIMULATED_REVIEWER,)) -> list[Pace]:
     """Every reviewer's pace together from the saves made before each time in `untils`: what
     overall(by_reviewer(saves, until)) gives for each, in one pass over the saves."""
     shares = sorted((share for own in _by_name(saves, leave_out).values() for share in _shares(own)),
