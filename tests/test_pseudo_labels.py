@@ -11,6 +11,7 @@ from mpl_core.service.work import start_pseudo_labeling, start_training
 from mpl_core.workspace.calibration import (
     Calibration,
     ThresholdIndex,
+    class_thresholds_to_accept,
     confidence_histogram,
     fit_calibration,
     precision_coverage_table,
@@ -123,6 +124,33 @@ def test_threshold_for_precision_and_histogram():
     assert counted.stats(0.505).est_precision == pytest.approx(2.5 / 3)
     hist = confidence_histogram(np.array([0, 0, 1]), np.array([0.05, 1.0, 0.5]), 2, bins=10)
     assert hist.shape == (2, 10) and hist[0, 0] == 1 and hist[0, 9] == 1 and hist[1, 5] == 1
+
+
+def two_class_validation() -> ThresholdIndex:
+    """Class 0 right at every confidence; class 1 wrong below 0.71 and right above 0.8."""
+    conf = np.concatenate([np.linspace(0.3, 0.95, 20), np.linspace(0.4, 0.7, 10), np.linspace(0.81, 0.99, 20)])
+    label = np.array([0] * 20 + [1] * 30)
+    truth = np.array([0] * 20 + [0] * 10 + [1] * 20)
+    validation = {"confidence": conf.tolist(), "label": label.tolist(), "truth": truth.tolist()}
+    rng = np.random.default_rng(0)
+    return ThresholdIndex(rng.integers(0, 2, 500), rng.uniform(0.2, 1.0, 500), 2, IDENTITY,
+                          validation=validation, estimator="count")
+
+
+def test_class_thresholds_each_reach_the_target_on_their_own_class():
+    index = two_class_validation()
+    easy, hard = class_thresholds_to_accept(index, 0.9)
+    assert easy == 0.0  # every class-0 validation image is right: the whole class passes
+    assert 0.6667 < hard <= 0.7  # one wrong image left in: 20.5 / 22 = 0.93; two: 0.89
+    per_class = index.stats([easy, hard]).per_class
+    assert all(r["est_precision"] >= 0.9 for r in per_class)
+    assert index.stats([easy, hard - 0.005]).per_class[1]["est_precision"] < 0.9  # the lowest that reaches it
+    overall = threshold_to_accept(index, 0.9)  # one threshold for both: stricter on the easy class, laxer on the hard
+    assert easy < overall < hard
+    # unreachable: the best-supported estimate per class (class 1: every wrong image out, all 20 right in)
+    best = class_thresholds_to_accept(index, 0.99, min_support=5)
+    assert best[1] == pytest.approx(0.70, abs=0.006) and index.stats(best).per_class[1]["val_support"] == 20
+    assert class_thresholds_to_accept(index, 0.99, min_support=10**6) == [0.99, 0.99]
 
 
 def test_precision_coverage_table_keeps_only_columns_with_values():

@@ -294,6 +294,26 @@ def threshold_to_accept(index: ThresholdIndex, target: float, min_support: int =
     return best
 
 
+def class_thresholds_to_accept(index: ThresholdIndex, target: float, min_support: int = 20,
+                               grid: int = 201) -> list[float]:
+    """One threshold per predicted class, each chosen as threshold_to_accept chooses the global one
+    but on that class's own estimate: the lowest whose estimated precision for the class reaches
+    target; where none does, the one with the best estimate among those with at least min_support of
+    the class's validation images behind them; 0.99 if nothing qualifies. An easy class then gives
+    more of its pool, a confusable one less, and each class's accepted labels are about equally sure."""
+    sweeps = [index.stats(float(t)).per_class for t in np.linspace(0.0, 1.0, grid)]
+    chosen = []
+    for c in range(index.num_classes):
+        rows = [(float(t), s[c]) for t, s in zip(np.linspace(0.0, 1.0, grid), sweeps)]
+        reach = [t for t, r in rows if r["passed"] and r["est_precision"] >= target]
+        if reach:
+            chosen.append(reach[0])
+            continue
+        supported = [(r["est_precision"], -t) for t, r in rows if r["val_support"] >= min_support]
+        chosen.append(-max(supported)[1] if supported else 0.99)
+    return chosen
+
+
 def confidence_histogram(label: np.ndarray, confidence: np.ndarray, num_classes: int,
                          bins: int = 20) -> np.ndarray:
     """(K, bins) counts of pseudo-labels per predicted class and confidence bin on [0, 1]."""
