@@ -80,6 +80,7 @@ def threshold_panel(desk: Desk) -> None:
     names = view.class_names
     left, right = st.columns([1, 2])
     with left:
+        aim_row(view)
         global_t = st.slider("Threshold", 0.0, 1.0, 0.9, 0.01, key="threshold",
                              help="pseudo-labels at or above this confidence pass")
         thresholds = [global_t] * len(names)
@@ -87,6 +88,7 @@ def threshold_panel(desk: Desk) -> None:
             for k, class_name in enumerate(names):
                 thresholds[k] = st.slider(ui.plain(class_name), 0.0, 1.0, global_t, 0.01, key=f"t-{k}")
         stats = view.index.stats(thresholds)
+        aim_note(thresholds)
         threshold_metrics(stats)
     with right:
         select_range(histogram_figure(view, global_t))
@@ -100,6 +102,46 @@ def threshold_panel(desk: Desk) -> None:
     if b[1].button("Reject all pending below it", icon=":material/remove_done:", key="bulk-reject"):
         act(desk.studio.decide_by_threshold, desk.name, "reject", thresholds, desk.who)
         st.rerun()
+
+
+def aim_row(view) -> None:
+    """Set the sliders from a precision to aim for, instead of hunting for it by hand."""
+    c = st.columns([3, 2], vertical_alignment="bottom")
+    target = c[0].number_input("Aim for estimated precision", 0.50, 0.99, 0.90, 0.01, format="%.2f", key="aim",
+                               help="sets the lowest threshold whose estimated precision reaches this, as the "
+                                    "demo does; with per-class thresholds on, each class's own")
+    c[1].button("Set thresholds", key="aim-set", icon=":material/tune:", on_click=aim_thresholds,
+                args=(view, target), width="stretch")
+
+
+def aim_note(thresholds: list[float]) -> None:
+    """What the last "Set thresholds" found, while the sliders still say so."""
+    found, note = st.session_state.get("aim_result", (None, ""))
+    if found == thresholds:
+        st.caption(note)
+
+
+def aim_thresholds(view, target: float) -> None:
+    """Button callback (before the sliders are drawn again, so it may set their values)."""
+    per_class = bool(st.session_state.get("per_class"))
+    found = view.thresholds_for(target, per_class)
+    names = view.class_names
+    if per_class:
+        for k, t in enumerate(found):
+            st.session_state[f"t-{k}"] = t
+        short = [ui.plain(names[r["class"]]) for r in view.index.stats(found).per_class
+                 if r["predicted"] and not r["est_precision"] >= target]
+        note = f"Each class at the lowest threshold whose own estimate reaches {ui.pct(target)}"
+        note += (f"; none reaches it for {', '.join(short)}, set where their estimate is best." if short
+                 else ".")
+    else:
+        st.session_state["threshold"] = found[0]
+        found = [found[0]] * len(names)
+        est = view.index.stats(found).est_precision
+        note = (f"{found[0]:.2f} is the lowest threshold estimated at {ui.pct(target)} or more." if est >= target
+                else f"No threshold reaches an estimated {ui.pct(target)}; {found[0]:.2f} has the best estimate "
+                     f"({ui.pct(est)}) with at least 100 validation images behind it.")
+    st.session_state["aim_result"] = (found, note)
 
 
 def later_round_caveat(desk: Desk, run_id: int) -> None:

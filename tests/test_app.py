@@ -90,6 +90,30 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
     assert not at.exception and not at.error
 
 
+def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_root):
+    from ui import get_studio
+    view = get_studio().review("tiny")
+    at = app("app_pages/review.py", reviewed_root).run()
+    at.number_input(key="aim").set_value(0.6).run()
+    at.button(key="aim-set").click().run()
+    (t,) = set(view.thresholds_for(0.6))
+    assert at.slider(key="threshold").value == t
+    assert metric(at, "Pass") == f"{view.index.stats(t).passed:,}"
+    assert any(str(t) in c.value and "estimate" in c.value for c in at.caption)
+    at.slider(key="threshold").set_value(t - 0.01 if t > 0 else 0.5).run()  # moved by hand: the note goes
+    assert not any(str(t) in c.value and "estimate" in c.value for c in at.caption)
+    at.toggle(key="per_class").set_value(True).run()
+    at.button(key="aim-set").click().run()
+    per_class = view.thresholds_for(0.6, per_class=True)
+    assert [at.slider(key=f"t-{k}").value for k in range(len(per_class))] == per_class
+    assert any("Each class at the lowest threshold" in c.value for c in at.caption)
+    at.number_input(key="aim").set_value(0.9).run()  # 2 validation images a class: no class's estimate reaches it
+    at.button(key="aim-set").click().run()
+    assert [at.slider(key=f"t-{k}").value for k in range(2)] == view.thresholds_for(0.9, per_class=True)
+    assert any("none reaches it for" in c.value for c in at.caption)
+    assert not at.exception and not at.error
+
+
 def test_the_page_buttons_decide_the_tiles_on_show_as_they_were_drawn(reviewed_root):
     from ui import get_studio
     at = app("app_pages/review.py", reviewed_root).run()

@@ -232,3 +232,18 @@ def test_likely_mistakes_put_confident_labels_of_error_prone_classes_first():
     validation = {"label": [0, 0, 0, 0, 1, 1, 1, 1], "truth": [0, 0, 0, 0, 1, 0, 0, 0]}  # says 1: wrong 3 of 4
     rates = class_error_rates(validation, 3)
     assert rates.tolist() == [1 / 6, 4 / 6, 0.5]  # Laplace: one right and one wrong added; no evidence = 0.5
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0, 1.5])
+def test_thresholds_for_a_precision_outside_zero_to_one_say_so(studio, target):
+    with pytest.raises(MPLStudioError, match="between 0 and 1"):
+        studio.review("tiny").thresholds_for(target)
+
+
+def test_thresholds_for_a_precision_sit_on_the_sliders_grid(studio):
+    view = studio.review("tiny")
+    for per_class in (False, True):
+        found = view.thresholds_for(0.6, per_class)
+        assert len(found) == view.index.num_classes
+        assert all(t == round(t, 2) and 0.0 <= t <= 0.99 for t in found)
+    assert len(set(view.thresholds_for(0.6))) == 1  # one for all

@@ -21,9 +21,11 @@ import numpy as np
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.calibration import (
     ThresholdIndex,
+    class_thresholds_to_accept,
     confidence_histogram,
     precision_coverage_table,
     reliability_table,
+    threshold_to_accept,
 )
 from mpl_core.workspace.review import (
     STATUSES,
@@ -94,6 +96,19 @@ class ReviewView:
         tally[action] += len(positions)
         self.status[positions] = action
         self.tally = tally
+
+    def thresholds_for(self, target: float, per_class: bool = False) -> list[float]:
+        """One threshold per class on the 0.01 grid of the page's sliders: the lowest whose estimated
+        precision reaches target (per_class: each class's own estimate; else one for all, the demo's
+        rule); where none does, the best-supported estimate (see threshold_to_accept)."""
+        if not 0.0 < target < 1.0:
+            raise MPLStudioError(f"the precision to aim for must be between 0 and 1, not {target}")
+        k = self.index.num_classes
+        if per_class:
+            found = class_thresholds_to_accept(self.index, target, grid=101)
+        else:
+            found = [threshold_to_accept(self.index, target, grid=101)] * k
+        return [round(t, 2) for t in found]
 
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
                conf_range: tuple[float, float] | None = None, sort: str = SORTS[0],
