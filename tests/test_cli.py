@@ -60,6 +60,21 @@ def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsy
     assert main(["review", *ws, "--accept-above", "0.0", "--who", "ana"]) == 0
     assert "accepted 40 pseudo-label(s)" in capsys.readouterr().out
     assert main(["review", *ws, "--undo", "--who", "ana"]) == 0 and "undid 40" in capsys.readouterr().out
+    assert main(["review", *ws, "--accept-at-precision", "0.3", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "thresholds for an estimated 30.0%: " in out and "validation image(s)" in out
+    found = out.split("thresholds for an estimated 30.0%: ")[1].split()[0]
+    would = out.split("would accept ")[1].split()[0]
+    assert main(["review", *ws, "--accept-above", found, "--dry-run"]) == 0  # the same rows as that threshold
+    assert f"would accept {would} " in capsys.readouterr().out
+    assert main(["review", *ws, "--accept-at-precision", "0.95", "--per-class", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "horizontal 0.990, vertical 0.990" in out  # 2 validation images a class: the strict fallback
+    assert "no threshold reaches it for " in out
+    assert main(["review", *ws, "--per-class", "--accept-above", "0.5"]) == 2
+    assert "--per-class goes with --accept-at-precision" in capsys.readouterr().err
+    assert main(["review", *ws, "--accept-at-precision", "1.5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
     assert main(["review", *ws, "--reject-below", "1.0"]) == 0
     assert main(["retrain", *ws, *small]) == 0
     summary = "labels used 12 (given 12, accepted 0, of them one by one 0, human 0, rejected and left out 40)"

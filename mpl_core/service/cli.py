@@ -47,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     action = r.add_mutually_exclusive_group(required=True)
     action.add_argument("--accept-above", type=float, help="accept pseudo-labels with confidence >= this")
     action.add_argument("--reject-below", type=float, help="reject pseudo-labels with confidence < this")
+    action.add_argument("--accept-at-precision", type=float, metavar="P",
+                        help="accept above the lowest threshold whose estimated precision reaches P (the demo's "
+                             "rule, e.g. 0.9)")
     action.add_argument("--undo", action="store_true", help="undo the last batch of decisions")
+    r.add_argument("--per-class", action="store_true",
+                   help="with --accept-at-precision: a threshold per predicted class, each reaching P on its own")
     r.add_argument("--class", dest="classes", action="append", default=None,
                    help="only this predicted class (name or number; repeatable)")
     r.add_argument("--include-decided", action="store_true", help="also change samples already decided")
@@ -322,19 +327,49 @@ def cmd_review(args) -> int:
         n = ws.store.undo_last(who=args.who if args.who != "cli" else None)
         print(f"undid {n} decision(s)")
         return 0
+    if args.per_class and args.accept_at_precision is None:
+        raise MPLStudioError("--per-class goes with --accept-at-precision P")
     rows = ws.store.pseudo_labels()
     if rows is None:
         raise MPLStudioError("no pseudo-labels yet: run python -m mpl_core pseudo-label first")
     classes = _class_ids(args.classes, ws.dataset().class_names) if args.classes else None
-    positions = select_by_threshold(rows, ws.store.current_decisions(), above=args.accept_above,
+    above = args.accept_above
+    if args.accept_at_precision is not None:
+        above = _thresholds_at_precision(ws, args.accept_at_precision, args.per_class)
+    positions = select_by_threshold(rows, ws.store.current_decisions(), above=above,
                                     below=args.reject_below, classes=classes, include_decided=args.include_decided)
-    action = "accept" if args.accept_above is not None else "reject"
+    action = "reject" if args.reject_below is not None else "accept"
     if not args.dry_run:
         decide_rows(ws, rows, positions, action, args.who)
     verb = "would " + action if args.dry_run else action + "ed"
     print(f"{verb} {len(positions)} pseudo-label(s) of round {rows.round}")
     print("decisions in force: " + ", ".join(f"{k} {v}" for k, v in ws.store.decision_counts().items()))
     return 0
+
+
+def _thresholds_at_precision(ws, target: float, per_class: bool) -> list[float]:
+    """The thresholds the demo's rule picks for target (per class or one for all), printed with
+    what the validation images say of what passes them."""
+    from mpl_core.workspace.calibration import class_thresholds_to_accept, threshold_to_accept
+    from mpl_core.workspace.review import threshold_index
+    if not 0.0 < target < 1.0:
+        raise MPLStudioError(f"--accept-at-precision is a precision between 0 and 1 (e.g. 0.9), not {target}")
+    index = threshold_index(ws)
+    found = class_thresholds_to_accept(index, target) if per_class else \
+        [threshold_to_accept(index, target)] * index.num_classes
+    s = index.stats(found)
+    names = ws.dataset().class_names
+    where = ", ".join(f"{names[c]} {t:.3f}" for c, t in enumerate(found)) if per_class else f"{found[0]:.3f}"
+    print(f"thresholds for an estimated {target * 100:.1f}%: {where}")
+    band = "" if s.est_low != s.est_low else f" (90% interval {s.est_low * 100:.1f}–{s.est_high * 100:.1f}%)"
+    print(f"estimated precision of what passes: {_pct(s.est_precision)}{band}, from {s.val_support} validation "
+          f"image(s)" + (f"; true precision {_pct(s.true_precision)}" if s.true_precision is not None else ""))
+    short = [names[r["class"]] for r in s.per_class if r["predicted"] and not r["est_precision"] >= target] \
+        if per_class else ([] if s.est_precision >= target else ["the classes together"])
+    if short:
+        print(f"no threshold reaches it for {', '.join(short)}: the best estimate with enough validation images "
+              "behind it instead (0.990 where too few pass)")
+    return found
 
 
 def _class_ids(values: list[str], names: list[str]) -> list[int]:
