@@ -23,7 +23,8 @@ winner's curse), so the interval of the chosen threshold may hold the truth less
 intervals of thresholds fixed in advance. It draws --draws validation sets of the same size from
 the pool (whose hidden labels the bench knows), applies each rule of choice to each, and counts
 how often the chosen threshold's interval holds its true precision, and how often the accepted
-pseudo-labels truly reach the target.
+pseudo-labels truly reach the target. One rule picks a threshold per class (class_thresholds_to_accept,
+the Review page's Set thresholds with per-class thresholds on).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from mpl_core.service.work import start_pseudo_labeling, start_training  # noqa:
 from mpl_core.workspace.calibration import (  # noqa: E402
     Calibration,
     ThresholdIndex,
+    class_thresholds_to_accept,
     fit_calibration,
     precision_interval,
     threshold_to_accept,
@@ -261,7 +263,8 @@ def compare(seeds: list[dict]) -> None:
 def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None:
     """Each rule picks a threshold from a validation set drawn from the pool; score the pick."""
     rules = {"lowest estimate >= target, on all validation images (the demo's)": False,
-             "choose on half of them, estimate on the other half": True}
+             "choose on half of them, estimate on the other half": True,
+             "per class: each class's lowest estimate >= target (mean of the thresholds)": "per class"}
     results: dict[str, list] = {name: [] for name in rules}
     for d in seeds:
         rng = np.random.default_rng(1)
@@ -272,12 +275,14 @@ def choice(seeds: list[dict], target: float, draws: int, per_class: int) -> None
             drawn = draw_validation(rng, truth, per_class)
             rng.shuffle(drawn)
             for name, split in rules.items():
-                chooser = _index(pl, pc, k, drawn[: len(drawn) // 2] if split else drawn, truth)
-                teller = _index(pl, pc, k, drawn[len(drawn) // 2:], truth) if split else chooser
-                t = threshold_to_accept(chooser, target)
+                halves = split is True
+                chooser = _index(pl, pc, k, drawn[: len(drawn) // 2] if halves else drawn, truth)
+                teller = _index(pl, pc, k, drawn[len(drawn) // 2:], truth) if halves else chooser
+                t = class_thresholds_to_accept(chooser, target) if split == "per class" else \
+                    threshold_to_accept(chooser, target)
                 told, true = teller.stats(t), full.stats(t)
-                results[name].append((t, told.est_precision, told.est_low, told.est_high, true.true_precision,
-                                      true.passed))
+                results[name].append((float(np.mean(t)), told.est_precision, told.est_low, told.est_high,
+                                      true.true_precision, true.passed))
     print(f"\n## The demo's choice of threshold: {draws} validation sets of {per_class} per class drawn from the pool "
           f"per seed, {len(seeds)} seed(s), target {target:.0%}\n")
     table_head("rule", "chosen threshold (median)", "accepted (median)", "truth inside the 90% interval",

@@ -45,7 +45,7 @@ from mpl_core.presets import (  # noqa: E402
     build_run_config,
 )
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training  # noqa: E402
-from mpl_core.workspace.calibration import threshold_to_accept  # noqa: E402
+from mpl_core.workspace.calibration import class_thresholds_to_accept, threshold_to_accept  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
 from mpl_core.workspace.review_session import ReviewSession  # noqa: E402
 from mpl_core.workspace.simulate import oracle_review  # noqa: E402
@@ -54,12 +54,12 @@ from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 STRATEGIES = ("threshold only", "closest to the threshold", "likely mistakes first", "labeling queue", "random")
 
 
-def pending_in_order(ws, strategy: str, k: int, threshold: float, rng) -> np.ndarray:
+def pending_in_order(ws, strategy: str, k: int, thresholds: list[float], rng) -> np.ndarray:
     view = ReviewSession(ws).view()
     if strategy == "labeling queue":
         return view.queue(k)
     pending = view.select(statuses=["pending"], sort=strategy if strategy != "random" else "pool order",
-                          thresholds=[threshold] * len(view.class_names))
+                          thresholds=thresholds)
     return rng.choice(pending, min(k, len(pending)), replace=False) if strategy == "random" else pending[:k]
 
 
@@ -112,14 +112,21 @@ def retrain(ws, cfg) -> tuple[float, int]:
 def one_seed(seed: int, args) -> list[dict]:
     out = []
     with tempfile.TemporaryDirectory() as root:
-        ws = create_workspace("value", DataConfig(seed=seed), root)
+        data = DataConfig(seed=seed) if args.val_per_class is None else \
+            DataConfig(seed=seed, val_per_class=args.val_per_class)
+        ws = create_workspace("value", data, root)
         t0 = time.time()
         st = start_training(ws, build_run_config(args.preset, algorithm="mpl", seed=seed, mu=args.mu)).join()
         assert st.state == "done", st.error
         assert start_pseudo_labeling(ws).join().state == "done"
-        threshold = threshold_to_accept(threshold_index(ws), args.target)
+        index = threshold_index(ws)
+        thresholds = class_thresholds_to_accept(index, args.target) if args.per_class else \
+            [threshold_to_accept(index, args.target)] * index.num_classes
+        accepted = index.stats(thresholds)
+        where = " ".join(f"{t:.2f}" for t in thresholds) if args.per_class else f"{thresholds[0]:.3f}"
         print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}% (teacher "
-              f"{st.result['teacher_test_acc'] * 100:.2f}%), threshold {threshold:.3f}, "
+              f"{st.result['teacher_test_acc'] * 100:.2f}%), threshold {where}: {accepted.passed:,} accepted, "
+              f"estimated {accepted.est_precision * 100:.1f}%, truly {accepted.true_precision * 100:.1f}%, "
               f"{time.time() - t0:.0f} s", flush=True)
         rng = np.random.default_rng(seed)
         first = {}  # (round, share) -> the threshold-only round's run, which "continue" starts from
@@ -128,10 +135,10 @@ def one_seed(seed: int, args) -> list[dict]:
                 while ws.store.undo_last():  # each strategy starts from no decision
                     pass
                 rows = ws.store.pseudo_labels()
-                above = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
+                above = select_by_threshold(rows, ws.store.current_decisions(), above=thresholds)
                 decide_rows(ws, rows, above, "accept", "threshold")
                 if k:
-                    positions = pending_in_order(ws, strategy, k, threshold, rng)
+                    positions = pending_in_order(ws, strategy, k, thresholds, rng)
                     oracle_review(ws, positions, hand_labels=strategy == "labeling queue")
                 for kind in args.round:
                     shares = args.trusted_share
@@ -168,6 +175,11 @@ def main() -> None:
                    help="accept above the threshold estimated at this precision (default: the demo's)")
     p.add_argument("--mu", type=int, default=None,
                    help=f"the MPL run's unlabeled images per labeled one (default: the preset's; the demo: {DEMO_MU})")
+    p.add_argument("--per-class", action="store_true",
+                   help="accept above a threshold per predicted class, each the lowest whose own estimate reaches "
+                        "--target (class_thresholds_to_accept)")
+    p.add_argument("--val-per-class", type=int, default=None,
+                   help="validation images a class (default: the Data page's 50; the demo workspace: 200)")
     p.add_argument("--round", nargs="+", default=["retrain"],
                    choices=["scratch", "retrain", "finetune", "finetune-teacher", "continue"],
                    help="default: the Rounds page's default round")
@@ -192,7 +204,8 @@ def main() -> None:
         kind = continued(args) if r["round"] == "continue" else r["round"]
         return first[(r["seed"], kind, first_share(args, r["share"]))]
 
-    print(f"\n{args.preset}, seeds {args.seeds}, accepted at an estimated {args.target:.0%}: MPL student "
+    rule = "per class" if args.per_class else "one threshold for all"
+    print(f"\n{args.preset}, seeds {args.seeds}, accepted at an estimated {args.target:.0%} ({rule}): MPL student "
           f"{np.mean([r['before'] for r in rows if r['k'] == 0]) * 100:.2f}% (its teacher "
           f"{np.mean([r['teacher'] for r in rows if r['k'] == 0]) * 100:.2f}%) before any retrain\n")
     print("| strategy | K | round | trusted share | test accuracy after the round | labels added, precision "
