@@ -95,8 +95,7 @@ def demo_panel() -> None:
             q = st.columns(4)
             q[0].metric(f"After {r['reviewed']} simulated review decisions", ui.pct(r["after_review_test_acc"]),
                         delta=ui.points(r["after_review_test_acc"] - r["after_test_acc"]),
-                        help="a second retrain, after an oracle accepted or corrected the pending pseudo-labels "
-                             "most likely to be wrong. " + review_time_note(r["reviewed"]))
+                        help=review_note(r) + " " + review_time_note(r["reviewed"]))
             q[1].metric("Pseudo-labels corrected by the review", f"{r['review_relabeled']:,}")
         st.plotly_chart(accuracy_figure(r))
         st.success(f"With {r['labels_given']} hand labels, the teacher labeled {r['pseudo_labels']:,} images; "
@@ -113,6 +112,14 @@ def review_time_note(decisions: int) -> str:
                 "on the Review page, which times each decision, this says it.")
     return (f"At the pace measured from this workspace's reviewers, {team.summary()}: {decisions} decisions "
             f"take about {ui.fmt_eta(seconds)}.")
+
+
+def review_note(r: dict) -> str:
+    """What the review round was: the Rounds page's default round again, or the retrain going on."""
+    how = ("a second round from scratch, as the Rounds page's default round" if r.get("review_from") == "scratch"
+           else "the retrained model trained on")
+    return (f"{how}, after an oracle accepted or corrected the pending pseudo-labels most likely to be wrong; "
+            "half of each batch from the labels people gave, the oracle's decisions among them.")
 
 
 def truth_note(r: dict) -> str:
@@ -140,7 +147,8 @@ def retrain_note(r: dict) -> str:
         note += f", {r['trusted_share']:.0%} of each batch from the labels people gave"
     if r.get("projected_s") is not None:
         fits = "within" if r["projected_s"] <= r["budget_s"] else "beyond"
-        note += (f"; a round from scratch was projected to end the demo at {r['projected_s']:.0f} s, {fits} "
+        rounds = "two rounds from scratch were" if r.get("review_from") == "scratch" else "a round from scratch was"
+        note += (f"; {rounds} projected to end the demo at {r['projected_s']:.0f} s, {fits} "
                  f"its {r['budget_s']:.0f} s")
     return note
 

@@ -122,8 +122,10 @@ def main() -> None:
           f"true {pct['true_precision']:.2f}%, {inside} the interval "
           f"({r['val_support']:,} validation images pass)")
     if r.get("projected_s") is not None:
-        print(f"the retrain started from {r['retrain_from']}: with a round from scratch the demo was projected to "
-              f"end at {r['projected_s']:.0f} s, its budget {r['budget_s']:.0f} s")
+        review = {"scratch": "a second round from scratch", "retrain": "going on from the retrain"}.get(
+            r.get("review_from"), "-")
+        print(f"the retrain started from {r['retrain_from']}, the review round: {review}; with rounds from scratch "
+              f"the demo was projected to end at {r['projected_s']:.0f} s, its budget {r['budget_s']:.0f} s")
     if r.get("after_review_test_acc") is not None:
         gain = 100 * (r["after_review_test_acc"] - r["after_test_acc"])
         print(f"after {r['reviewed']} simulated review decisions ({r['review_relabeled']} corrected): "

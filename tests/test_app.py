@@ -278,6 +278,8 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
     review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
     assert "is not known here yet: once someone has reviewed" in review  # the oracle's speed is no one's pace
+    assert r["review_from"] == "scratch" and review.startswith("a second round from scratch")
+    assert "two rounds from scratch were projected" in retrain
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
     for key in ("before_test_acc", "teacher_test_acc", "after_test_acc", "after_review_test_acc"):
@@ -295,9 +297,8 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
     assert "At the pace measured from this workspace's reviewers, 3.0 s a decision" in review
     assert f"{r['reviewed']} decisions take about {ui.fmt_eta(r['reviewed'] * 3.0)}" in review
-    runs = studio.runs("demo")  # the round from scratch fitted the budget; the review round (no config
-    # given: the planned retrain's again) goes on from its model, as Studio.start's demo fine-tunes by default
-    assert [run["config"]["model"]["init_from"] for run in runs[1:]] == ["", runs[1]["checkpoint"]]
+    runs = studio.runs("demo")  # both rounds from scratch fitted the budget: neither starts from a model
+    assert [run["config"]["model"]["init_from"] for run in runs[1:]] == ["", ""]
     assert runs[1]["config"]["train"]["trusted_share"] == 0.5 and runs[1]["config"]["train"]["threads"] > 0
 
 

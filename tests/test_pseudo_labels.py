@@ -267,8 +267,10 @@ def test_the_demo_trains_its_round_from_scratch_where_that_is_projected_to_fit(f
     r, runs = status.result, ws.store.runs()
     assert r["retrain_from"] == "scratch" and r["projected_s"] <= r["budget_s"]
     assert runs[1]["config"]["model"]["init_from"] == "" and runs[1]["config"]["train"]["steps"] == 30
-    # the review round still goes on from the retrain's model
-    assert runs[2]["config"]["model"]["init_from"] == str(latest_checkpoint(ws.run_dir(runs[1]["id"])).resolve())
+    # both rounds fit: the review round trains from scratch too, on the decisions as well
+    assert r["review_from"] == "scratch" and [x["kind"] for x in runs] == ["train", "retrain", "retrain"]
+    assert runs[2]["config"]["model"]["init_from"] == "" and runs[2]["config"]["train"]["steps"] == 30
+    assert r["review_run"] == runs[2]["id"] and r["reviewed"] > 0
 
 
 def test_the_demo_projects_a_round_from_the_mpl_runs_seconds_a_step():
@@ -280,3 +282,22 @@ def test_the_demo_projects_a_round_from_the_mpl_runs_seconds_a_step():
     assert _projected_end(mpl_s, mpl, full, review, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 400)
     assert _projected_end(mpl_s, mpl, full, None, 30.0) == pytest.approx(30 + DEMO_SUPERVISED_STEP_COST * 0.2 * 300)
     assert _projected_end(mpl_s, mpl, None, review, 30.0) is None  # no round from scratch to project
+
+
+def test_the_demo_plans_the_best_rounds_that_fit_its_budget():
+    from mpl_core.presets import DEMO_SUPERVISED_STEP_COST
+    from mpl_core.service.work import plan_rounds
+    mpl = RunConfig(train=TrainConfig(steps=90, finetune_steps=10))
+    full, review = RunConfig(train=TrainConfig(steps=300)), RunConfig(train=TrainConfig(steps=100))
+    step_s = DEMO_SUPERVISED_STEP_COST * 0.2  # 20 s over 100 MPL steps
+    both, one = 30 + step_s * 600, 30 + step_s * 400  # two rounds from scratch; one, then going on for 100 steps
+
+    def plan(budget, rev=review, f=full):
+        p = plan_rounds(20.0, mpl, f, rev, 30.0, budget)
+        return p.retrain_from, p.review_from, p.projected_s
+
+    assert plan(both) == ("scratch", "scratch", pytest.approx(both))
+    assert plan(both - 1) == ("scratch", "retrain", pytest.approx(one))
+    assert plan(one - 1) == ("planned", "retrain", pytest.approx(one))
+    assert plan(30 + step_s * 300, rev=None) == ("scratch", "retrain", pytest.approx(30 + step_s * 300))  # no review
+    assert plan(10**6, f=None) == ("planned", "retrain", None)  # no round from scratch offered

@@ -352,14 +352,16 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
                      est_low=stats.est_low, est_high=stats.est_high, val_support=stats.val_support,
                      true_precision=stats.true_precision, truth_inside=stats.truth_inside, target_precision=target,
                      target_reached=bool(stats.est_precision >= target))
-        projected = _projected_end(story["mpl_s"], train_cfg, full, review_cfg if oracle else None,
-                                   time.perf_counter() - t0)
-        story.update(budget_s=budget_s, projected_s=projected)
-        if projected is not None and projected <= budget_s:
+        rounds = plan_rounds(story["mpl_s"], train_cfg, full, review_cfg if oracle else None,
+                             time.perf_counter() - t0, budget_s)
+        story.update(budget_s=budget_s, projected_s=rounds.projected_s, review_from=rounds.review_from)
+        if rounds.retrain_from == "scratch" and full is not None:
             retrain_cfg, story["retrain_from"] = full, "scratch"
         else:  # the planned retrain: fine-tuning the MPL run's teacher (or student), or from scratch
             story["retrain_from"] = retrain_cfg.model.init_role if fine_tune else "scratch"
             retrain_cfg = _start_from(retrain_cfg, ws.run_dir(mpl_run)) if fine_tune else retrain_cfg
+        if rounds.review_from == "scratch":
+            review_cfg = full
         story["trusted_share"] = retrain_cfg.train.trusted_share
         phase(4, "retraining on the reviewed labels")
         retrained = _demo_retrain(job, retrain_cfg)
@@ -371,7 +373,7 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
             review = review_first(ws, DEMO_REVIEW, threshold)
             story.update(reviewed=sum(review.values()), review_relabeled=review["relabeled"])
             if story["reviewed"]:  # nothing left pending: the first retrain is the answer
-                if fine_tune:  # the retrain's model goes on learning, now from the decisions too
+                if fine_tune and rounds.review_from == "retrain":  # the retrain's model goes on learning
                     review_cfg = _start_from(review_cfg, ws.run_dir(story["retrain_run"]))
                 retrained = _demo_retrain(job, review_cfg)
                 story.update(after_review_test_acc=retrained.get("test_acc"), review_run=job.run_id,
@@ -379,6 +381,30 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
         story["phase_s"].append(["end", round(time.perf_counter() - t0, 2)])
         return story
     return work
+
+
+@dataclasses.dataclass
+class DemoRounds:
+    retrain_from: str  # "scratch", or "planned": retrain_cfg as given (fine-tuning where fine_tune)
+    review_from: str  # "scratch" (the Rounds page's default round again), or "retrain": review_cfg, going on
+    projected_s: float | None  # when the demo was projected to end with the round(s) from scratch
+
+
+def plan_rounds(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
+                elapsed: float, budget_s: float) -> DemoRounds:
+    """The demo's rounds, the best that is projected to end within budget_s: both the retrain and
+    the review round from scratch (the Rounds page's default round each time: 0.6 to 0.7 points more
+    after 100 decisions than going on from the retrain's model for 200 steps, docs/results.md); else
+    the retrain from scratch and the review round going on from it; else the planned retrain (where
+    fine_tune, fine-tuning the MPL teacher) and the review round going on from it. review: the
+    going-on round's config, None without a review (no hidden labels)."""
+    if full is None:
+        return DemoRounds("planned", "retrain", None)
+    both = _projected_end(mpl_s, train_cfg, full, full if review else None, elapsed)
+    if review is not None and both <= budget_s:
+        return DemoRounds("scratch", "scratch", both)
+    projected = _projected_end(mpl_s, train_cfg, full, review, elapsed)
+    return DemoRounds("scratch" if projected <= budget_s else "planned", "retrain", projected)
 
 
 def _projected_end(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
