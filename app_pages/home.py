@@ -116,8 +116,7 @@ def review_time_note(decisions: int) -> str:
 
 def review_note(r: dict) -> str:
     """What the review round was: the Rounds page's default round again, or the retrain going on."""
-    how = ("a second round from scratch, as the Rounds page's default round" if r.get("review_from") == "scratch"
-           else "the retrained model trained on")
+    how = "a second round from scratch" if r.get("review_from") == "scratch" else "the retrained model trained on"
     return (f"{how}, after an oracle accepted or corrected the pending pseudo-labels most likely to be wrong; "
             "half of each batch from the labels people gave, the oracle's decisions among them.")
 

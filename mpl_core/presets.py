@@ -108,9 +108,11 @@ DEMO_FINE_TUNE = True
 # against 76.42% +- 0.54 from the student (better on every seed), in the same 8 s; from scratch on 3x the
 # steps 77.34% in 22 s.
 DEMO_START_ROLE = "teacher"
-# After the simulated reviewer's decisions, the demo's review round goes on from the retrain's model
-# for DEMO_REVIEW_STEPS (half its batches from the labels people gave, as every round) rather than
-# fine-tuning the MPL student again for the preset's 600: bench/review_value.py (see
+# After the simulated reviewer's decisions, the demo's review round is a second round from scratch
+# where both rounds from scratch are projected to fit DEMO_BUDGET_S (service/work.plan_rounds: +0.64
+# points after 100 decisions, docs/results.md "Per-class thresholds"); else it goes on from the
+# retrain's model for DEMO_REVIEW_STEPS (half its batches from the labels people gave, as every round)
+# rather than fine-tuning the MPL student again for the preset's 600: bench/review_value.py (see
 # RETRAIN_TRUSTED_SHARE), +1.48 points for 100 decisions in 8 s, against +1.81 in 19 s.
 DEMO_REVIEW_STEPS = 200
 # The demo is to finish within DEMO_BUDGET_S. Where its MPL run was quick enough that the Rounds

@@ -354,7 +354,9 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
                      target_reached=bool(stats.est_precision >= target))
         rounds = plan_rounds(story["mpl_s"], train_cfg, full, review_cfg if oracle else None,
                              time.perf_counter() - t0, budget_s)
-        story.update(budget_s=budget_s, projected_s=rounds.projected_s, review_from=rounds.review_from)
+        # without fine_tune every round trains from scratch, the review round on review_cfg's steps
+        story.update(budget_s=budget_s, projected_s=rounds.projected_s,
+                     review_from=rounds.review_from if fine_tune else "scratch")
         if rounds.retrain_from == "scratch" and full is not None:
             retrain_cfg, story["retrain_from"] = full, "scratch"
         else:  # the planned retrain: fine-tuning the MPL run's teacher (or student), or from scratch
