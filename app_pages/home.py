@@ -116,7 +116,7 @@ def review_time_note(decisions: int) -> str:
 
 def review_note(r: dict) -> str:
     """What the review round was: the Rounds page's default round again, or the retrain going on."""
-    how = "a second round from scratch" if r.get("review_from") == "scratch" else "the retrained model trained on"
+    how = "a second round from scratch" if r.get("review_from") == "scratch" else "the retrained model, trained further"
     return (f"{how}, after an oracle accepted or corrected the pending pseudo-labels most likely to be wrong; "
             "half of each batch from the labels people gave, the oracle's decisions among them.")
 
@@ -146,7 +146,7 @@ def retrain_note(r: dict) -> str:
         note += f", {r['trusted_share']:.0%} of each batch from the labels people gave"
     if r.get("projected_s") is not None:
         fits = "within" if r["projected_s"] <= r["budget_s"] else "beyond"
-        rounds = "two rounds from scratch were" if r.get("review_from") == "scratch" else "a round from scratch was"
+        rounds = "two rounds from scratch were" if r.get("projected_rounds") == 2 else "a round from scratch was"
         note += (f"; {rounds} projected to end the demo at {r['projected_s']:.0f} s, {fits} "
                  f"its {r['budget_s']:.0f} s")
     return note

@@ -90,8 +90,10 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
     assert not at.exception and not at.error
 
 
-def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_root):
+def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_root, caplog, monkeypatch):
+    from streamlit.elements.lib import policies
     from ui import get_studio
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # Streamlit warns once a process
     view = get_studio().review("tiny")
     at = app("app_pages/review.py", reviewed_root).run()
     at.number_input(key="aim").set_value(0.6).run()
@@ -112,6 +114,7 @@ def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_ro
     assert [at.slider(key=f"t-{k}").value for k in range(2)] == view.thresholds_for(0.9, per_class=True)
     assert any("none reaches it for" in c.value for c in at.caption)
     assert not at.exception and not at.error
+    assert "set via the Session State API" not in caplog.text  # the sliders' defaults come from the state too
 
 
 def test_the_page_buttons_decide_the_tiles_on_show_as_they_were_drawn(reviewed_root):

@@ -241,9 +241,11 @@ def test_thresholds_for_a_precision_outside_zero_to_one_say_so(studio, target):
 
 
 def test_thresholds_for_a_precision_sit_on_the_sliders_grid(studio):
+    from mpl_core.workspace.calibration import class_thresholds_to_accept, threshold_to_accept
     view = studio.review("tiny")
-    for per_class in (False, True):
-        found = view.thresholds_for(0.6, per_class)
-        assert len(found) == view.index.num_classes
-        assert all(t == round(t, 2) and 0.0 <= t <= 0.99 for t in found)
-    assert len(set(view.thresholds_for(0.6))) == 1  # one for all
+    for target in (0.3, 0.6, 0.9):
+        (one,) = set(view.thresholds_for(target))  # one for all
+        assert one == pytest.approx(threshold_to_accept(view.index, target, grid=101))
+        assert view.thresholds_for(target, per_class=True) == pytest.approx(
+            class_thresholds_to_accept(view.index, target, grid=101))
+        assert len(view.thresholds_for(target, per_class=True)) == view.index.num_classes

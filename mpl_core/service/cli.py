@@ -322,13 +322,13 @@ def _pct(v) -> str:
 
 def cmd_review(args) -> int:
     from mpl_core.workspace.review import decide_rows, select_by_threshold
+    if args.per_class and args.accept_at_precision is None:
+        raise MPLStudioError("--per-class goes with --accept-at-precision P")
     ws = _workspace(args)
     if args.undo:
         n = ws.store.undo_last(who=args.who if args.who != "cli" else None)
         print(f"undid {n} decision(s)")
         return 0
-    if args.per_class and args.accept_at_precision is None:
-        raise MPLStudioError("--per-class goes with --accept-at-precision P")
     rows = ws.store.pseudo_labels()
     if rows is None:
         raise MPLStudioError("no pseudo-labels yet: run python -m mpl_core pseudo-label first")
@@ -336,6 +336,8 @@ def cmd_review(args) -> int:
     above = args.accept_above
     if args.accept_at_precision is not None:
         above = _thresholds_at_precision(ws, args.accept_at_precision, args.per_class)
+        if classes is not None:
+            print("(the estimate covers every class that passes; only the --class ones are decided)")
     positions = select_by_threshold(rows, ws.store.current_decisions(), above=above,
                                     below=args.reject_below, classes=classes, include_decided=args.include_decided)
     action = "reject" if args.reject_below is not None else "accept"
@@ -365,10 +367,13 @@ def _thresholds_at_precision(ws, target: float, per_class: bool) -> list[float]:
     print(f"estimated precision of what passes: {_pct(s.est_precision)}{band}, from {s.val_support} validation "
           f"image(s)" + (f"; true precision {_pct(s.true_precision)}" if s.true_precision is not None else ""))
     short = [names[r["class"]] for r in s.per_class if r["predicted"] and not r["est_precision"] >= target] \
-        if per_class else ([] if s.est_precision >= target else ["the classes together"])
+        if per_class else []
     if short:
         print(f"no threshold reaches it for {', '.join(short)}: the best estimate with enough validation images "
               "behind it instead (0.990 where too few pass)")
+    elif not per_class and not s.est_precision >= target:
+        print("no single threshold reaches it: the best estimate with at least 100 validation images behind it "
+              "instead (0.990 where too few pass)")
     return found
 
 

@@ -108,7 +108,8 @@ def start_demo(ws: Workspace, train_cfg: RunConfig, retrain_cfg: RunConfig, *,
     None). With fine_tune, the retrain starts from the MPL run's student or teacher (its
     model.init_role) and the review round from the retrain's model. full_retrain_cfg: a round from
     scratch that replaces the retrain where, at the MPL run's speed, it and the review round are
-    projected to end within budget_s of the start. The result tells the story in numbers."""
+    projected to end within budget_s of the start, and the review round too where two of it fit
+    (plan_rounds). The result tells the story in numbers."""
     review_cfg = review_cfg or retrain_cfg
     review_cfg = dataclasses.replace(review_cfg, model=dataclasses.replace(review_cfg.model, init_role="student"))
     cfgs = [dataclasses.replace(train_cfg, data=dataclasses.replace(ws.data)).validate(),
@@ -356,6 +357,7 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
                              time.perf_counter() - t0, budget_s)
         # without fine_tune every round trains from scratch, the review round on review_cfg's steps
         story.update(budget_s=budget_s, projected_s=rounds.projected_s,
+                     projected_rounds=2 if rounds.review_from == "scratch" else 1,
                      review_from=rounds.review_from if fine_tune else "scratch")
         if rounds.retrain_from == "scratch" and full is not None:
             retrain_cfg, story["retrain_from"] = full, "scratch"

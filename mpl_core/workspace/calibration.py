@@ -309,7 +309,8 @@ def class_thresholds_to_accept(index: ThresholdIndex, target: float, min_support
         if reach:
             chosen.append(reach[0])
             continue
-        supported = [(r["est_precision"], -t) for t, r in rows if r["val_support"] >= min_support]
+        supported = [(r["est_precision"], -t) for t, r in rows
+                     if r["val_support"] >= min_support and r["est_precision"] == r["est_precision"]]  # not NaN
         chosen.append(-max(supported)[1] if supported else 0.99)
     return chosen
 
