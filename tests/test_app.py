@@ -92,6 +92,7 @@ def test_review_threshold_moves_the_counts_and_decisions_stick(reviewed_root):
 
 def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_root, caplog, monkeypatch):
     from streamlit.elements.lib import policies
+
     from ui import get_studio
     monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # Streamlit warns once a process
     view = get_studio().review("tiny")
