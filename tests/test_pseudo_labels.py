@@ -13,6 +13,7 @@ from mpl_core.workspace.calibration import (
     ThresholdIndex,
     class_thresholds_to_accept,
     confidence_histogram,
+    fewest_validation_per_class,
     fit_calibration,
     precision_coverage_table,
     precision_interval,
@@ -151,6 +152,10 @@ def test_class_thresholds_each_reach_the_target_on_their_own_class():
     best = class_thresholds_to_accept(index, 0.99, min_support=5)
     assert best[1] == pytest.approx(0.70, abs=0.006) and index.stats(best).per_class[1]["val_support"] == 20
     assert class_thresholds_to_accept(index, 0.99, min_support=10**6) == [0.99, 0.99]
+    assert fewest_validation_per_class(index) == 20  # class 0's, against class 1's 30
+    no_class_1 = ThresholdIndex(np.zeros(5, dtype=int), np.full(5, 0.9), 2, IDENTITY,
+                                validation={"confidence": [0.9], "label": [1], "truth": [1]}, estimator="count")
+    assert fewest_validation_per_class(no_class_1) == 0  # only the classes the pool is predicted as count
 
 
 def test_precision_coverage_table_keeps_only_columns_with_values():

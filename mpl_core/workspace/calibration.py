@@ -294,6 +294,22 @@ def threshold_to_accept(index: ThresholdIndex, target: float, min_support: int =
     return best
 
 
+# Per-class thresholds need evidence in every class: on Fashion-MNIST's demo teachers, what passed
+# thresholds chosen per class truly reached a 90% aim in 95% of validation draws of 200 a class (one
+# threshold for all: 56%), but in 22% of draws of 50 a class (one threshold: 54%): ten thresholds each
+# chosen on a few dozen images favour lucky ones (bench/calibration.py --choice, docs/results.md).
+# Below this many validation images in some predicted class, the app says one threshold is safer;
+# 150 lies between the two measured sizes.
+PER_CLASS_MIN_VALIDATION = 150
+
+
+def fewest_validation_per_class(index: ThresholdIndex) -> int:
+    """The fewest validation images the model predicts as any class it predicts in the pool: the
+    evidence a per-class threshold rests on at most."""
+    rows = index.stats(0.0).per_class
+    return min((r["val_support"] for r in rows if r["predicted"]), default=0)
+
+
 def class_thresholds_to_accept(index: ThresholdIndex, target: float, min_support: int = 20,
                                grid: int = 201) -> list[float]:
     """One threshold per predicted class, each chosen as threshold_to_accept chooses the global one

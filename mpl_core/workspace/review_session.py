@@ -20,9 +20,11 @@ import numpy as np
 
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.calibration import (
+    PER_CLASS_MIN_VALIDATION,
     ThresholdIndex,
     class_thresholds_to_accept,
     confidence_histogram,
+    fewest_validation_per_class,
     precision_coverage_table,
     reliability_table,
     threshold_to_accept,
@@ -109,6 +111,12 @@ class ReviewView:
         else:
             found = [threshold_to_accept(self.index, target, grid=101)] * k
         return [round(t, 2) for t in found]
+
+    def per_class_evidence(self) -> tuple[int, bool]:
+        """(the fewest validation images behind any predicted class, whether that is enough for
+        per-class thresholds to be safer than one: PER_CLASS_MIN_VALIDATION)."""
+        fewest = fewest_validation_per_class(self.index)
+        return fewest, fewest >= PER_CLASS_MIN_VALIDATION
 
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
                conf_range: tuple[float, float] | None = None, sort: str = SORTS[0],
