@@ -81,7 +81,7 @@ def threshold_panel(desk: Desk) -> None:
     left, right = st.columns([1, 2])
     with left:
         aim_row(desk)
-        # defaults through the state, not value=: Set thresholds writes these keys too (aim_thresholds)
+        # defaults through the state, not value=: "Set" writes these keys too (aim_thresholds)
         st.session_state.setdefault("threshold", 0.9)
         global_t = st.slider("Threshold", 0.0, 1.0, step=0.01, key="threshold",
                              help="pseudo-labels at or above this confidence pass")
@@ -110,15 +110,16 @@ def threshold_panel(desk: Desk) -> None:
 def aim_row(desk: Desk) -> None:
     """Set the sliders from a precision to aim for, instead of hunting for it by hand."""
     c = st.columns([3, 2], vertical_alignment="bottom")
-    c[0].number_input("Aim for estimated precision", 0.50, 0.99, 0.90, 0.01, format="%.2f", key="aim",
-                      help="sets the lowest threshold whose estimated precision reaches this, as the demo does "
-                           "(on the sliders' 0.01 steps); with per-class thresholds on, each class's own")
-    c[1].button("Set thresholds", key="aim-set", icon=":material/tune:", on_click=aim_thresholds, args=(desk,),
-                width="stretch")
+    c[0].number_input("Aim for precision", 0.50, 0.99, 0.90, 0.01, format="%.2f", key="aim",
+                      help="the estimated precision to set the thresholds for")
+    c[1].button("Set", key="aim-set", icon=":material/tune:", on_click=aim_thresholds, args=(desk,),
+                width="stretch", help="sets the lowest threshold whose estimated precision reaches the aim, as "
+                                      "the demo does (on the sliders' 0.01 steps); with per-class thresholds on, "
+                                      "each class's own")
 
 
 def aim_note(desk: Desk, view, thresholds: list[float]) -> None:
-    """What the last "Set thresholds" found, while the sliders still say so for this round."""
+    """What the last "Set" found, while the sliders still say so for this round."""
     found, note = st.session_state.get("aim_result", (None, ""))
     if found == (desk.name, view.rows.round, thresholds):
         st.caption(note)

@@ -74,6 +74,10 @@ def test_the_whole_loop_in_a_browser(tmp_path):
         wait_until(lambda: metric(page, "Pass") == "200")
         page.keyboard.press("End")  # threshold 1: only certain pseudo-labels pass
         wait_until(lambda: metric(page, "Pass") != "200")
+        page.get_by_role("button", name="Set", exact=True).click()  # the slider set from a precision to aim for
+        page.get_by_text(re.compile(r"is the lowest threshold estimated at|No threshold")).first.wait_for(timeout=30000)
+        shot(page, "review-aim")
+        page.get_by_role("slider").first.focus()
         page.keyboard.press("Home")
         wait_until(lambda: metric(page, "Pass") == "200")
         page.locator(".grid-root").first.locator(".tile button.ok").first.click()  # the grid's ✓
