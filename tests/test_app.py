@@ -110,8 +110,13 @@ def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_ro
     per_class = view.thresholds_for(0.6, per_class=True)
     assert [at.slider(key=f"t-{k}").value for k in range(len(per_class))] == per_class
     assert any("Each class at the lowest threshold" in c.value for c in at.caption)
-    assert any("validation image(s) behind it" in c.value and "one threshold is the safer choice" in c.value
+    assert any("Few validation images are predicted as some classes (horizontal" in c.value
+               and "turn off Per-class thresholds and press Set" in c.value
                for c in at.caption)  # 2 validation images a class: too few to choose a threshold each on
+    from mpl_core.workspace import calibration
+    monkeypatch.setattr(calibration.classes_short_of_validation, "__defaults__", (0,))  # enough, here
+    at.button(key="aim-set").click().run()
+    assert any("a little optimistic" in c.value and "Few validation images" not in c.value for c in at.caption)
     at.number_input(key="aim").set_value(0.9).run()  # 2 validation images a class: no class's estimate reaches it
     at.button(key="aim-set").click().run()
     assert [at.slider(key=f"t-{k}").value for k in range(2)] == view.thresholds_for(0.9, per_class=True)

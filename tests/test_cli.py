@@ -71,7 +71,7 @@ def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsy
     out = capsys.readouterr().out
     assert "horizontal 0.990, vertical 0.990" in out  # 2 validation images a class: the strict fallback
     assert "no threshold reaches it for " in out
-    assert "caution: some class has only" in out  # 2 validation images a class
+    assert "caution: few validation images are predicted as some classes" in out  # 2 validation images a class
     assert main(["review", *ws, "--per-class", "--accept-above", "0.5"]) == 2
     assert "--per-class goes with --accept-at-precision" in capsys.readouterr().err
     assert main(["review", *ws, "--accept-at-precision", "1.5"]) == 2

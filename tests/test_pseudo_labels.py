@@ -12,8 +12,8 @@ from mpl_core.workspace.calibration import (
     Calibration,
     ThresholdIndex,
     class_thresholds_to_accept,
+    classes_short_of_validation,
     confidence_histogram,
-    fewest_validation_per_class,
     fit_calibration,
     precision_coverage_table,
     precision_interval,
@@ -152,10 +152,14 @@ def test_class_thresholds_each_reach_the_target_on_their_own_class():
     best = class_thresholds_to_accept(index, 0.99, min_support=5)
     assert best[1] == pytest.approx(0.70, abs=0.006) and index.stats(best).per_class[1]["val_support"] == 20
     assert class_thresholds_to_accept(index, 0.99, min_support=10**6) == [0.99, 0.99]
-    assert fewest_validation_per_class(index) == 20  # class 0's, against class 1's 30
-    no_class_1 = ThresholdIndex(np.zeros(5, dtype=int), np.full(5, 0.9), 2, IDENTITY,
-                                validation={"confidence": [0.9], "label": [1], "truth": [1]}, estimator="count")
-    assert fewest_validation_per_class(no_class_1) == 0  # only the classes the pool is predicted as count
+    assert classes_short_of_validation(index, fewest=25) == {0: 20}  # class 1 has 30
+    assert classes_short_of_validation(index, fewest=20) == {} and classes_short_of_validation(index) == {0: 20, 1: 30}
+    validation = {"confidence": [0.9] * 3, "label": [0] * 3, "truth": [0] * 3}  # none predicted as class 1
+    only_class_0 = ThresholdIndex(np.zeros(5, dtype=int), np.full(5, 0.9), 2, IDENTITY, validation=validation,
+                                  estimator="count")
+    assert classes_short_of_validation(only_class_0, fewest=5) == {0: 3}  # class 1: no pool image predicted so
+    no_validation = ThresholdIndex(np.array([0, 1]), np.full(2, 0.9), 2, IDENTITY, estimator="count")
+    assert classes_short_of_validation(no_validation) == {0: 0, 1: 0}
 
 
 def test_precision_coverage_table_keeps_only_columns_with_values():

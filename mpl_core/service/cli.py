@@ -353,9 +353,8 @@ def _thresholds_at_precision(ws, target: float, per_class: bool) -> list[float]:
     """The thresholds the demo's rule picks for target (per class or one for all), printed with
     what the validation images say of what passes them."""
     from mpl_core.workspace.calibration import (
-        PER_CLASS_MIN_VALIDATION,
         class_thresholds_to_accept,
-        fewest_validation_per_class,
+        classes_short_of_validation,
         threshold_to_accept,
     )
     from mpl_core.workspace.review import threshold_index
@@ -373,10 +372,12 @@ def _thresholds_at_precision(ws, target: float, per_class: bool) -> list[float]:
           f"image(s)" + (f"; true precision {_pct(s.true_precision)}" if s.true_precision is not None else ""))
     short = [names[r["class"]] for r in s.per_class if r["predicted"] and not r["est_precision"] >= target] \
         if per_class else []
-    fewest = fewest_validation_per_class(index)
-    if per_class and fewest < PER_CLASS_MIN_VALIDATION:
-        print(f"caution: some class has only {fewest} validation image(s) behind it; per-class thresholds chosen on "
-              "so few often fall short of P (docs/results.md, Per-class thresholds): one threshold is safer")
+    short_of = classes_short_of_validation(index) if per_class else {}
+    if short_of:
+        few = ", ".join(f"{names[c]} {n}" for c, n in short_of.items())
+        print(f"caution: few validation images are predicted as some classes ({few}); thresholds chosen on so few "
+              "often fall short of P (docs/results.md, Per-class thresholds): one threshold, without --per-class, "
+              "is safer")
     if short:
         print(f"no threshold reaches it for {', '.join(short)}: the best estimate with enough validation images "
               "behind it instead (0.990 where too few pass)")

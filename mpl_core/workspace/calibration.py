@@ -298,16 +298,17 @@ def threshold_to_accept(index: ThresholdIndex, target: float, min_support: int =
 # thresholds chosen per class truly reached a 90% aim in 95% of validation draws of 200 a class (one
 # threshold for all: 56%), but in 22% of draws of 50 a class (one threshold: 54%): ten thresholds each
 # chosen on a few dozen images favour lucky ones (bench/calibration.py --choice, docs/results.md).
-# Below this many validation images in some predicted class, the app says one threshold is safer;
-# 150 lies between the two measured sizes.
-PER_CLASS_MIN_VALIDATION = 150
+# What a class's threshold rests on is the validation images predicted as that class: the fewest of
+# them (shirts, which these teachers seldom predict) were 12 to 41 in draws of 50 a class and 68 to
+# 121 in draws of 200 a class. Below this many the app says one threshold is the safer choice.
+PER_CLASS_MIN_VALIDATION = 60
 
 
-def fewest_validation_per_class(index: ThresholdIndex) -> int:
-    """The fewest validation images the model predicts as any class it predicts in the pool: the
-    evidence a per-class threshold rests on at most."""
+def classes_short_of_validation(index: ThresholdIndex, fewest: int = PER_CLASS_MIN_VALIDATION) -> dict[int, int]:
+    """{class: validation images predicted as it} for the classes the pool is predicted as that have
+    fewer than `fewest` of them: the evidence a per-class threshold rests on at most."""
     rows = index.stats(0.0).per_class
-    return min((r["val_support"] for r in rows if r["predicted"]), default=0)
+    return {r["class"]: r["val_support"] for r in rows if r["predicted"] and r["val_support"] < fewest}
 
 
 def class_thresholds_to_accept(index: ThresholdIndex, target: float, min_support: int = 20,

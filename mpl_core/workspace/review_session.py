@@ -20,11 +20,10 @@ import numpy as np
 
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.calibration import (
-    PER_CLASS_MIN_VALIDATION,
     ThresholdIndex,
     class_thresholds_to_accept,
+    classes_short_of_validation,
     confidence_histogram,
-    fewest_validation_per_class,
     precision_coverage_table,
     reliability_table,
     threshold_to_accept,
@@ -112,11 +111,10 @@ class ReviewView:
             found = [threshold_to_accept(self.index, target, grid=101)] * k
         return [round(t, 2) for t in found]
 
-    def per_class_evidence(self) -> tuple[int, bool]:
-        """(the fewest validation images behind any predicted class, whether that is enough for
-        per-class thresholds to be safer than one: PER_CLASS_MIN_VALIDATION)."""
-        fewest = fewest_validation_per_class(self.index)
-        return fewest, fewest >= PER_CLASS_MIN_VALIDATION
+    def classes_short_of_validation(self) -> dict[int, int]:
+        """{class: validation images predicted as it} for predicted classes with fewer than
+        PER_CLASS_MIN_VALIDATION: too few to choose a threshold of their own on."""
+        return classes_short_of_validation(self.index)
 
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
                conf_range: tuple[float, float] | None = None, sort: str = SORTS[0],
