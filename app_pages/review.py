@@ -130,44 +130,40 @@ def aim_thresholds(desk: Desk) -> None:
     view, target = desk.studio.review(desk.name), float(st.session_state["aim"])
     if view is None:  # the round went away since the page was drawn
         return
-    per_class = bool(st.session_state.get("per_class"))
-    found = view.thresholds_for(target, per_class)
+    aim = view.aim(target, bool(st.session_state.get("per_class")))
     names = view.class_names
-    if per_class:
-        for k, t in enumerate(found):
+    if aim.per_class:
+        for k, t in enumerate(aim.thresholds):
             st.session_state[f"t-{k}"] = t
-        short = [ui.plain(names[r["class"]]) for r in view.index.stats(found).per_class
-                 if r["predicted"] and not r["est_precision"] >= target]
         note = f"Each class at the lowest threshold whose own estimate reaches {ui.pct(target)}"
-        note += (f"; none reaches it for {', '.join(short)}, set where their estimate is best (0.99 where too "
-                 "few of their validation images pass)." if short else ".")
-        short_of = view.classes_short_of_validation()
-        if not short_of:
+        short = ", ".join(ui.plain(names[c]) for c in aim.short)
+        note += (f"; none reaches it for {short}, set where their estimate is best (0.99 where too few of their "
+                 "validation images pass)." if aim.short else ".")
+        if not aim.short_of_validation:
             note += (f" {len(names)} thresholds chosen on the same validation images make the estimate of all "
                      "that passes a little optimistic (on Fashion-MNIST with 200 validation images a class, about "
                      "0.7 points), but what passes reached the aim more often than with one threshold for all "
                      "(there, in 95% of validation draws against 56%).")
         else:
-            few = ", ".join(f"{ui.plain(names[c])} {n}" for c, n in short_of.items())
+            few = ", ".join(f"{ui.plain(names[c])} {n}" for c, n in aim.short_of_validation.items())
             note += (f" Few validation images are predicted as some classes ({few}): a threshold chosen on so "
                      "few often looks good only by chance. On Fashion-MNIST with 50 a class, what passed reached "
                      "the aim in 22% of validation draws against 54% with one threshold for all, so one threshold "
                      "is the safer choice here: turn off Per-class thresholds and press Set. More held-out "
                      "validation labels would let each class have its own.")
     else:
-        st.session_state["threshold"] = found[0]
-        found = [found[0]] * len(names)
-        stats = view.index.stats(found)
-        if stats.est_precision >= target:
-            note = f"{found[0]:.2f} is the lowest threshold estimated at {ui.pct(target)} or more."
-        elif stats.val_support >= 100:
-            note = (f"No threshold reaches an estimated {ui.pct(target)}; {found[0]:.2f} has the best estimate "
-                    f"({ui.pct(stats.est_precision)}) with at least 100 validation images behind it.")
+        t = aim.thresholds[0]
+        st.session_state["threshold"] = t
+        if aim.reached:
+            note = f"{t:.2f} is the lowest threshold estimated at {ui.pct(target)} or more."
+        elif not aim.strict_fallback:
+            note = (f"No threshold reaches an estimated {ui.pct(target)}; {t:.2f} has the best estimate "
+                    f"({ui.pct(aim.stats.est_precision)}) with at least 100 validation images behind it.")
         else:
             note = (f"No threshold has an estimate of {ui.pct(target)} with at least 100 validation images behind "
-                    f"it, so it is set to the strict {found[0]:.2f}. More held-out validation labels give the "
+                    f"it, so it is set to the strict {t:.2f}. More held-out validation labels give the "
                     "estimate more to go on.")
-    st.session_state["aim_result"] = ((desk.name, view.rows.round, found), note)
+    st.session_state["aim_result"] = ((desk.name, view.rows.round, aim.thresholds), note)
 
 
 def later_round_caveat(desk: Desk, run_id: int) -> None:

@@ -45,7 +45,7 @@ from mpl_core.presets import (  # noqa: E402
     build_run_config,
 )
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training  # noqa: E402
-from mpl_core.workspace.calibration import class_thresholds_to_accept, threshold_to_accept  # noqa: E402
+from mpl_core.workspace.calibration import aim_for  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
 from mpl_core.workspace.review_session import ReviewSession  # noqa: E402
 from mpl_core.workspace.simulate import oracle_review  # noqa: E402
@@ -120,9 +120,8 @@ def one_seed(seed: int, args) -> list[dict]:
         assert st.state == "done", st.error
         assert start_pseudo_labeling(ws).join().state == "done"
         index = threshold_index(ws)
-        thresholds = class_thresholds_to_accept(index, args.target) if args.per_class else \
-            [threshold_to_accept(index, args.target)] * index.num_classes
-        accepted = index.stats(thresholds)
+        aim = aim_for(index, args.target, args.per_class)
+        thresholds, accepted = aim.thresholds, aim.stats
         where = " ".join(f"{t:.2f}" for t in thresholds) if args.per_class else f"{thresholds[0]:.3f}"
         print(f"seed {seed}: MPL student {st.result['test_acc'] * 100:.2f}% (teacher "
               f"{st.result['teacher_test_acc'] * 100:.2f}%), threshold {where}: {accepted.passed:,} accepted, "

@@ -45,7 +45,7 @@ from mpl_core.config import DataConfig  # noqa: E402
 from mpl_core.engine.checkpoint import latest_checkpoint  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training  # noqa: E402
-from mpl_core.workspace.calibration import class_thresholds_to_accept, threshold_to_accept  # noqa: E402
+from mpl_core.workspace.calibration import aim_for  # noqa: E402
 from mpl_core.workspace.review import decide_rows, select_by_threshold, threshold_index  # noqa: E402
 from mpl_core.workspace.workspace import create_workspace  # noqa: E402
 
@@ -115,7 +115,8 @@ def accept(ws, target: float, who: str, round_: int | None = None, per_class: bo
     """Accept what passes the lowest threshold whose estimated precision reaches target (the demo's
     rule; per_class: each predicted class's own), in a round of pseudo-labels (the newest by default)."""
     index = threshold_index(ws, round_)
-    threshold = class_thresholds_to_accept(index, target) if per_class else threshold_to_accept(index, target)
+    threshold = aim_for(index, target, per_class).thresholds
+    threshold = threshold if per_class else threshold[0]
     rows = ws.store.pseudo_labels(round_)
     above = select_by_threshold(rows, ws.store.current_decisions(), above=threshold)
     decide_rows(ws, rows, above, "accept", who)

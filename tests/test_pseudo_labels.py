@@ -11,6 +11,7 @@ from mpl_core.service.work import start_pseudo_labeling, start_training
 from mpl_core.workspace.calibration import (
     Calibration,
     ThresholdIndex,
+    aim_for,
     class_thresholds_to_accept,
     classes_short_of_validation,
     confidence_histogram,
@@ -160,6 +161,19 @@ def test_class_thresholds_each_reach_the_target_on_their_own_class():
     assert classes_short_of_validation(only_class_0, fewest=5) == {0: 3}  # class 1: no pool image predicted so
     no_validation = ThresholdIndex(np.array([0, 1]), np.full(2, 0.9), 2, IDENTITY, estimator="count")
     assert classes_short_of_validation(no_validation) == {0: 0, 1: 0}
+
+
+def test_aim_for_says_what_the_thresholds_reach():
+    index = two_class_validation()
+    one, each = aim_for(index, 0.9), aim_for(index, 0.9, per_class=True)
+    assert one.thresholds == [round(threshold_to_accept(index, 0.9), 3)] * 2 and one.reached and not one.short
+    assert each.thresholds == [round(t, 3) for t in class_thresholds_to_accept(index, 0.9)] and each.reached
+    assert each.short_of_validation == {0: 20, 1: 30} and one.short_of_validation == {}  # per class only
+    unreachable = aim_for(index, 0.99, per_class=True)
+    assert unreachable.short == [0, 1] and not unreachable.reached
+    assert aim_for(index, 0.99).strict_fallback  # 50 validation images: fewer than the fallback's 100
+    with pytest.raises(MPLStudioError, match="between 0 and 1"):
+        aim_for(index, 1.0)
 
 
 def test_precision_coverage_table_keeps_only_columns_with_values():

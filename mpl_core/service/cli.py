@@ -352,39 +352,30 @@ def cmd_review(args) -> int:
 def _thresholds_at_precision(ws, target: float, per_class: bool) -> list[float]:
     """The thresholds the demo's rule picks for target (per class or one for all), printed with
     what the validation images say of what passes them."""
-    from mpl_core.workspace.calibration import (
-        class_thresholds_to_accept,
-        classes_short_of_validation,
-        threshold_to_accept,
-    )
+    from mpl_core.workspace.calibration import aim_for
     from mpl_core.workspace.review import threshold_index
     if not 0.0 < target < 1.0:
         raise MPLStudioError(f"--accept-at-precision is a precision between 0 and 1 (e.g. 0.9), not {target}")
-    index = threshold_index(ws)
-    found = class_thresholds_to_accept(index, target) if per_class else \
-        [threshold_to_accept(index, target)] * index.num_classes
-    s = index.stats(found)
-    names = ws.dataset().class_names
-    where = ", ".join(f"{names[c]} {t:.3f}" for c, t in enumerate(found)) if per_class else f"{found[0]:.3f}"
+    aim = aim_for(threshold_index(ws), target, per_class)
+    s, names = aim.stats, ws.dataset().class_names
+    where = ", ".join(f"{names[c]} {t:.3f}" for c, t in enumerate(aim.thresholds)) if per_class else \
+        f"{aim.thresholds[0]:.3f}"
     print(f"thresholds for an estimated {target * 100:.1f}%: {where}")
     band = "" if s.est_low != s.est_low else f" (90% interval {s.est_low * 100:.1f}–{s.est_high * 100:.1f}%)"
     print(f"estimated precision of what passes: {_pct(s.est_precision)}{band}, from {s.val_support} validation "
           f"image(s)" + (f"; true precision {_pct(s.true_precision)}" if s.true_precision is not None else ""))
-    short = [names[r["class"]] for r in s.per_class if r["predicted"] and not r["est_precision"] >= target] \
-        if per_class else []
-    short_of = classes_short_of_validation(index) if per_class else {}
-    if short_of:
-        few = ", ".join(f"{names[c]} {n}" for c, n in short_of.items())
+    if aim.short_of_validation:
+        few = ", ".join(f"{names[c]} {n}" for c, n in aim.short_of_validation.items())
         print(f"caution: few validation images are predicted as some classes ({few}); thresholds chosen on so few "
               "often fall short of P (docs/results.md, Per-class thresholds): one threshold, without --per-class, "
               "is safer")
-    if short:
-        print(f"no threshold reaches it for {', '.join(short)}: the best estimate with enough validation images "
-              "behind it instead (0.990 where too few pass)")
-    elif not per_class and not s.est_precision >= target:
+    if aim.short:
+        print(f"no threshold reaches it for {', '.join(names[c] for c in aim.short)}: the best estimate with enough "
+              "validation images behind it instead (0.990 where too few pass)")
+    elif not per_class and not aim.reached:
         print("no single threshold reaches it: the best estimate with at least 100 validation images behind it "
               "instead (0.990 where too few pass)")
-    return found
+    return aim.thresholds
 
 
 def _class_ids(values: list[str], names: list[str]) -> list[int]:

@@ -277,7 +277,11 @@ def threshold_for_precision(index: ThresholdIndex, target: float, grid: int = 20
     return None
 
 
-def threshold_to_accept(index: ThresholdIndex, target: float, min_support: int = 100, grid: int = 201) -> float:
+ACCEPT_MIN_SUPPORT = 100  # threshold_to_accept's fallback: validation images behind the best estimate
+
+
+def threshold_to_accept(index: ThresholdIndex, target: float, min_support: int = ACCEPT_MIN_SUPPORT,
+                        grid: int = 201) -> float:
     """The threshold the demo accepts above: the lowest whose estimated precision reaches target;
     where none does (a teacher whose precision levels off just under it: the estimate's standard
     error at 95% with 150 validation images is 1.8 points), the one with the best estimate among
@@ -318,10 +322,11 @@ def class_thresholds_to_accept(index: ThresholdIndex, target: float, min_support
     target; where none does, the one with the best estimate among those with at least min_support of
     the class's validation images behind them; 0.99 if nothing qualifies. An easy class then gives
     more of its pool, a confusable one less, and each class's accepted labels are about equally sure."""
-    sweeps = [index.stats(float(t)).per_class for t in np.linspace(0.0, 1.0, grid)]
+    grid_t = [float(t) for t in np.linspace(0.0, 1.0, grid)]
+    sweeps = [index.stats(t).per_class for t in grid_t]
     chosen = []
     for c in range(index.num_classes):
-        rows = [(float(t), s[c]) for t, s in zip(np.linspace(0.0, 1.0, grid), sweeps)]
+        rows = [(t, s[c]) for t, s in zip(grid_t, sweeps)]
         reach = [t for t, r in rows if r["passed"] and r["est_precision"] >= target]
         if reach:
             chosen.append(reach[0])
@@ -330,6 +335,38 @@ def class_thresholds_to_accept(index: ThresholdIndex, target: float, min_support
                      if r["val_support"] >= min_support and r["est_precision"] == r["est_precision"]]  # not NaN
         chosen.append(-max(supported)[1] if supported else 0.99)
     return chosen
+
+
+@dataclass
+class Aim:
+    """The thresholds for a precision to aim for (aim_for), and what the validation images say of them."""
+    target: float
+    per_class: bool
+    thresholds: list[float]  # one per class (all equal for one threshold)
+    stats: ThresholdStats  # of what passes them
+    short: list[int]  # per_class: the predicted classes whose own estimate misses the target
+    reached: bool  # the estimate of all that passes reaches the target
+    short_of_validation: dict[int, int]  # per_class: classes_short_of_validation
+
+    @property
+    def strict_fallback(self) -> bool:
+        """One threshold, none reaching the target with min_support validation images: the strict 0.99."""
+        return not self.per_class and not self.reached and self.stats.val_support < ACCEPT_MIN_SUPPORT
+
+
+def aim_for(index: ThresholdIndex, target: float, per_class: bool = False, grid: int = 201) -> Aim:
+    """The lowest threshold whose estimated precision reaches target (threshold_to_accept; per_class:
+    each class's own, class_thresholds_to_accept), on a grid of `grid` thresholds from 0 to 1."""
+    if not 0.0 < target < 1.0:
+        raise MPLStudioError(f"the precision to aim for must be between 0 and 1, not {target}")
+    found = class_thresholds_to_accept(index, target, grid=grid) if per_class else \
+        [threshold_to_accept(index, target, grid=grid)] * index.num_classes
+    found = [round(t, 3) for t in found]  # the grid's values, without float noise (0.7850000000000001)
+    stats = index.stats(found)
+    short = [r["class"] for r in stats.per_class if r["predicted"] and not r["est_precision"] >= target] \
+        if per_class else []
+    return Aim(target, per_class, found, stats, short, bool(stats.est_precision >= target),
+               classes_short_of_validation(index) if per_class else {})
 
 
 def confidence_histogram(label: np.ndarray, confidence: np.ndarray, num_classes: int,

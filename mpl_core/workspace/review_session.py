@@ -20,13 +20,12 @@ import numpy as np
 
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.calibration import (
+    Aim,
     ThresholdIndex,
-    class_thresholds_to_accept,
-    classes_short_of_validation,
+    aim_for,
     confidence_histogram,
     precision_coverage_table,
     reliability_table,
-    threshold_to_accept,
 )
 from mpl_core.workspace.review import (
     STATUSES,
@@ -98,23 +97,14 @@ class ReviewView:
         self.status[positions] = action
         self.tally = tally
 
-    def thresholds_for(self, target: float, per_class: bool = False) -> list[float]:
-        """One threshold per class on the 0.01 grid of the page's sliders: the lowest whose estimated
-        precision reaches target (per_class: each class's own estimate; else one for all, the demo's
-        rule); where none does, the best-supported estimate (see threshold_to_accept)."""
-        if not 0.0 < target < 1.0:
-            raise MPLStudioError(f"the precision to aim for must be between 0 and 1, not {target}")
-        k = self.index.num_classes
-        if per_class:
-            found = class_thresholds_to_accept(self.index, target, grid=101)
-        else:
-            found = [threshold_to_accept(self.index, target, grid=101)] * k
-        return [round(t, 2) for t in found]
+    def aim(self, target: float, per_class: bool = False) -> Aim:
+        """The thresholds for a precision to aim for (calibration.aim_for) on the 0.01 grid of the
+        page's sliders."""
+        return aim_for(self.index, target, per_class, grid=101)
 
-    def classes_short_of_validation(self) -> dict[int, int]:
-        """{class: validation images predicted as it} for predicted classes with fewer than
-        PER_CLASS_MIN_VALIDATION: too few to choose a threshold of their own on."""
-        return classes_short_of_validation(self.index)
+    def thresholds_for(self, target: float, per_class: bool = False) -> list[float]:
+        """One threshold per class: aim(target, per_class)'s."""
+        return self.aim(target, per_class).thresholds
 
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
                conf_range: tuple[float, float] | None = None, sort: str = SORTS[0],
