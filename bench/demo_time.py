@@ -2,7 +2,7 @@
 
     python bench/demo_time.py                    # no one using the app: the job may take every core
     python bench/demo_time.py --someone-watching # a person interacting all along: one core stays the pages'
-    python bench/demo_time.py --mu 4 --from-scratch   # mu 4, both rounds from scratch on 3x the steps
+    python bench/demo_time.py --mu 4 --from-scratch   # mu 4, both rounds from scratch (the Rounds page's)
     python bench/demo_time.py --budget 0              # the retrain fine-tunes the teacher whatever the speed
     python bench/demo_time.py --fp32                  # no bf16 autocast: a slower CPU's demo, here
     python bench/demo_time.py --avx2                  # as on a CPU with AVX2 only (no AVX-512, no native bf16)
@@ -12,7 +12,7 @@ A fresh workspace on the built-in Fashion-MNIST as the Home page makes it (10 la
 train on, DEMO_VAL_PER_CLASS held out for the estimate: mpl_core.presets.demo_data), then the demo job with the
 Home page's plan (mpl_core.presets.demo_plan): MPL on quick-demo with mu 2, pseudo-labels, accept
 above the threshold whose estimated precision is 90%, a class-balanced supervised retrain (from
-scratch on 3x the steps where, at the MPL run's speed, the demo is projected to end within its
+scratch, the Rounds page's default round, where, at the MPL run's speed, the demo is projected to end within its
 budget; else fine-tuning the MPL teacher), a simulated reviewer's 100 decisions and a review round
 that goes on from the retrain's model, drawing half of each labeled batch from the labels people
 gave. Prints the wall time of each phase and the numbers the demo shows.
@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mu", type=int, default=None, help="the MPL run's unlabeled images per labeled one")
     p.add_argument("--from-scratch", action="store_true",
-                   help="retrain rounds from scratch on 3x the preset's steps instead of fine-tuning the student")
+                   help="retrain rounds from scratch (the Rounds page's default round) instead of fine-tuning")
     p.add_argument("--fp32", action="store_true", help="train without bf16 autocast, as on a CPU without native bf16")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the demo is to end within (default: the app's); 0: never the round from scratch")

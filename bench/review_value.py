@@ -14,7 +14,7 @@ estimated precision is --target (90%, as the demo does) -> then, from no decisio
 the precision of the labels the round uses beyond the given ones. The headline: test-accuracy points per 100 decisions.
 
 --round says which retrain: "scratch" (the preset's steps from scratch), "retrain" (the Rounds
-page's from scratch: build_retrain_config, 3x the steps), "finetune" (the MPL student fine-tuned
+page's from scratch: build_retrain_config, 6x the steps with mixup), "finetune" (the MPL student fine-tuned
 on the preset's steps), "finetune-teacher" (the demo's: the MPL teacher, the same way) or
 "continue" (after review, the threshold-only round's model fine-tuned on --continue-steps: the
 demo's second round without a second full round; it goes on from the finetune-teacher round

@@ -5,12 +5,14 @@ pseudo-labels, then each kind of round on exactly those labels.
     python bench/rounds.py --seeds 0 1 2 --variants supervised supervised-x3
     python bench/rounds.py --targets 0.95 0.9 0.85 --variants supervised-x3
     python bench/rounds.py --seeds 0 1 2 --variants supervised-x3 --iterate 3
+    python bench/rounds.py --seeds 0 1 2 --mu 2 --val-per-class 200 --targets 0.9 \
+        --variants supervised-x3-ts0.5 supervised-x6-ts0.5 supervised-x3-ts0.5-mx supervised-x6-ts0.5-mx
 
 Per seed: MPL (the preset) -> pseudo-labels -> accept what passes the threshold whose estimated
 precision is each of --targets (95% by default; the demo: 90%) -> each variant as a retrain
 round (class-balanced labeled batches, as every round) -> test accuracy, its gain over the MPL
 student, and wall time:
-  supervised       supervised from scratch on the preset's steps (the app's round is -x3)
+  supervised       supervised from scratch on the preset's steps (the app's round is -x6-ts0.5-mx)
   supervised-xN    the same with N times the steps (the accepted labels are many epochs' worth)
   uda, mpl         a semi-supervised round: the reviewed labels as its labeled set, the rest of
                    the pool as its unlabeled images, on the preset's steps
@@ -20,6 +22,7 @@ student, and wall time:
   ...-strong       the labeled batch in its strong view (RandAugment, cutout): a noised student
   ...-wN           the round's model N channels wide (the preset's CNN: 16)
   ...-tsF          F of each labeled batch from the labels people gave (the app's rounds: 0.5)
+  ...-mx           mixup of the labeled batch (the app's rounds from scratch)
   ...-pc           accept at a threshold per predicted class, each the lowest whose estimate for its
                    class reaches the target (class_thresholds_to_accept), instead of one for all
 
@@ -68,6 +71,8 @@ def round_config(variant: str, preset: str, seed: int, student: str = ""):
             cfg.train.trusted_share = float(part[2:])
         elif part == "pc":
             pass  # how the round's labels are accepted: see one_seed
+        elif part == "mx":
+            cfg.algorithm.mixup = True
         elif part == "strong":
             cfg.algorithm.labeled_view = "strong"
         else:

@@ -74,6 +74,8 @@ class AlgorithmConfig:
     pseudo_label_view: str = "weak"  # MPL: the view whose teacher argmax the student learns from and the
     # feedback reinforces: "weak" (the PyTorch port's student targets: the teacher is right more often on
     # the weak view; docs/results.md#settings-tried-toward-80) or "strong" (the official code's)
+    mixup: bool = False  # supervised only: mix each labeled image with another of the batch and their labels
+    # alike (Zhang et al. 2018), which resists wrong labels such as a round's rejected-not-yet pseudo-labels
     labeled_view: str = "weak"  # the labeled batch's view in the main phase: "strong" (RandAugment and
     # cutout) noises a student trained on accepted pseudo-labels, as Noisy Student does (Xie et al. 2020)
 
@@ -143,6 +145,8 @@ class RunConfig:
                f"pseudo_label_view must be one of {', '.join(PSEUDO_LABEL_VIEWS)}, not {a.pseudo_label_view!r}")
         _check(a.labeled_view in LABELED_VIEWS,
                f"labeled_view must be one of {', '.join(LABELED_VIEWS)}, not {a.labeled_view!r}")
+        _check(not a.mixup or a.name == "supervised",
+               f"mixup is for supervised rounds (the one measured), not {a.name}")
         _check(a.view_batches in VIEW_BATCHES,
                f"view_batches must be one of {', '.join(VIEW_BATCHES)}, not {a.view_batches!r}")
         _check(0.0 <= a.threshold <= 1.0, f"threshold must be between 0 and 1, got {a.threshold}")
@@ -179,6 +183,7 @@ OVERRIDES: dict[str, tuple[tuple[str, str], ...]] = {
     "algorithm": (("algorithm", "name"),), "threshold": (("algorithm", "threshold"),),
     "feedback_sign": (("algorithm", "feedback_sign"),), "feedback_baseline": (("algorithm", "feedback_baseline"),),
     "view_batches": (("algorithm", "view_batches"),), "labeled_view": (("algorithm", "labeled_view"),),
+    "mixup": (("algorithm", "mixup"),),
     "pseudo_label_view": (("algorithm", "pseudo_label_view"),),
     "steps": (("train", "steps"),), "finetune_steps": (("train", "finetune_steps"),),
     "batch_size": (("train", "batch_size"),), "mu": (("train", "mu"),), "lr": (("train", "lr"),),

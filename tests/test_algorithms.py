@@ -134,3 +134,17 @@ def test_pseudo_label_view_picks_which_view_the_student_learns_from(views):
         with torch.no_grad():
             p_zero[view] = torch.softmax(student.model(batch.u_strong), -1)[:, 0].mean().item()
     assert p_zero["weak"] > 0.5 > p_zero["strong"]  # taught 0 from the weak views, 1 from the strong ones
+
+
+def test_supervised_step_with_mixup_weighs_both_labels_by_lam():
+    """lam = 1 is the plain loss on y_l, lam = 0 the loss on y_mix alone."""
+    batch = random_batch()
+    flipped = 1 - batch.y_l
+    losses = {}
+    for lam in (1.0, 0.0):
+        mixed = Batch(batch.x_l, batch.y_l, batch.u_weak, batch.u_strong, y_mix=flipped,
+                      lam=torch.full((len(batch.y_l),), lam))
+        losses[lam] = get_algorithm("supervised").step(learner(tiny_model()), mixed, AlgorithmConfig(), step=0)["loss"]
+    logits = tiny_model()(batch.x_l).float()
+    assert torch.allclose(losses[1.0], torch.nn.functional.cross_entropy(logits, batch.y_l), atol=1e-5)
+    assert torch.allclose(losses[0.0], torch.nn.functional.cross_entropy(logits, flipped), atol=1e-5)

@@ -1,6 +1,6 @@
 import torch
 
-from mpl_core.engine.augment import strong_view, to_float, weak_view
+from mpl_core.engine.augment import make_batch, strong_view, to_float, weak_view
 
 
 def batch(n=64, c=3, size=16):
@@ -48,3 +48,18 @@ def test_a_strong_labeled_view_is_the_strong_view_of_the_labeled_images():
     strong = make_batch(images, labels, li, ui, torch.Generator().manual_seed(3), labeled_view="strong")
     assert torch.equal(strong.x_l, strong_view(to_float(images[li]), torch.Generator().manual_seed(3)))
     assert not torch.equal(strong.x_l, weak.x_l) and torch.equal(strong.y_l, weak.y_l)
+
+
+def test_mixup_blends_each_labeled_image_with_another_of_the_batch():
+    images = torch.randint(0, 256, (16, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    labels = torch.arange(16)  # each image its own label, so y_mix names the image it was mixed with
+    idx = torch.arange(16)
+    plain = make_batch(images, labels, idx, None, torch.Generator().manual_seed(3), flip=False)
+    mixed = make_batch(images, labels, idx, None, torch.Generator().manual_seed(3), flip=False, mixup=True)
+    assert plain.lam is None and plain.y_mix is None
+    assert torch.equal(mixed.y_l, labels) and sorted(mixed.y_mix.tolist()) == list(range(16))
+    assert ((mixed.lam >= 0) & (mixed.lam <= 1)).all() and mixed.lam.std() > 0  # per image
+    lam = mixed.lam[:, None, None, None]
+    expected = lam * plain.x_l + (1 - lam) * plain.x_l[mixed.y_mix]  # the same weak views, then blended
+    assert torch.allclose(mixed.x_l, expected, atol=1e-6)
+    assert not torch.allclose(mixed.x_l, plain.x_l)

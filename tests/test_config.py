@@ -9,6 +9,7 @@ from mpl_core.presets import (
     DEMO_START_ROLE,
     FINETUNE_ROUND_LR,
     PRESETS,
+    RETRAIN_MIXUP,
     RETRAIN_STEPS_FACTOR,
     RETRAIN_TRUSTED_SHARE,
     build_retrain_config,
@@ -73,6 +74,20 @@ def test_a_supervised_retrain_round_trains_longer_unless_its_steps_are_given():
     args = build_parser().parse_args(["retrain", "--workspace", "w", "--preset", "quick-demo",
                                       "--algorithm", "supervised"])
     assert config_from_args(args, build_retrain_config).train.steps == steps * RETRAIN_STEPS_FACTOR
+
+
+def test_a_supervised_round_from_scratch_mixes_up_unless_told():
+    assert build_retrain_config("quick-demo", algorithm="supervised").algorithm.mixup is RETRAIN_MIXUP is True
+    assert build_retrain_config("quick-demo", algorithm="supervised", mixup=False).algorithm.mixup is False
+    assert build_retrain_config("quick-demo", algorithm="supervised", init_from="r").algorithm.mixup is False
+    assert build_retrain_config("quick-demo", algorithm="uda").algorithm.mixup is False  # measured for supervised
+    args = build_parser().parse_args(["retrain", "--workspace", "w", "--no-mixup"])
+    assert config_from_args(args, build_retrain_config).algorithm.mixup is False
+    args = build_parser().parse_args(["retrain", "--workspace", "w", "--init-from", "r", "--mixup"])
+    assert config_from_args(args, build_retrain_config).algorithm.mixup is True
+    with pytest.raises(MPLStudioError, match="mixup is for supervised rounds"):
+        build_retrain_config("quick-demo", algorithm="uda", mixup=True)
+    assert demo_plan(seed=0).full_retrain.algorithm.mixup and not demo_plan(seed=0).retrain.algorithm.mixup
 
 
 def test_a_round_that_fine_tunes_keeps_the_preset_steps_at_its_own_rate():

@@ -46,6 +46,10 @@ class Batch:
     y_l: torch.Tensor  # (B,) labels
     u_weak: torch.Tensor  # (muB, C, H, W) weak view of the unlabeled images
     u_strong: torch.Tensor  # (muB, C, H, W) strong view of the same images
+    # Mixup (Zhang et al. 2018): x_l is lam * x + (1 - lam) * another labeled image, whose label is
+    # y_mix; None when the batch is not mixed. lam (B,) per image.
+    y_mix: torch.Tensor | None = None
+    lam: torch.Tensor | None = None
 
 
 @dataclass
@@ -86,8 +90,12 @@ def consistency_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, cfg
 
 def supervised_step(student: Learner, batch: Batch, cfg: AlgorithmConfig, step: int) -> dict:
     """Labeled data only, weak views: the baseline every other algorithm must beat."""
-    logits = student.model(batch.x_l)
-    loss = F.cross_entropy(logits.float(), batch.y_l)
+    logits = student.model(batch.x_l).float()
+    if batch.lam is None:
+        loss = F.cross_entropy(logits, batch.y_l)
+    else:
+        loss = (batch.lam * F.cross_entropy(logits, batch.y_l, reduction="none")
+                + (1 - batch.lam) * F.cross_entropy(logits, batch.y_mix, reduction="none")).mean()
     student.update(loss)
     return {"loss": loss.detach()}
 

@@ -32,7 +32,7 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
 
 def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, labeled_idx: torch.Tensor,
                unlabeled_idx: torch.Tensor | None, gen: torch.Generator, *, flip: bool = True,
-               labeled_view: str = "weak") -> Batch:
+               labeled_view: str = "weak", mixup: bool = False) -> Batch:
     """A training step's batch from the images on the device: the weak (or strong) view of the
     labeled ones, the weak and strong views of the unlabeled ones (none when unlabeled_idx is None),
     each channels_last, the layout the convolutions run fastest in."""
@@ -40,10 +40,20 @@ def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, labeled_idx: torch
     x_l = view(to_float(images_u8[labeled_idx]), gen, flip=flip)
     if unlabeled_idx is None:
         empty = x_l[:0]
+        if mixup:
+            return _mixed(x_l, labels[labeled_idx], empty, gen)
         return Batch(_channels_last(x_l), labels[labeled_idx], empty, empty)
     u = to_float(images_u8[unlabeled_idx])
     return Batch(_channels_last(x_l), labels[labeled_idx], _channels_last(weak_view(u, gen, flip=flip)),
                  _channels_last(strong_view(u, gen, flip=flip)))
+
+
+def _mixed(x: torch.Tensor, y: torch.Tensor, empty: torch.Tensor, gen: torch.Generator) -> Batch:
+    """Mixup of a labeled batch with a shuffle of itself, lam ~ U(0, 1) per image (Beta(1, 1))."""
+    perm = torch.randperm(len(x), generator=gen, device=x.device)
+    lam = torch.rand(len(x), generator=gen, device=x.device)
+    lx = lam[:, None, None, None]
+    return Batch(_channels_last(lx * x + (1 - lx) * x[perm]), y, empty, empty, y_mix=y[perm], lam=lam)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:

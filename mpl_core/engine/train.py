@@ -171,8 +171,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     if state.phase == "train":
         log.start_phase("train", state.step, t.steps, t.batch_size * (1 + t.mu if algo.unlabeled else 1))
         while state.step < t.steps and not stop.before_step():
-            metrics = main_step(state, get_batch(state, data, t, algo.unlabeled, cfg.algorithm.labeled_view), algo,
-                                cfg, models)
+            batch = get_batch(state, data, t, algo.unlabeled, cfg.algorithm.labeled_view, cfg.algorithm.mixup)
+            metrics = main_step(state, batch, algo, cfg, models)
             state.step += 1
             log.after_step(state, state.step, metrics)
             if saving and _checkpoint_due(t, state.step, t.steps):
@@ -244,21 +244,22 @@ def fits_on(device: torch.device, images: torch.Tensor, share: float = 0.5) -> b
 
 
 def get_batch(state: TrainState, data: _Data, t: TrainConfig, with_unlabeled: bool = True,
-              labeled_view: str = "weak") -> Batch:
+              labeled_view: str = "weak", mixup: bool = False) -> Batch:
     """Draw a labeled and an unlabeled batch (with replacement) and make their views on the device."""
     device = state.aug_gen.device
     li = data.sampler.labeled(t.batch_size, state.index_gen)
     ui = data.sampler.unlabeled(t.batch_size * t.mu, state.index_gen) if with_unlabeled else None
     if data.images.device.type == device.type:
         li, ui = to_device(li, device), to_device(ui, device) if ui is not None else None
-        return make_batch(data.images, data.labels, li, ui, state.aug_gen, flip=data.flip, labeled_view=labeled_view)
+        return make_batch(data.images, data.labels, li, ui, state.aug_gen, flip=data.flip, labeled_view=labeled_view,
+                          mixup=mixup)
     # A pool too large for the GPU stays on the host: gather the step's images there, send them over.
     rows = li if ui is None else torch.cat([li, ui])
     images = data.images[rows].pin_memory().to(device, non_blocking=True)
     labels = data.labels[rows].to(device, non_blocking=True)
     at = torch.arange(len(rows), device=device)
     return make_batch(images, labels, at[:len(li)], None if ui is None else at[len(li):], state.aug_gen,
-                      flip=data.flip, labeled_view=labeled_view)
+                      flip=data.flip, labeled_view=labeled_view, mixup=mixup)
 
 
 def main_step(state: TrainState, batch: Batch, algo: Algorithm, cfg: RunConfig, models: ModelWrappers) -> dict:

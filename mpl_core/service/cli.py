@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the share of each labeled batch drawn from the labels people gave (given, relabeled, "
                          "by hand) rather than from all labels alike (default: 0.5 for a supervised round, 0 for "
                          "the others)")
+    rt.add_argument("--mixup", action=argparse.BooleanOptionalAction, default=None,
+                    help="supervised rounds: mix each labeled image with another and their labels alike, which "
+                         "resists the wrong accepted pseudo-labels (default: on from scratch, off fine-tuning)")
     _training_flags(rt)
 
     x = sub.add_parser("export", help="export reviewed labels or a checkpoint")
