@@ -144,6 +144,8 @@ def retrain_note(r: dict) -> str:
     note = f"{how} on the given and accepted labels"
     if r.get("trusted_share"):
         note += f", {r['trusted_share']:.0%} of each batch from the labels people gave"
+    if r.get("mixup"):
+        note += ", with mixup (each image blended with another, and their labels alike)"
     if r.get("projected_s") is not None:
         fits = "within" if r["projected_s"] <= r["budget_s"] else "beyond"
         rounds = "two rounds from scratch were" if r.get("projected_rounds") == 2 else "a round from scratch was"

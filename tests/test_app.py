@@ -267,7 +267,9 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
                        cfg=RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="mpl"),
                                      train=TrainConfig(finetune_steps=5, **train)),
                        retrain_cfg=RunConfig(**supervised, train=TrainConfig(**train)),
-                       full_retrain_cfg=RunConfig(**supervised, train=TrainConfig(**train, trusted_share=0.5)),
+                       full_retrain_cfg=RunConfig(model=ModelConfig(width=4),
+                                                  algorithm=AlgorithmConfig(name="supervised", mixup=True),
+                                                  train=TrainConfig(**train, trusted_share=0.5)),
                        budget_s=3600.0, target_precision=0.5)
     status = job.join(300)
     assert status.state == "done", status.error
@@ -279,7 +281,8 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert metric(at, "After the retrain") == ui.pct(r["after_test_acc"])
     retrain = next(m for m in at.metric if m.label == "After the retrain").help  # says which round ran, and why
     assert r["retrain_from"] == "scratch" and retrain.startswith("a new model trained from scratch")
-    assert "50% of each batch" in retrain and f"end the demo at {r['projected_s']:.0f} s, within its 3600 s" in retrain
+    assert "50% of each batch" in retrain and "with mixup" in retrain
+    assert f"end the demo at {r['projected_s']:.0f} s, within its 3600 s" in retrain
     assert metric(at, "Pseudo-labels accepted") == f"{r['accepted']:,}"
     assert metric(at, "90% interval") == ui.interval(r["est_low"], r["est_high"])
     assert metric(at, "True precision") == ui.pct(r["true_precision"])

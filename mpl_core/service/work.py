@@ -366,7 +366,7 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
             retrain_cfg = _start_from(retrain_cfg, ws.run_dir(mpl_run)) if fine_tune else retrain_cfg
         if rounds.review_from == "scratch":
             review_cfg = full
-        story["trusted_share"] = retrain_cfg.train.trusted_share
+        story.update(trusted_share=retrain_cfg.train.trusted_share, mixup=retrain_cfg.algorithm.mixup)
         phase(4, "retraining on the reviewed labels")
         retrained = _demo_retrain(job, retrain_cfg)
         story.update(after_test_acc=retrained.get("test_acc"), retrain_run=job.run_id,
