@@ -33,7 +33,7 @@ with st.form("retrain"):
         if role in source["starts"]:
             starts[f"Run {source['run_id']}'s {role} (fine-tune)"] = source["starts"][role]
     start = c[2].radio("Start from", list(starts), horizontal=True,
-                       help="Scratch is the most accurate (the round length below, with mixup). Fine-tuning a "
+                       help="Scratch is the most accurate (the round length and mixup below). Fine-tuning a "
                             "model of the run that made the pseudo-labels (supervised rounds: the preset's steps at "
                             "learning rate 0.02, without mixup) takes a sixth of the time and gave 1 to 2 points "
                             "less; of an MPL run's models, the teacher, ahead of its student at short budgets, is "
@@ -46,14 +46,17 @@ with st.form("retrain"):
                            "labeled batch is drawn from them, so that the round learns from your decisions. "
                            "0 draws from all labels alike. Supervised rounds only (the one measured).")
     c = st.columns([1, 1, 2])
-    factor = c[0].select_slider("Round length from scratch", [3, 6, 12], RETRAIN_STEPS_FACTOR,
+    factor = c[0].select_slider("Round length from scratch", sorted({3, 6, 12, RETRAIN_STEPS_FACTOR}),
+                                RETRAIN_STEPS_FACTOR,
                                 format_func=lambda n: f"{n}× the preset's steps",
-                                help="Supervised rounds from scratch. With mixup, longer rounds keep paying: on the "
+                                help="Supervised rounds from scratch only (a fine-tuning round keeps its preset's "
+                                     "steps). With mixup, longer rounds keep paying: on the "
                                      "demo's data 76.6%, 77.3% and 77.9% at 3, 6 and 12 times the steps, in about "
-                                     "25, 45 and 90 s with the quick-demo preset on a 2-core CPU "
+                                     "25, 45 and 90 s with the quick-demo preset on a 2-core CPU with native bf16 "
                                      "(docs/results.md).")
     mixup = c[1].checkbox("Mixup", RETRAIN_MIXUP,
-                          help="Supervised rounds from scratch: each image is blended with another and the round "
+                          help="Supervised rounds from scratch only (a fine-tuning round trains without it): "
+                               "each image is blended with another and the round "
                                "learns both labels in that proportion, so it does not learn the wrong accepted "
                                "pseudo-labels by heart (+0.7 points at 6× the steps).")
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_run_config, write_stripes_folder
 from mpl_core.config import DataConfig
-from mpl_core.presets import FINETUNE_ROUND_LR
+from mpl_core.presets import FINETUNE_ROUND_LR, PRESETS, RETRAIN_MIXUP, RETRAIN_STEPS_FACTOR
 from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_training
 from mpl_core.workspace.review import decide_rows
 from mpl_core.workspace.workspace import create_workspace, open_workspace
@@ -166,6 +166,22 @@ def test_a_retrain_round_can_fine_tune_the_student_or_teacher_of_the_run_that_ma
     at.radio[0].set_value("Run 1's student (fine-tune)")
     next(b for b in at.button if b.label == "Start a retrain round").click().run()
     assert any("is for supervised rounds" in e.value for e in at.error)
+
+
+def test_a_round_from_scratch_takes_the_round_length_and_mixup_chosen(reviewed_root):
+    from ui import get_studio
+    at = app("app_pages/rounds.py", reviewed_root).run()
+    next(s for s in at.selectbox if s.label == "Preset").set_value("smoke")
+    assert (at.select_slider[0].value, at.checkbox[0].value) == (RETRAIN_STEPS_FACTOR, RETRAIN_MIXUP) == (6, True)
+    at.select_slider[0].set_value(3)  # the defaults' config is build_retrain_config's (test_config.py)
+    at.checkbox[0].set_value(False)
+    next(b for b in at.button if b.label == "Start a retrain round").click().run()
+    assert not at.exception and not at.error
+    assert get_studio().job("tiny").join(120).state == "done"
+    run = get_studio().runs("tiny")[-1]
+    assert (run["config"]["train"]["steps"], run["config"]["algorithm"]["mixup"]) == (
+        PRESETS["smoke"]["train"]["steps"] * 3, False)
+    assert not run["config"]["model"]["init_from"]
 
 
 def test_a_round_labeled_by_a_retrained_model_warns_that_its_estimate_is_optimistic(reviewed_root):

@@ -27,6 +27,25 @@ def test_every_algorithm_trains_end_to_end(tiny_dataset, tmp_path, algorithm):
     assert ("teacher_test_acc" in result.metrics) == (algorithm == "mpl")
 
 
+def test_a_supervised_run_with_mixup_trains_on_mixed_batches(tiny_dataset, monkeypatch):
+    import mpl_core.engine.train as train_module
+    batches = []
+
+    def spy(*args, **kwargs):
+        batches.append(real(*args, **kwargs))
+        return batches[-1]
+
+    real = train_module.make_batch
+    monkeypatch.setattr(train_module, "make_batch", spy)
+    for mixup in (True, False):
+        cfg = tiny_config("supervised", steps=5, eval_every=0)
+        cfg.algorithm.mixup = mixup
+        batches.clear()
+        result = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data))
+        assert 0.0 <= result.metrics["test_acc"] <= 1.0 and len(batches) == 5
+        assert all((b.lam is not None) == mixup for b in batches)
+
+
 def test_stop_flag_ends_training_early(tiny_dataset, tmp_path):
     cfg = tiny_config("mpl", steps=1000)
     control = TrainControl()
