@@ -35,9 +35,9 @@ with st.form("retrain"):
     start = c[2].radio("Start from", list(starts), horizontal=True,
                        help="Scratch is the most accurate (the round length and mixup below). Fine-tuning a "
                             "model of the run that made the pseudo-labels (supervised rounds: the preset's steps at "
-                            "learning rate 0.02, without mixup) takes a sixth of the time and gave 1 to 2 points "
-                            "less; of an MPL run's models, the teacher, ahead of its student at short budgets, is "
-                            "the better start (docs/results.md).")
+                            "learning rate 0.02, without mixup) takes a fifth of the time and gave about 1.5 "
+                            "points less; of an MPL run's models, the teacher, ahead of its student at short "
+                            "budgets, is the better start (docs/results.md).")
     share = st.slider("Share of each batch from your labels", 0.0, 0.9, RETRAIN_TRUSTED_SHARE, 0.05,
                       help="The labels people gave (the given ones, your relabels and hand labels, and the "
                            "pseudo-labels you accepted one by one or a page at a time, not those accepted above "
