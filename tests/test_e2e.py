@@ -91,6 +91,7 @@ def test_the_whole_loop_in_a_browser(tmp_path):
 
         # a retrain round on the reviewed labels
         go(page, url, "Rounds")
+        choose(page, "Preset", "smoke")  # 6x its 30 steps, from scratch with mixup: the page's defaults
         page.get_by_role("button", name="Start a retrain round").click()
         page.get_by_text(re.compile(r"Retrain round · run 2 — done")).wait_for(timeout=300000)
         page.reload()
