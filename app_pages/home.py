@@ -142,6 +142,8 @@ def retrain_note(r: dict) -> str:
     how = {"scratch": "a new model trained from scratch", "teacher": "the MPL teacher fine-tuned",
            "student": "the MPL student fine-tuned"}.get(r.get("retrain_from"), "a model trained")
     note = f"{how} on the given and accepted labels"
+    if r.get("retrain_from") == "scratch" and r.get("retrain_steps"):
+        note += f" for {r['retrain_steps']:,} steps"
     if r.get("trusted_share"):
         note += f", {r['trusted_share']:.0%} of each batch from the labels people gave"
     if r.get("mixup"):

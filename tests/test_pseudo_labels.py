@@ -314,13 +314,16 @@ def test_the_demo_plans_the_best_rounds_that_fit_its_budget():
     full, review = RunConfig(train=TrainConfig(steps=300)), RunConfig(train=TrainConfig(steps=100))
     step_s = DEMO_SUPERVISED_STEP_COST * 0.2  # 20 s over 100 MPL steps
     both, one = 30 + step_s * 600, 30 + step_s * 400  # two rounds from scratch; one, then going on for 100 steps
+    half = 30 + step_s * 250  # one round from scratch on half its steps, then going on for 100
 
     def plan(budget, rev=review, f=full):
         p = plan_rounds(20.0, mpl, f, rev, 30.0, budget)
-        return p.retrain_from, p.review_from, p.projected_s
+        return p.retrain_from, p.review_from, p.projected_s, p.scratch and p.scratch.train.steps
 
-    assert plan(both) == ("scratch", "scratch", pytest.approx(both))
-    assert plan(both - 1) == ("scratch", "retrain", pytest.approx(one))
-    assert plan(one - 1) == ("planned", "retrain", pytest.approx(one))
-    assert plan(30 + step_s * 300, rev=None) == ("scratch", "retrain", pytest.approx(30 + step_s * 300))  # no review
-    assert plan(10**6, f=None) == ("planned", "retrain", None)  # no round from scratch offered
+    assert plan(both) == ("scratch", "scratch", pytest.approx(both), 300)
+    assert plan(both - 1) == ("scratch", "retrain", pytest.approx(one), 300)
+    assert plan(one - 1) == ("scratch", "retrain", pytest.approx(half), 150)  # a shorter round still fits
+    assert plan(half - 1) == ("planned", "retrain", pytest.approx(one), None)
+    assert plan(30 + step_s * 300, rev=None) == ("scratch", "retrain", pytest.approx(30 + step_s * 300), 300)
+    assert plan(10**6, f=None) == ("planned", "retrain", None, None)  # no round from scratch offered
+    assert full.train.steps == 300  # the half round is a copy

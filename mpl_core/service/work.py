@@ -359,14 +359,15 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
         story.update(budget_s=budget_s, projected_s=rounds.projected_s,
                      projected_rounds=2 if rounds.review_from == "scratch" else 1,
                      review_from=rounds.review_from if fine_tune else "scratch")
-        if rounds.retrain_from == "scratch" and full is not None:
-            retrain_cfg, story["retrain_from"] = full, "scratch"
+        if rounds.scratch is not None:
+            retrain_cfg, story["retrain_from"] = rounds.scratch, "scratch"
         else:  # the planned retrain: fine-tuning the MPL run's teacher (or student), or from scratch
             story["retrain_from"] = retrain_cfg.model.init_role if fine_tune else "scratch"
             retrain_cfg = _start_from(retrain_cfg, ws.run_dir(mpl_run)) if fine_tune else retrain_cfg
         if rounds.review_from == "scratch":
             review_cfg = full
-        story.update(trusted_share=retrain_cfg.train.trusted_share, mixup=retrain_cfg.algorithm.mixup)
+        story.update(trusted_share=retrain_cfg.train.trusted_share, mixup=retrain_cfg.algorithm.mixup,
+                     retrain_steps=retrain_cfg.train.steps)
         phase(4, "retraining on the reviewed labels")
         retrained = _demo_retrain(job, retrain_cfg)
         story.update(after_test_acc=retrained.get("test_acc"), retrain_run=job.run_id,
@@ -392,6 +393,7 @@ class DemoRounds:
     retrain_from: str  # "scratch", or "planned": retrain_cfg as given (fine-tuning where fine_tune)
     review_from: str  # "scratch" (the Rounds page's default round again), or "retrain": review_cfg, going on
     projected_s: float | None  # when the demo was projected to end with the round(s) from scratch
+    scratch: RunConfig | None = None  # the retrain from scratch to run: the full round, or half its steps
 
 
 def plan_rounds(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
@@ -399,16 +401,22 @@ def plan_rounds(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, revi
     """The demo's rounds, the best that is projected to end within budget_s: both the retrain and
     the review round from scratch (the Rounds page's default round each time: 0.6 to 0.7 points more
     after 100 decisions than going on from the retrain's model for 200 steps, docs/results.md); else
-    the retrain from scratch and the review round going on from it; else the planned retrain (where
-    fine_tune, fine-tuning the MPL teacher) and the review round going on from it. review: the
-    going-on round's config, None without a review (no hidden labels)."""
+    the retrain from scratch and the review round going on from it; else the same with half the
+    round's steps (3x the preset's with mixup: 0.9 points ahead of fine-tuning the teacher, docs/
+    results.md "Mixup and longer rounds"); else the planned retrain (where fine_tune, fine-tuning the
+    MPL teacher) and the review round going on from it. review: the going-on round's config, None
+    without a review (no hidden labels)."""
     if full is None:
         return DemoRounds("planned", "retrain", None)
     both = _projected_end(mpl_s, train_cfg, full, full if review else None, elapsed)
     if review is not None and both <= budget_s:
-        return DemoRounds("scratch", "scratch", both)
-    projected = _projected_end(mpl_s, train_cfg, full, review, elapsed)
-    return DemoRounds("scratch" if projected <= budget_s else "planned", "retrain", projected)
+        return DemoRounds("scratch", "scratch", both, full)
+    half = dataclasses.replace(full, train=dataclasses.replace(full.train, steps=max(1, full.train.steps // 2)))
+    for scratch in (full, half):
+        projected = _projected_end(mpl_s, train_cfg, scratch, review, elapsed)
+        if projected <= budget_s:
+            return DemoRounds("scratch", "retrain", projected, scratch)
+    return DemoRounds("planned", "retrain", _projected_end(mpl_s, train_cfg, full, review, elapsed))
 
 
 def _projected_end(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
