@@ -68,8 +68,7 @@ if go:
         scratch = algorithm == "supervised" and not starts[start]
         studio.start(name, "retrain", cfg=build_retrain_config(
             preset, algorithm=algorithm, trusted_share=share if algorithm == "supervised" else None,
-            steps=PRESETS[preset]["train"]["steps"] * factor if scratch else None,
-            mixup=mixup if scratch else None, **starts[start]))
+            steps_factor=factor, mixup=mixup if scratch else None, **starts[start]))
         st.rerun()
 
 

@@ -69,11 +69,12 @@ def build_run_config(preset: str | None = None, **overrides) -> RunConfig:
     return override(cfg, **overrides)
 
 
-def build_retrain_config(preset: str | None = None, fine_tune: bool | None = None, **overrides) -> RunConfig:
+def build_retrain_config(preset: str | None = None, fine_tune: bool | None = None,
+                         steps_factor: int = RETRAIN_STEPS_FACTOR, **overrides) -> RunConfig:
     """A retrain round's config: build_run_config's; a supervised round draws RETRAIN_TRUSTED_SHARE
-    of its labeled batches from the labels people gave, from scratch runs RETRAIN_STEPS_FACTOR times
-    its preset's steps with mixup (RETRAIN_MIXUP), and fine-tuning an earlier run's student its preset's steps at
-    FINETUNE_ROUND_LR. fine_tune: whether it will (None: whether init_from is given; the demo sets
+    of its labeled batches from the labels people gave, from scratch runs steps_factor times its
+    preset's steps with mixup (RETRAIN_MIXUP), and fine-tuning an earlier run's student its preset's
+    steps at FINETUNE_ROUND_LR. fine_tune: whether it will (None: whether init_from is given; the demo sets
     init_from only once its MPL run is done). Steps, rate, share and mixup given are kept."""
     cfg = build_run_config(preset, **overrides)
     fine_tune = bool(cfg.model.init_from) if fine_tune is None else fine_tune
@@ -84,7 +85,7 @@ def build_retrain_config(preset: str | None = None, fine_tune: bool | None = Non
     if fine_tune and overrides.get("lr") is None:
         cfg.train.lr = FINETUNE_ROUND_LR
     elif not fine_tune and overrides.get("steps") is None:
-        cfg.train.steps *= RETRAIN_STEPS_FACTOR
+        cfg.train.steps *= steps_factor
     if not fine_tune and overrides.get("mixup") is None:
         cfg.algorithm.mixup = RETRAIN_MIXUP
     return cfg
