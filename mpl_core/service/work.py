@@ -390,10 +390,14 @@ def _demo_work(cfgs: list[RunConfig], full: RunConfig | None, budget_s: float, t
 
 @dataclasses.dataclass
 class DemoRounds:
-    retrain_from: str  # "scratch", or "planned": retrain_cfg as given (fine-tuning where fine_tune)
     review_from: str  # "scratch" (the Rounds page's default round again), or "retrain": review_cfg, going on
     projected_s: float | None  # when the demo was projected to end with the round(s) from scratch
-    scratch: RunConfig | None = None  # the retrain from scratch to run: the full round, or half its steps
+    scratch: RunConfig | None = None  # the retrain from scratch to run (the full round, or half its steps)
+
+    @property
+    def retrain_from(self) -> str:
+        """"scratch", or "planned": retrain_cfg as given (fine-tuning where fine_tune)."""
+        return "planned" if self.scratch is None else "scratch"
 
 
 def plan_rounds(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
@@ -407,16 +411,16 @@ def plan_rounds(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, revi
     MPL teacher) and the review round going on from it. review: the going-on round's config, None
     without a review (no hidden labels)."""
     if full is None:
-        return DemoRounds("planned", "retrain", None)
+        return DemoRounds("retrain", None)
     both = _projected_end(mpl_s, train_cfg, full, full if review else None, elapsed)
     if review is not None and both <= budget_s:
-        return DemoRounds("scratch", "scratch", both, full)
+        return DemoRounds("scratch", both, full)
     half = dataclasses.replace(full, train=dataclasses.replace(full.train, steps=max(1, full.train.steps // 2)))
     for scratch in (full, half):
         projected = _projected_end(mpl_s, train_cfg, scratch, review, elapsed)
         if projected <= budget_s:
-            return DemoRounds("scratch", "retrain", projected, scratch)
-    return DemoRounds("planned", "retrain", _projected_end(mpl_s, train_cfg, full, review, elapsed))
+            return DemoRounds("retrain", projected, scratch)
+    return DemoRounds("retrain", _projected_end(mpl_s, train_cfg, full, review, elapsed))
 
 
 def _projected_end(mpl_s: float, train_cfg: RunConfig, full: RunConfig | None, review: RunConfig | None,
