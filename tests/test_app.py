@@ -99,7 +99,7 @@ def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_ro
     at = app("app_pages/review.py", reviewed_root).run()
     at.number_input(key="aim").set_value(0.6).run()
     at.button(key="aim-set").click().run()
-    (t,) = set(view.thresholds_for(0.6))
+    (t,) = set(view.aim(0.6).thresholds)
     assert at.slider(key="threshold").value == t
     assert metric(at, "Pass") == f"{view.index.stats(t).passed:,}"
     assert any(str(t) in c.value and "estimate" in c.value for c in at.caption)
@@ -107,7 +107,7 @@ def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_ro
     assert not any(str(t) in c.value and "estimate" in c.value for c in at.caption)
     at.toggle(key="per_class").set_value(True).run()
     at.button(key="aim-set").click().run()
-    per_class = view.thresholds_for(0.6, per_class=True)
+    per_class = view.aim(0.6, per_class=True).thresholds
     assert [at.slider(key=f"t-{k}").value for k in range(len(per_class))] == per_class
     assert any("Each class at the lowest threshold" in c.value for c in at.caption)
     assert any("Few validation images are predicted as some classes (horizontal" in c.value
@@ -119,7 +119,7 @@ def test_set_thresholds_finds_the_sliders_for_a_precision_to_aim_for(reviewed_ro
     assert any("a little optimistic" in c.value and "Few validation images" not in c.value for c in at.caption)
     at.number_input(key="aim").set_value(0.9).run()  # 2 validation images a class: no class's estimate reaches it
     at.button(key="aim-set").click().run()
-    assert [at.slider(key=f"t-{k}").value for k in range(2)] == view.thresholds_for(0.9, per_class=True)
+    assert [at.slider(key=f"t-{k}").value for k in range(2)] == view.aim(0.9, per_class=True).thresholds
     assert any("none reaches it for" in c.value for c in at.caption)
     assert not at.exception and not at.error
     assert "set via the Session State API" not in caplog.text  # the sliders' defaults come from the state too

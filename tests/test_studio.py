@@ -237,15 +237,15 @@ def test_likely_mistakes_put_confident_labels_of_error_prone_classes_first():
 @pytest.mark.parametrize("target", [0.0, 1.0, 1.5])
 def test_thresholds_for_a_precision_outside_zero_to_one_say_so(studio, target):
     with pytest.raises(MPLStudioError, match="between 0 and 1"):
-        studio.review("tiny").thresholds_for(target)
+        studio.review("tiny").aim(target)
 
 
 def test_thresholds_for_a_precision_sit_on_the_sliders_grid(studio):
     from mpl_core.workspace.calibration import class_thresholds_to_accept, threshold_to_accept
     view = studio.review("tiny")
     for target in (0.3, 0.6, 0.9):
-        (one,) = set(view.thresholds_for(target))  # one for all
+        (one,) = set(view.aim(target).thresholds)  # one for all
         assert one == pytest.approx(threshold_to_accept(view.index, target, grid=101))
-        assert view.thresholds_for(target, per_class=True) == pytest.approx(
+        assert view.aim(target, per_class=True).thresholds == pytest.approx(
             class_thresholds_to_accept(view.index, target, grid=101))
-        assert len(view.thresholds_for(target, per_class=True)) == view.index.num_classes
+        assert len(view.aim(target, per_class=True).thresholds) == view.index.num_classes

@@ -102,10 +102,6 @@ class ReviewView:
         page's sliders."""
         return aim_for(self.index, target, per_class, grid=101)
 
-    def thresholds_for(self, target: float, per_class: bool = False) -> list[float]:
-        """One threshold per class: aim(target, per_class)'s."""
-        return self.aim(target, per_class).thresholds
-
     def select(self, *, classes: list[int] | None = None, statuses: list[str] | None = None,
                conf_range: tuple[float, float] | None = None, sort: str = SORTS[0],
                thresholds: float | Sequence[float] = 0.9) -> np.ndarray:
