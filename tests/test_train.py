@@ -27,6 +27,27 @@ def test_every_algorithm_trains_end_to_end(tiny_dataset, tmp_path, algorithm):
     assert ("teacher_test_acc" in result.metrics) == (algorithm == "mpl")
 
 
+@pytest.mark.parametrize("algorithm", ["supervised", "mpl"])
+def test_the_reported_accuracy_is_that_of_the_model_the_checkpoint_gives(tiny_dataset, tmp_path, monkeypatch,
+                                                                         algorithm):
+    # A supervised run keeps its EMA to the end and its checkpoint's student is the EMA's weights, so
+    # its test accuracy must be the EMA's too; MPL's fine-tune folds the EMA into the student.
+    import mpl_core.engine.evaluate as evaluate
+    measured = []
+
+    def spy(model, images, labels, device, amp):
+        measured.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(model, images, labels, device, amp=amp)
+
+    real = evaluate.accuracy
+    monkeypatch.setattr(evaluate, "accuracy", spy)
+    cfg = tiny_config(algorithm, steps=30, ema_decay=0.9, eval_every=0)
+    result = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)
+    saved = load_model(result.checkpoint)[0].state_dict()
+    test_model = measured[-2] if algorithm == "mpl" else measured[-1]  # MPL's last call is the teacher's
+    assert all(torch.equal(test_model[k], saved[k].to(test_model[k].dtype)) for k in saved)
+
+
 def test_a_supervised_run_with_mixup_trains_on_mixed_batches(tiny_dataset, monkeypatch):
     import mpl_core.engine.train as train_module
     batches = []
