@@ -51,14 +51,15 @@ with st.form("retrain"):
                                 format_func=lambda n: f"{n}× the preset's steps",
                                 help="Supervised rounds from scratch only (a fine-tuning round keeps its preset's "
                                      "steps). With mixup, longer rounds keep paying: on the "
-                                     "demo's data 76.6%, 77.3% and 77.9% at 3, 6 and 12 times the steps, in about "
-                                     "25, 45 and 90 s with the quick-demo preset on a 2-core CPU with native bf16 "
+                                     "demo's data 76.9%, 77.8% and 78.0% at 3, 6 and 12 times the steps, in about "
+                                     "25, 45 and 85 s with the quick-demo preset on a 2-core CPU with native bf16 "
                                      "(docs/results.md).")
     mixup = c[1].checkbox("Mixup", RETRAIN_MIXUP,
                           help="Supervised rounds from scratch only (a fine-tuning round trains without it): "
                                "each image is blended with another and the round "
                                "learns both labels in that proportion, so it does not learn the wrong accepted "
-                               "pseudo-labels by heart (+0.7 points at 6× the steps).")
+                               "pseudo-labels by heart (+0.7 points at 6× the steps), and the round learns at "
+                               "twice the usual rate (+0.5 more; without mixup it keeps the preset's).")
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
 if go:
     with ui.user_errors():

@@ -124,8 +124,9 @@ def main() -> None:
     if r.get("projected_s") is not None:
         review = {"scratch": "a second round from scratch", "retrain": "going on from the retrain"}.get(
             r.get("review_from"), "-")
-        print(f"the retrain started from {r['retrain_from']}, the review round: {review}; with rounds from scratch "
-              f"the demo was projected to end at {r['projected_s']:.0f} s, its budget {r['budget_s']:.0f} s")
+        steps = f" ({r['retrain_steps']:,} steps)" if r.get("retrain_steps") else ""
+        print(f"the retrain started from {r['retrain_from']}{steps}, the review round: {review}; with rounds from "
+              f"scratch the demo was projected to end at {r['projected_s']:.0f} s, its budget {r['budget_s']:.0f} s")
     if r.get("after_review_test_acc") is not None:
         gain = 100 * (r["after_review_test_acc"] - r["after_test_acc"])
         print(f"after {r['reviewed']} simulated review decisions ({r['review_relabeled']} corrected): "

@@ -12,7 +12,7 @@ Per seed: MPL (the preset) -> pseudo-labels -> accept what passes the threshold 
 precision is each of --targets (95% by default; the demo: 90%) -> each variant as a retrain
 round (class-balanced labeled batches, as every round) -> test accuracy, its gain over the MPL
 student, and wall time:
-  supervised       supervised from scratch on the preset's steps (the app's round is -x6-ts0.5-mx)
+  supervised       supervised from scratch on the preset's steps (the app's round is -x6-ts0.5-mx-lr0.1)
   supervised-xN    the same with N times the steps (the accepted labels are many epochs' worth)
   uda, mpl         a semi-supervised round: the reviewed labels as its labeled set, the rest of
                    the pool as its unlabeled images, on the preset's steps
@@ -22,7 +22,8 @@ student, and wall time:
   ...-strong       the labeled batch in its strong view (RandAugment, cutout): a noised student
   ...-wN           the round's model N channels wide (the preset's CNN: 16)
   ...-tsF          F of each labeled batch from the labels people gave (the app's rounds: 0.5)
-  ...-mx           mixup of the labeled batch (the app's rounds from scratch)
+  ...-emaF         the evaluated model an EMA of decay F (the default: 0.99)
+  ...-mx           mixup of the labeled batch (the app's rounds from scratch, at -lr0.1)
   ...-pc           accept at a threshold per predicted class, each the lowest whose estimate for its
                    class reaches the target (class_thresholds_to_accept), instead of one for all
 
@@ -73,6 +74,8 @@ def round_config(variant: str, preset: str, seed: int, student: str = ""):
             pass  # how the round's labels are accepted: see one_seed
         elif part == "mx":
             cfg.algorithm.mixup = True
+        elif part.startswith("ema"):
+            cfg.train.ema_decay = float(part[3:])
         elif part == "strong":
             cfg.algorithm.labeled_view = "strong"
         else:

@@ -9,6 +9,7 @@ from mpl_core.presets import (
     DEMO_START_ROLE,
     FINETUNE_ROUND_LR,
     PRESETS,
+    RETRAIN_LR,
     RETRAIN_MIXUP,
     RETRAIN_STEPS_FACTOR,
     RETRAIN_TRUSTED_SHARE,
@@ -88,6 +89,16 @@ def test_a_supervised_round_from_scratch_mixes_up_unless_told():
     with pytest.raises(MPLStudioError, match="mixup is for supervised rounds"):
         build_retrain_config("quick-demo", algorithm="uda", mixup=True)
     assert demo_plan(seed=0).full_retrain.algorithm.mixup and not demo_plan(seed=0).retrain.algorithm.mixup
+
+
+def test_a_round_from_scratch_with_mixup_learns_at_its_own_rate_unless_told():
+    default_lr = build_run_config("quick-demo").train.lr
+    assert build_retrain_config("quick-demo", algorithm="supervised").train.lr == RETRAIN_LR == 0.1 != default_lr
+    assert build_retrain_config("quick-demo", algorithm="supervised", lr=0.03).train.lr == 0.03
+    # measured with mixup only: without it, and for other algorithms, the preset's rate
+    assert build_retrain_config("quick-demo", algorithm="supervised", mixup=False).train.lr == default_lr
+    assert build_retrain_config("quick-demo", algorithm="uda").train.lr == default_lr
+    assert demo_plan(seed=0).full_retrain.train.lr == RETRAIN_LR
 
 
 def test_a_round_that_fine_tunes_keeps_the_preset_steps_at_its_own_rate():
