@@ -41,7 +41,7 @@ def test_an_mpl_step_never_waits_for_the_gpu(view_batches):
         batch = make_batch(images, labels, li, ui, aug)
         with autocast_for(device, True):
             metrics = mpl_step(teacher, student, batch, algo, s, state)
-        ema.update(student.model)
+        ema.update(student.model, s)
         return metrics
 
     step(0)  # the first step allocates and sets up kernels, which may synchronise

@@ -275,7 +275,7 @@ def main_step(state: TrainState, batch: Batch, algo: Algorithm, cfg: RunConfig, 
             metrics = algo.step(student, batch, a, state.step)
     models.sync_buffers(state.student, state.teacher)
     if state.ema is not None:
-        state.ema.update(state.student.model)
+        state.ema.update(state.student.model, state.step)
     return metrics
 
 
