@@ -97,7 +97,10 @@ def test_a_round_from_scratch_with_mixup_learns_at_its_own_rate_unless_told():
     assert build_retrain_config("quick-demo", algorithm="supervised", lr=0.03).train.lr == 0.03
     # measured with mixup only: without it, and for other algorithms, the preset's rate
     assert build_retrain_config("quick-demo", algorithm="supervised", mixup=False).train.lr == default_lr
-    assert build_retrain_config("quick-demo", algorithm="uda").train.lr == default_lr
+    assert build_retrain_config("quick-demo", algorithm="supervised", init_from="r", mixup=True).train.lr == \
+        FINETUNE_ROUND_LR  # a fine-tuning round keeps its own rate, mixup or not
+    args = build_parser().parse_args(["retrain", "--workspace", "w", "--preset", "quick-demo"])
+    assert config_from_args(args, build_retrain_config).train.lr == RETRAIN_LR
     assert demo_plan(seed=0).full_retrain.train.lr == RETRAIN_LR
 
 

@@ -48,17 +48,18 @@ def test_the_reported_accuracy_is_that_of_the_model_the_checkpoint_gives(tiny_da
     assert all(torch.equal(test_model[k], saved[k].to(test_model[k].dtype)) for k in saved)
 
 
-def test_the_ema_warms_up_then_keeps_its_decay():
+def test_the_ema_starts_as_the_running_mean_then_keeps_its_decay():
     from mpl_core.engine.ema import ModelEMA
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     ema = ModelEMA(model, 0.99)
-    with torch.no_grad():
-        model.weight.fill_(1.0)
-    ema.update(model, 0)  # decay 1/10: mostly the trained weights, not the initial ones
-    assert ema.model.weight.item() == pytest.approx(0.9)
+    for step, value in enumerate([1.0, 2.0, 6.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update(model, step)
+    assert ema.model.weight.item() == pytest.approx(3.0)  # the mean of 1, 2, 6: the initial 0 dropped out
     ema.update(model, 10_000)  # decay 0.99 once warmed up
-    assert ema.model.weight.item() == pytest.approx(0.9 + 0.1 * 0.01)
+    assert ema.model.weight.item() == pytest.approx(3.0 + 0.01 * (6.0 - 3.0))
 
 
 def test_a_supervised_run_with_mixup_trains_on_mixed_batches(tiny_dataset, monkeypatch):

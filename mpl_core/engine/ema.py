@@ -1,9 +1,12 @@
 """Exponential moving average of a model's weights (the evaluated student).
 
-The decay warms up as TensorFlow's ExponentialMovingAverage does with num_updates: at update n it is
-min(decay, (1 + n) / (10 + n)), so a short run's average is not mostly its random initial weights
-(at 0.99 from the start, 60 steps would leave 55% of them; a short supervised run's EMA, the model
-its checkpoint gives, then scored at chance). From about update 900 on it is the plain decay.
+It starts as the plain running mean of the models so far: at update n (0 for the first) the decay is
+min(decay, n / (n + 1)), so the initial weights drop out at the first update and, after about
+1 / (1 - decay) updates (100 at 0.99), it is the plain EMA. Without that, a short run's average was
+mostly its random initial weights (60 steps at 0.99 leave 55% of them; a short supervised run's EMA,
+the model its checkpoint gives, scored at chance), while a run of hundreds of steps hardly changes:
+the first 100 updates weigh 0.99^(n - 100) at update n. TensorFlow's ExponentialMovingAverage
+warms up the same way with num_updates, more slowly ((1 + n) / (10 + n): 0.99 only at n = 890).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Fold in the model after its update number step (0 for the first)."""
-        decay = min(self.decay, (1 + step) / (10 + step))
+        decay = min(self.decay, step / (step + 1))
         ema_state = self.model.state_dict()
         for name, value in model.state_dict().items():
             target = ema_state[name]

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "the others)")
     rt.add_argument("--mixup", action=argparse.BooleanOptionalAction, default=None,
                     help="supervised rounds: mix each labeled image with another and their labels alike, which "
-                         "resists the wrong accepted pseudo-labels (default: on from scratch, off fine-tuning)")
+                         "resists the wrong accepted pseudo-labels (default: on from scratch, at learning rate 0.1 "
+                         "unless --lr is given; off fine-tuning)")
     _training_flags(rt)
 
     x = sub.add_parser("export", help="export reviewed labels or a checkpoint")
@@ -124,7 +125,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--finetune-steps", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--mu", type=int, default=None, help="unlabeled images per labeled image")
-    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.05; a retrain round: 0.1 "
+                   "from scratch with mixup, 0.02 fine-tuning)")
     t.add_argument("--threshold", type=float, default=None)
     t.add_argument("--feedback-sign", choices=FEEDBACK_SIGNS, default=None)
     t.add_argument("--feedback-baseline", type=float, default=None, help="EMA decay of h's baseline (0 = none)")
