@@ -6,7 +6,9 @@ import streamlit as st
 import ui
 from mpl_core import (
     ALGORITHMS,
+    FINETUNE_ROUND_LR,
     PRESETS,
+    RETRAIN_LR,
     RETRAIN_MIXUP,
     RETRAIN_STEPS_FACTOR,
     RETRAIN_TRUSTED_SHARE,
@@ -35,9 +37,9 @@ with st.form("retrain"):
     start = c[2].radio("Start from", list(starts), horizontal=True,
                        help="Scratch is the most accurate (the round length and mixup below). Fine-tuning a "
                             "model of the run that made the pseudo-labels (supervised rounds: the preset's steps at "
-                            "learning rate 0.02, without mixup) takes a fifth of the time and gave about 1.5 "
-                            "points less; of an MPL run's models, the teacher, ahead of its student at short "
-                            "budgets, is the better start (docs/results.md).")
+                            f"learning rate {FINETUNE_ROUND_LR:g}, without mixup) takes a fifth of the time and "
+                            "gave about 1.5 points less; of an MPL run's models, the teacher, ahead of its student "
+                            "at short budgets, is the better start (docs/results.md).")
     share = st.slider("Share of each batch from your labels", 0.0, 0.9, RETRAIN_TRUSTED_SHARE, 0.05,
                       help="The labels people gave (the given ones, your relabels and hand labels, and the "
                            "pseudo-labels you accepted one by one or a page at a time, not those accepted above "
@@ -59,7 +61,8 @@ with st.form("retrain"):
                                "each image is blended with another and the round "
                                "learns both labels in that proportion, so it does not learn the wrong accepted "
                                "pseudo-labels by heart (+0.7 points at 6× the steps), and the round learns at "
-                               "twice the usual rate (+0.5 more; without mixup it keeps the preset's).")
+                               f"rate {RETRAIN_LR:g}, twice the usual (+0.5 more; without mixup it keeps the "
+                               "preset's).")
     go = st.form_submit_button("Start a retrain round", type="primary", disabled=busy, icon=":material/replay:")
 if go:
     with ui.user_errors():

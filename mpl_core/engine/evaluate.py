@@ -15,7 +15,7 @@ from mpl_core.engine.state import TrainState
 
 
 def current_model(state: TrainState) -> nn.Module:
-    """The model a user gets now, as a checkpoint gives it (state._saved_model): the EMA student
+    """The model a user gets now, as its checkpoint gives it (engine/state.py, _saved_model): the EMA student
     while one is kept, which a run without a fine-tune phase (supervised, UDA, pseudo-label) keeps to
     the end; the fine-tuned student once the fine-tune has folded the EMA into it."""
     return state.ema.model if state.ema is not None else state.student.model

@@ -17,9 +17,10 @@ from mpl_core.config import (
     PSEUDO_LABEL_VIEWS,
     VIEW_BATCHES,
     RunConfig,
+    TrainConfig,
 )
 from mpl_core.errors import MPLStudioError
-from mpl_core.presets import PRESETS, build_retrain_config, build_run_config
+from mpl_core.presets import FINETUNE_ROUND_LR, PRESETS, RETRAIN_LR, build_retrain_config, build_run_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "the others)")
     rt.add_argument("--mixup", action=argparse.BooleanOptionalAction, default=None,
                     help="supervised rounds: mix each labeled image with another and their labels alike, which "
-                         "resists the wrong accepted pseudo-labels (default: on from scratch, at learning rate 0.1 "
-                         "unless --lr is given; off fine-tuning)")
+                         "resists the wrong accepted pseudo-labels (default: on from scratch, at learning rate "
+                         f"{RETRAIN_LR:g} unless --lr is given; off fine-tuning)")
     _training_flags(rt)
 
     x = sub.add_parser("export", help="export reviewed labels or a checkpoint")
@@ -125,8 +126,8 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--finetune-steps", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--mu", type=int, default=None, help="unlabeled images per labeled image")
-    t.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.05; a retrain round: 0.1 "
-                   "from scratch with mixup, 0.02 fine-tuning)")
+    t.add_argument("--lr", type=float, default=None, help=f"SGD learning rate (default {TrainConfig.lr:g}; a retrain "
+                   f"round: {RETRAIN_LR:g} from scratch with mixup, {FINETUNE_ROUND_LR:g} fine-tuning)")
     t.add_argument("--threshold", type=float, default=None)
     t.add_argument("--feedback-sign", choices=FEEDBACK_SIGNS, default=None)
     t.add_argument("--feedback-baseline", type=float, default=None, help="EMA decay of h's baseline (0 = none)")
