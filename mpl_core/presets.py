@@ -122,7 +122,7 @@ DEMO_FINE_TUNE = True
 # steps 77.34% in 22 s.
 DEMO_START_ROLE = "teacher"
 # After the simulated reviewer's decisions, the demo's review round is a second round from scratch
-# where both rounds from scratch are projected to fit DEMO_BUDGET_S (service/work.plan_rounds: +0.64
+# where both rounds from scratch are projected to fit DEMO_BUDGET_S (service/demo.plan_rounds: +0.64
 # points after 100 decisions, docs/results.md "Per-class thresholds"); else it goes on from the
 # retrain's model for DEMO_REVIEW_STEPS (half its batches from the labels people gave, as every round)
 # rather than fine-tuning the MPL student again for the preset's 600: bench/review_value.py (see
@@ -168,11 +168,12 @@ class DemoPlan:
     review: RunConfig  # the round after the simulated reviewer's decisions
     fine_tune: bool  # the retrain starts from the MPL model of its init_role, the review round from the retrain's
     full_retrain: RunConfig | None = None  # the round from scratch run instead of retrain where it fits
+    baseline: RunConfig | None = None  # labels alone: supervised on the given labels, the story's first bar
     budget_s: float = DEMO_BUDGET_S  # the time the demo is to fit in
 
     def start_args(self) -> dict:
         return {"cfg": self.train, "retrain_cfg": self.retrain, "review_cfg": self.review,
-                "full_retrain_cfg": self.full_retrain, "budget_s": self.budget_s,
+                "full_retrain_cfg": self.full_retrain, "baseline_cfg": self.baseline, "budget_s": self.budget_s,
                 "fine_tune": self.fine_tune, "target_precision": DEMO_TARGET_PRECISION}
 
 
@@ -183,5 +184,17 @@ def demo_plan(seed: int | None = None) -> DemoPlan:
     review = build_retrain_config(DEMO_PRESET, fine_tune=DEMO_FINE_TUNE, algorithm="supervised", seed=seed,
                                   steps=DEMO_REVIEW_STEPS if DEMO_FINE_TUNE else None)
     full = build_retrain_config(DEMO_PRESET, fine_tune=False, algorithm="supervised", seed=seed)
-    return DemoPlan(build_run_config(DEMO_PRESET, algorithm="mpl", seed=seed, mu=DEMO_MU), retrain, review,
-                    DEMO_FINE_TUNE, full_retrain=full if DEMO_FINE_TUNE else None)
+    mpl = build_run_config(DEMO_PRESET, algorithm="mpl", seed=seed, mu=DEMO_MU)
+    return DemoPlan(mpl, retrain, review, DEMO_FINE_TUNE, full_retrain=full if DEMO_FINE_TUNE else None,
+                    baseline=labels_alone_config(mpl))
+
+
+def labels_alone_config(mpl: RunConfig) -> RunConfig:
+    """The supervised run an MPL run is compared with: the same labels, model and seed, for as many
+    steps as MPL's training and fine-tune steps together, each on a labeled batch of the same size.
+    MPL's steps also see mu unlabeled batches, so it spends several times the time: this is labels
+    alone at the same number of updates, not at the same wall time (bench/accuracy.py
+    --budget-seconds compares at the same time)."""
+    steps = mpl.train.steps + mpl.train.finetune_steps
+    return dataclasses.replace(mpl, algorithm=dataclasses.replace(mpl.algorithm, name="supervised"),
+                               train=dataclasses.replace(mpl.train, steps=steps, finetune_steps=0))

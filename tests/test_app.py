@@ -286,6 +286,7 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
                        full_retrain_cfg=RunConfig(model=ModelConfig(width=4),
                                                   algorithm=AlgorithmConfig(name="supervised", mixup=True),
                                                   train=TrainConfig(**train, trusted_share=0.5)),
+                       baseline_cfg=RunConfig(**supervised, train=TrainConfig(**{**train, "steps": 25})),
                        budget_s=3600.0, target_precision=0.5)
     status = job.join(300)
     assert status.state == "done", status.error
@@ -293,10 +294,15 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     at = app("app_pages/home.py", tmp_path, workspace="demo").run()
     assert not at.exception and not at.error
     import ui
-    assert metric(at, "Test accuracy before") == ui.pct(r["before_test_acc"])
+    best = next(s for s in r["stages"] if s["name"] == r["retrain_gain_over"])  # on validation, among 3 models
+    assert best["val_acc"] == max(s["val_acc"] for s in r["stages"][:3])
+    assert metric(at, "Best model before the retrain") == ui.pct(best["test_acc"])
     assert metric(at, "After the retrain") == ui.pct(r["after_test_acc"])
-    retrain = next(m for m in at.metric if m.label == "After the retrain").help  # says which round ran, and why
-    assert r["retrain_from"] == "scratch" and retrain.startswith("a new model trained from scratch")
+    after = next(m for m in at.metric if m.label == "After the retrain")
+    assert after.proto.delta == ui.points(r["after_test_acc"] - best["test_acc"])  # the gain over that model
+    retrain = after.help  # says what the gain is over, which round ran, and why
+    assert retrain.startswith(f"gain over {best['name']}; ")
+    assert r["retrain_from"] == "scratch" and "; a new model trained from scratch" in retrain
     assert "50% of each batch" in retrain and "with mixup" in retrain
     assert f"end the demo at {r['projected_s']:.0f} s, within its 3600 s" in retrain
     assert metric(at, "Pseudo-labels accepted") == f"{r['accepted']:,}"
@@ -308,12 +314,14 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert metric(at, f"After {r['reviewed']} simulated review decisions") == ui.pct(r["after_review_test_acc"])
     review = next(m for m in at.metric if m.label == f"After {r['reviewed']} simulated review decisions").help
     assert "is not known here yet: once someone has reviewed" in review  # the oracle's speed is no one's pace
-    assert r["review_from"] == "scratch" and review.startswith("a second round from scratch")
+    assert r["review_from"] == "scratch" and "; a second round from scratch" in review
     assert "two rounds from scratch were projected" in retrain
     assert metric(at, "Pseudo-labels corrected by the review") == f"{r['review_relabeled']:,}"
     chart = at.get("plotly_chart")[0].proto.spec
-    for key in ("before_test_acc", "teacher_test_acc", "after_test_acc", "after_review_test_acc"):
+    for key in ("supervised_test_acc", "before_test_acc", "teacher_test_acc", "after_test_acc",
+                "after_review_test_acc"):
         assert f"{100 * r[key]:.1f}%" in chart  # the chart's bars are the same numbers
+    assert "labels alone (supervised)" in chart and f"vs {best['name']}" in chart
     import time
     from types import SimpleNamespace
 
@@ -328,8 +336,9 @@ def test_the_home_page_shows_the_numbers_the_demo_job_produced(fmnist, tmp_path,
     assert "At the pace measured from this workspace's reviewers, 3.0 s a decision" in review
     assert f"{r['reviewed']} decisions take about {ui.fmt_eta(r['reviewed'] * 3.0)}" in review
     runs = studio.runs("demo")  # both rounds from scratch fitted the budget: neither starts from a model
-    assert [run["config"]["model"]["init_from"] for run in runs[1:]] == ["", ""]
-    assert runs[1]["config"]["train"]["trusted_share"] == 0.5 and runs[1]["config"]["train"]["threads"] > 0
+    assert [run["kind"] for run in runs] == ["train", "train", "retrain", "retrain"]  # labels alone, then MPL
+    assert [run["config"]["model"]["init_from"] for run in runs[2:]] == ["", ""]
+    assert runs[2]["config"]["train"]["trusted_share"] == 0.5 and runs[2]["config"]["train"]["threads"] > 0
 
 
 def test_the_server_does_not_walk_every_object_after_each_script_run():

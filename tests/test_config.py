@@ -152,7 +152,7 @@ def test_a_supervised_round_draws_its_share_from_the_labels_people_gave_unless_t
 
 
 def test_a_demo_that_fine_tunes_refuses_another_model_before_it_trains(tiny_workspace):
-    from mpl_core.service.work import start_demo
+    from mpl_core.service.demo import start_demo
     plan = demo_plan()
     plan.retrain.model.width = plan.train.model.width * 2
     with pytest.raises(MPLStudioError, match="retrain model to be the teacher's"):

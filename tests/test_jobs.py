@@ -163,7 +163,7 @@ def test_training_process_killed_mid_run_resumes_from_its_checkpoint(tiny_worksp
 
 
 def test_demo_job_trains_pseudo_labels_accepts_and_retrains(tiny_workspace):
-    from mpl_core.service.work import start_demo
+    from mpl_core.service.demo import start_demo
     job = start_demo(tiny_workspace, tiny_run_config("mpl"), tiny_run_config("supervised"), target_precision=0.5)
     st = job.join(120)
     assert st.state == "done", st.error

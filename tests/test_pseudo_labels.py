@@ -251,7 +251,7 @@ def tiny_demo(steps: int, finetune_steps: int, full_steps: int) -> tuple[RunConf
 
 
 def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_hidden_labels(fmnist, tmp_path):
-    from mpl_core.service.work import DEMO_REVIEW, start_demo
+    from mpl_core.service.demo import DEMO_REVIEW, start_demo
     ws = create_workspace("demo", DataConfig(max_unlabeled=400), tmp_path)
     cfg, retrain, full = tiny_demo(steps=20, finetune_steps=5, full_steps=60)
     review = RunConfig(model=ModelConfig(width=4), algorithm=AlgorithmConfig(name="supervised"),
@@ -281,7 +281,7 @@ def test_the_demo_adds_a_simulated_review_and_a_second_retrain_where_there_are_h
 
 
 def test_the_demo_trains_its_round_from_scratch_where_that_is_projected_to_fit(fmnist, tmp_path):
-    from mpl_core.service.work import start_demo
+    from mpl_core.service.demo import start_demo
     ws = create_workspace("demo", DataConfig(max_unlabeled=200), tmp_path)
     cfg, retrain, full = tiny_demo(steps=10, finetune_steps=2, full_steps=30)
     status = start_demo(ws, cfg, retrain, full_retrain_cfg=full, budget_s=3600.0, target_precision=0.5,
@@ -298,7 +298,7 @@ def test_the_demo_trains_its_round_from_scratch_where_that_is_projected_to_fit(f
 
 def test_the_demo_projects_a_round_from_the_mpl_runs_seconds_a_step():
     from mpl_core.presets import DEMO_SUPERVISED_STEP_COST
-    from mpl_core.service.work import _projected_end
+    from mpl_core.service.demo import _projected_end
     mpl = RunConfig(train=TrainConfig(steps=90, finetune_steps=10))
     full, review = RunConfig(train=TrainConfig(steps=300)), RunConfig(train=TrainConfig(steps=100))
     mpl_s = 20.0  # 0.2 s an MPL step
@@ -309,7 +309,7 @@ def test_the_demo_projects_a_round_from_the_mpl_runs_seconds_a_step():
 
 def test_the_demo_plans_the_best_rounds_that_fit_its_budget():
     from mpl_core.presets import DEMO_SUPERVISED_STEP_COST
-    from mpl_core.service.work import plan_rounds
+    from mpl_core.service.demo import plan_rounds
     mpl = RunConfig(train=TrainConfig(steps=90, finetune_steps=10))
     full, review = RunConfig(train=TrainConfig(steps=300)), RunConfig(train=TrainConfig(steps=100))
     step_s = DEMO_SUPERVISED_STEP_COST * 0.2  # 20 s over 100 MPL steps

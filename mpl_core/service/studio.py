@@ -22,11 +22,13 @@ from typing import Sequence
 import numpy as np
 
 from mpl_core.config import DataConfig
+from mpl_core.engine.backbones import HostProbe, WeightsStatus
 from mpl_core.errors import MPLStudioError
 from mpl_core.presets import DEMO_BUDGET_S, DEMO_FINE_TUNE, DEMO_TARGET_PRECISION
-from mpl_core.service import work
+from mpl_core.service import demo, work
 from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
+from mpl_core.service.start_weights import DefaultStart, default_start, require_start_weights, start_weights
 from mpl_core.workspace import media, pace
 from mpl_core.workspace.attach import attach_checkpoint
 from mpl_core.workspace.formats import downloads, export_bytes
@@ -56,9 +58,10 @@ class Studio:
         self._jobs: dict[str, TrainingJob] = {}
         self._sessions: dict[str, ReviewSession] = {}
         self._uris: dict[str, dict[int, str]] = {}  # workspace -> pool index -> PNG data URI
-        self._zooms: dict[tuple[str, int], str] = {}  # (workspace, pool index) -> the lightbox's source image
+        self._zooms: dict[tuple[str, int], dict] = {}  # (workspace, pool index) -> the lightbox's source image
         self._last_interaction = time.monotonic()
         self.idle_after_s = IDLE_AFTER_S
+        self.weights_probe = HostProbe()  # whether ImageNet weights can be downloaded, asked at most once a minute
 
     # --- the CPU share of jobs -----------------------------------------------------------------
 
@@ -109,6 +112,16 @@ class Studio:
             raise MPLStudioError(f"no weights file {path!r} under {self.data_root}; copy it there first")
         return str(resolved)
 
+    def start_weights(self, name: str, **settings) -> list[WeightsStatus]:
+        """Whether each model of a run with these settings (model, student, weights, algorithm) has its
+        start weights at hand: cached, downloadable or unreachable; a file there or missing. No download."""
+        return start_weights(self.open(name), self.weights_probe, **settings)
+
+    def default_start(self, name: str) -> DefaultStart:
+        """The start the pages offer first: ImageNet weights, or from scratch with a note where they
+        cannot be had (see service/start_weights.py)."""
+        return default_start(self.open(name), self.weights_probe)
+
     def save_upload(self, name: str, data: bytes) -> str:
         """Store an uploaded dataset zip as uploads/<name>.zip; returns its path in the data root.
 
@@ -142,8 +155,11 @@ class Studio:
     def start(self, name: str, kind: str, **kwargs) -> TrainingJob:
         """Start a job: kind = train, resume, pseudo_label, retrain or demo."""
         ws = self.open(name)
-        cfgs = [key for key in ("cfg", "retrain_cfg", "review_cfg", "full_retrain_cfg") if kwargs.get(key) is not None]
+        cfgs = [key for key in ("cfg", "retrain_cfg", "review_cfg", "full_retrain_cfg", "baseline_cfg")
+                if kwargs.get(key) is not None]
         chosen = any(kwargs[key].train.threads for key in cfgs)
+        for key in cfgs:  # at the click, not seconds later in the job
+            require_start_weights(ws, kwargs[key], self.weights_probe)
         for key in cfgs:
             if not kwargs[key].train.threads:
                 kwargs[key].train.threads = app_threads()  # until the first step asks job_threads
@@ -153,9 +169,10 @@ class Studio:
                     "pseudo_label": lambda: work.start_pseudo_labeling(ws, kwargs.get("run_id"),
                                                                        kwargs.get("model", "auto"), nice=nice),
                     "retrain": lambda: work.start_retrain(ws, kwargs["cfg"], nice=nice),
-                    "demo": lambda: work.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"], nice=nice,
+                    "demo": lambda: demo.start_demo(ws, kwargs["cfg"], kwargs["retrain_cfg"], nice=nice,
                                                     review_cfg=kwargs.get("review_cfg"),
                                                     full_retrain_cfg=kwargs.get("full_retrain_cfg"),
+                                                    baseline_cfg=kwargs.get("baseline_cfg"),
                                                     budget_s=kwargs.get("budget_s", DEMO_BUDGET_S),
                                                     target_precision=kwargs.get("target_precision",
                                                                                DEMO_TARGET_PRECISION),
@@ -288,7 +305,7 @@ class Studio:
 
     def review_tiles(self, name: str, positions) -> list[dict]:
         """The tiles of the review grid: each row's view fields, its image as a data URI at its own
-        size (the browser enlarges it, pixelated), and the history of decisions on its sample."""
+        size (the browser fits it to the tile), and the history of decisions on its sample."""
         view = self.review(name)
         if view is None:
             return []
@@ -342,19 +359,20 @@ class Studio:
             return dataset.media.thumbnails([int(i) for i in pool_indices])
         return media.thumbnails(dataset.train.images, pool_indices, scale)
 
-    def zoom_image(self, name: str, pool_index: int) -> str:
-        """The lightbox's image as a data URI: the source file, up to 1600 px (the last few kept, since
-        every redraw while the lightbox is open sends it again)."""
+    def zoom_image(self, name: str, pool_index: int) -> dict:
+        """The lightbox's image: {"image": a data URI of the source file, up to 1600 px, transparent ones
+        as PNG with their alpha; "width", "height": its own size in pixels}. The last few are kept, since
+        every redraw while the lightbox is open sends it again."""
         key = (name, int(pool_index))
         with self._lock:
             if key in self._zooms:
                 return self._zooms[key]
-        uri = media.large_uri(self.open(name).dataset(), pool_index)
+        zoom = media.large_image(self.open(name).dataset(), pool_index)
         with self._lock:
-            self._zooms[key] = uri
+            self._zooms[key] = zoom
             while len(self._zooms) > 8:
                 del self._zooms[next(iter(self._zooms))]
-        return uri
+        return zoom
 
     def _image_uris(self, name: str, pool_indices: list[int]) -> list[str]:
         """Images as PNG data URIs, encoded once per process: the grid redraws after every decision."""
