@@ -29,8 +29,10 @@ LEGACY_VALUES: dict[tuple[str, str], object] = {("algorithm", "pseudo_label_view
 class DataConfig:
     dataset: str = "fashion-mnist"  # built-in name, torchvision name, or a folder/zip path
     labels_per_class: int = 10  # training labels per class for built-in datasets
-    val_per_class: int = 50  # extra labeled samples per class held out for calibration/selection
-    val_fraction: float = 0.2  # own images: share of each labeled class held out for validation
+    val_per_class: int = 50  # extra labeled samples per class held out for calibration/selection; own images:
+    # held out of each class's labels where it keeps splits.MIN_TRAIN_PER_CLASS (10) to train on, fewer below
+    val_fraction: float = 0.0  # own images: > 0 holds out this share of each class instead (workspaces made
+    # before val_per_class applied to own images hold 0.2: their split stays as it was)
     image_size: int = 0  # own images train at this size; 0 = chosen from the images and the device: 28 (gray) or
     # 32 px for images up to 32 px, else 64 px on a CPU and 128 px on a GPU, never above the images' own size
     max_unlabeled: int = 0  # cap on the unlabeled pool (0 = all); tests use small pools

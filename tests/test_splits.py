@@ -42,3 +42,15 @@ def test_own_images_split_keeps_unlabeled_apart(image_folder):
     assert (ds.train.labels[split.labeled] >= 0).all() and (ds.train.labels[split.val] >= 0).all()
     assert len(split.val) == 3  # one per class of six (20% rounds to 1)
     assert len(split.labeled) == 15 and len(split.unlabeled) == 10
+
+
+def test_own_images_hold_out_val_per_class_where_a_class_keeps_enough_to_train_on(image_folder):
+    from mpl_core.data.splits import MIN_TRAIN_PER_CLASS, held_out
+    cfg = DataConfig(val_per_class=50)
+    assert held_out(3, cfg) == 0 and held_out(MIN_TRAIN_PER_CLASS, cfg) == 0  # all of them train
+    assert held_out(MIN_TRAIN_PER_CLASS + 7, cfg) == 7  # what is left over the ten, up to 50
+    assert held_out(MIN_TRAIN_PER_CLASS + 80, cfg) == 50
+    assert held_out(10, DataConfig(val_fraction=0.2)) == 2  # a workspace made before keeps its share
+    ds = load_dataset(str(image_folder))  # 6 labels a class
+    split = make_split(ds, DataConfig(seed=0))
+    assert len(split.val) == 0 and len(split.labeled) == 18

@@ -34,6 +34,7 @@ from mpl_core.workspace.attach import attach_checkpoint
 from mpl_core.workspace.formats import downloads, export_bytes
 from mpl_core.workspace.label_studio import LOCAL_FILES_PREFIX, import_label_studio
 from mpl_core.workspace.review_session import ReviewSession, ReviewView
+from mpl_core.workspace.validation import ValidationQueue, split_outlook
 from mpl_core.workspace.workspace import (
     WORKSPACE_FILE,
     Workspace,
@@ -342,6 +343,10 @@ class Studio:
         return {s: [{**h, "label_name": names[h["label"]] if 0 <= h["label"] < len(names) else ""} for h in hs]
                 for s, hs in history.items()}
 
+    def validation_queue(self, name: str) -> ValidationQueue:
+        """The workspace's validation queue: a random sample of the pool to label for validation."""
+        return ValidationQueue(self.open(name), self._session(name))
+
     def _session(self, name: str) -> ReviewSession:
         ws = self.open(name)
         with self._lock:
@@ -397,10 +402,17 @@ class Studio:
         return {c: split.labeled[labels == k][:per_class].tolist() for k, c in enumerate(ds.class_names)}
 
     def summary(self, name: str) -> dict:
+        """The Data page's facts: sizes, the split per class (train / validation: `per_class`) and what
+        the validation images can say of the precision of pseudo-labels (`validation`, an Outlook)."""
         ws = self.open(name)
-        ds, split = ws.dataset(), ws.split()
+        ds, split = ws.dataset_and_split()
         report = ds.report
+        k = ds.num_classes
+        train, val = (np.bincount(ds.train.labels[part].numpy(), minlength=k)[:k]
+                      for part in (split.labeled, split.val))
+        per_class = [{"class": c, "train": int(t), "validation": int(v)} for c, t, v in zip(ds.class_names, train, val)]
         return {"dataset": ds.name, "classes": ds.class_names, "sizes": split.sizes(),
+                "per_class": per_class, "validation": split_outlook(val.tolist()),
                 "test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
                 "channels": ds.in_channels, "data": ws.describe()["data"], "own_images": ds.media is not None,
                 "native": report.native_line() if report is not None else "",

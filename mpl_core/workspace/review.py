@@ -114,7 +114,7 @@ def reviewed_training_set(ws: Workspace) -> ReviewedSet:
     The pool's true labels (known for built-in datasets) are hidden: a retrain sees exactly the
     labels a person would have, never the benchmark's answers.
     """
-    ds, split = ws.dataset(), ws.split()
+    ds, split = ws.dataset_and_split()  # validation: the given labels and those of the validation queue
     labels = torch.full_like(ds.train.labels, -1)
     for part in (split.labeled, split.val):
         labels[part] = ds.train.labels[part]

@@ -90,6 +90,20 @@ CREATE INDEX IF NOT EXISTS decisions_by_batch ON decisions(batch);
 -- the simulated reviewer), not in bulk by a threshold: a round counts
 -- their accepts among people's labels. A workspace from before this table counts none.
 CREATE TABLE IF NOT EXISTS seen_batches(batch INTEGER PRIMARY KEY);
+-- pool images a person labeled for validation (the validation queue): they leave the pool and the
+-- estimate of precision counts them from the next round of pseudo-labels. A log like decisions, with at
+-- most one row of a sample not undone: the label in force. label -1: none of the classes (stays in the pool)
+CREATE TABLE IF NOT EXISTS validation_labels(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch INTEGER NOT NULL,          -- labels given by one call share a batch (undone together)
+    sample_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,            -- index into the dataset's training pool
+    label INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    at REAL NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS validation_by_sample ON validation_labels(sample_id, id);
 CREATE TABLE IF NOT EXISTS current_decisions(
     sample_id TEXT PRIMARY KEY,
     idx INTEGER NOT NULL,
@@ -138,11 +152,13 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()  # this thread's connection
         self._write_lock = _write_lock(self.path)
+        self.validation = ValidationLabels(self)  # pool images labeled for validation
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
             con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             con.execute("INSERT OR IGNORE INTO meta VALUES ('decisions_version', '0')")
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('validation_version', '0')")
             version = int(con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
         if version != SCHEMA_VERSION:
             raise MPLStudioError(f"{self.path} was written by another version of MPL Studio "
@@ -338,10 +354,10 @@ class Store:
                                probs, json.loads(validation))
 
     def known_samples(self) -> list[tuple[str, int]]:
-        """(sample id, pool index) of every sample a pseudo-label or a decision names."""
+        """(sample id, pool index) of every sample a pseudo-label, a decision or a validation label names."""
         with self._connect() as con:
-            return con.execute("SELECT sample_id, idx FROM pseudo_labels UNION "
-                               "SELECT sample_id, idx FROM decisions").fetchall()
+            return con.execute("SELECT sample_id, idx FROM pseudo_labels UNION SELECT sample_id, idx FROM decisions "
+                               "UNION SELECT sample_id, idx FROM validation_labels").fetchall()
 
     # --- review decisions ------------------------------------------------------------------------
 
@@ -473,8 +489,60 @@ def _current_action(con, sample_id: str) -> str:
     return row[0] if row else "pending"
 
 
-def _bump_version(con) -> None:
-    con.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'decisions_version'")
+def _bump_version(con, key: str = "decisions_version") -> None:
+    con.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (key,))
+
+
+class ValidationLabels:
+    """The store's validation labels (`store.validation`): pool images a person labeled for validation
+    in the validation queue, through the store's connections and its write lock."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def add(self, samples: list[tuple[str, int]], labels: list[int], who: str) -> int:
+        """Record a person's class for pool images drawn for validation (-1: none of the classes), one
+        batch committed before this returns; samples that already have one in force are left as they
+        are (a key the browser sends twice counts once). Returns how many were recorded."""
+        if not who or len(who) > 64:
+            raise MPLStudioError("give a reviewer name of 1 to 64 characters")
+        if len(labels) != len(samples):
+            raise MPLStudioError("one label per sample is needed")
+        now = time.time()
+        with self._store._write() as con:
+            live = {r[0] for r in con.execute("SELECT sample_id FROM validation_labels WHERE undone = 0")}
+            rows = [(sid, int(ix), int(lab)) for (sid, ix), lab in zip(samples, labels) if sid not in live]
+            if not rows:
+                return 0
+            batch = (con.execute("SELECT COALESCE(MAX(batch), 0) FROM validation_labels").fetchone()[0] or 0) + 1
+            con.executemany("INSERT INTO validation_labels(batch, sample_id, idx, label, who, at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", [(batch, sid, ix, lab, who, now) for sid, ix, lab in rows])
+            _bump_version(con, "validation_version")
+        return len(rows)
+
+    def undo(self, who: str | None = None) -> int:
+        """Undo the newest batch of validation labels not yet undone (by `who` if given); returns how many."""
+        with self._store._write() as con:
+            q = "SELECT MAX(batch) FROM validation_labels WHERE undone = 0" + (" AND who = ?" if who else "")
+            batch = con.execute(q, (who,) if who else ()).fetchone()[0]
+            if batch is None:
+                return 0
+            n = con.execute("UPDATE validation_labels SET undone = 1 WHERE batch = ?", (batch,)).rowcount
+            _bump_version(con, "validation_version")
+            return n
+
+    def in_force(self) -> dict[str, np.ndarray]:
+        """The validation labels in force, in the order they were given: arrays idx, label (-1: none of
+        the classes), sample_id (object) and at."""
+        rows = self._store._read("SELECT idx, label, sample_id, at FROM validation_labels WHERE undone = 0 "
+                                 "ORDER BY id")
+        cols = list(zip(*rows)) if rows else [[], [], [], []]
+        return {"idx": np.asarray(cols[0], dtype=np.int64), "label": np.asarray(cols[1], dtype=np.int64),
+                "sample_id": np.asarray(cols[2], dtype=object), "at": np.asarray(cols[3], dtype=np.float64)}
+
+    def version(self) -> int:
+        """Goes up with every validation label given or undone: the workspace's split is cached by it."""
+        return int(self._store._read("SELECT value FROM meta WHERE key = 'validation_version'")[0][0])
 
 
 def summarize_probs(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

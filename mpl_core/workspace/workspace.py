@@ -4,6 +4,9 @@
     ws = open_workspace("demo", data_root="data")
     ws.dataset(), ws.split(), ws.store, ws.run_dir(run_id)
 
+dataset() and split() include the pool images people labeled for validation (store.validation):
+they are validation images under the labels given, no longer in the pool.
+
 A workspace holds `workspace.json` (its data choice), `store.sqlite` (runs, metrics,
 pseudo-labels, decisions), `runs/<id>/` (checkpoints) and `job.lock`. Every path it touches
 is resolved and must stay inside the data root.
@@ -15,13 +18,14 @@ import json
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from mpl_core.config import DataConfig
 from mpl_core.data.dataset import Dataset
 from mpl_core.data.imagefolder import open_cached
 from mpl_core.data.sources import BUILTIN_SETS, load_dataset
-from mpl_core.data.splits import Split, make_split
+from mpl_core.data.splits import Split, make_split, with_validation_labels
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.store import Store
 
@@ -57,8 +61,11 @@ class Workspace:
     def __init__(self, root: Path, data_root: Path, data: DataConfig):
         self.root, self.data_root, self.data = root, data_root, data
         self.store = Store(root / "store.sqlite")
-        self._dataset: Dataset | None = None
-        self._split: Split | None = None
+        self._dataset: Dataset | None = None  # as loaded or imported
+        self._split: Split | None = None  # make_split's
+        # (validation version, dataset, split) with the pool images labeled for validation moved
+        self._labeled: tuple[int, Dataset, Split] | None = None
+        self._labeled_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -69,8 +76,36 @@ class Workspace:
         return self.root / "job.lock"
 
     def dataset(self, on_progress=None) -> Dataset:
-        """The dataset; own images are imported into the workspace's cache on first use
-        (on_progress(done, total) while that runs) and memory-mapped from it afterwards."""
+        """The dataset, with the labels people gave pool images for validation; own images are imported
+        into the workspace's cache on first use (on_progress(done, total) while that runs) and
+        memory-mapped from it afterwards."""
+        self._loaded(on_progress)
+        return self._with_validation()[0]
+
+    def split(self) -> Split:
+        """The split, with the pool images people labeled for validation moved to validation."""
+        return self._with_validation()[1]
+
+    def dataset_and_split(self) -> tuple[Dataset, Split]:
+        """dataset() and split() as one pair: a validation label given between two calls cannot
+        give a split whose validation images the dataset has no label for."""
+        self._loaded()
+        return self._with_validation()
+
+    def _with_validation(self) -> tuple[Dataset, Split]:
+        """make_split's split and the dataset, with the validation labels in force (store.validation)
+        applied: rebuilt only when they changed."""
+        version = self.store.validation.version()
+        with self._labeled_lock:
+            if self._labeled is None or self._labeled[0] != version:
+                base = self._loaded()
+                if self._split is None:
+                    self._split = make_split(base, self.data)
+                given = self.store.validation.in_force()
+                self._labeled = (version, *with_validation_labels(base, self._split, given["idx"], given["label"]))
+            return self._labeled[1], self._labeled[2]
+
+    def _loaded(self, on_progress=None) -> Dataset:
         if self._dataset is None:
             source = self.data.dataset
             if is_builtin(source):
@@ -120,14 +155,9 @@ class Workspace:
                                  "decisions would point at other images; create a new workspace for the new images")
         old = self.cache_dir()
         _write_data(self.root, new)
-        self.data, self._dataset = new, dataset
+        self.data, self._dataset, self._labeled = new, dataset, None
         shutil.rmtree(old, ignore_errors=True)
         return dataset
-
-    def split(self) -> Split:
-        if self._split is None:
-            self._split = make_split(self.dataset(), self.data)
-        return self._split
 
     def run_dir(self, run_id: int) -> Path:
         return self.root / "runs" / f"{run_id:04d}"
