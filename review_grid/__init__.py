@@ -8,7 +8,7 @@ the filter keeps, the last ack, and where to POST decisions: review_grid/api.py)
 sends its batches of decisions there, and three triggers: `batch` (decisions and undos, in the order
 they were keyed, when there is no route or a POST failed), `turn` (another page, or this one filled
 again) and `zoom` (the lightbox wants the source image of a tile, which comes back as
-`data["zoom"]`).
+`data["zoom"]`: {"position", "image", "width", "height"}, the size being the image's own).
 """
 from __future__ import annotations
 

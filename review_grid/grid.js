@@ -28,6 +28,24 @@ function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+// An image's box takes the image's own shape (--ratio, grid.css), so the checkerboard behind a
+// transparent image shows through its see-through pixels only. Images enlarge smoothly, except tiny
+// ones (no side over TINY_PX: digits, Fashion-MNIST, CIFAR), which enlarge pixelated: at 20x a smooth
+// filter blurs a stroke of one or two pixels away, and those pixels are all the model sees.
+const TINY_PX = 32;
+
+function fitOnLoad(img, onSize) {
+  const fit = () => {
+    const w = img.naturalWidth, h = img.naturalHeight;
+    if (!w || !h) return;
+    img.style.setProperty("--ratio", String(w / h));
+    img.classList.toggle("tiny", Math.max(w, h) <= TINY_PX);
+    if (onSize) onSize(w, h);
+  };
+  img.addEventListener("load", fit); // and again whenever a reused tile gets another image
+  if (img.complete) fit();
+}
+
 function typing(active) {
   if (!active || active === document.body) return false;
   const tag = active.tagName;
@@ -626,6 +644,7 @@ class Grid {
     node.dataset.i = String(i);
     const img = el("img");
     img.draggable = false;
+    fitOnLoad(img);
     const cap = el("div", "cap");
     const mark = el("div", "mark");
     const buttons = el("div", "buttons");
@@ -697,8 +716,11 @@ class Grid {
     if (!tile) { this.focusBox.append(el("p", "hint", "Nothing left in this queue.")); return; }
     const s = this.shown(tile);
     const img = el("img", "big");
+    fitOnLoad(img);
     img.src = tile.image;
     img.alt = tile.label_name;
+    const stage = el("div", "stage");
+    stage.appendChild(img);
     const [second] = tile.top.filter(([k]) => k !== tile.label);
     const side = el("div", "side");
     side.append(el("div", "big-label", tile.label_name), el("div", "conf", `confidence ${tile.confidence.toFixed(3)}`));
@@ -706,10 +728,29 @@ class Grid {
     side.append(el("div", "state", s.status === "pending" ? "pending" : `${s.status} ${ACTION_MARK[s.status]}`),
                 el("div", "hint", `${this.focus + 1} of ${this.data.tiles.length} here · A accept · X reject · `
                   + "digit relabel · Space skip · U undo"));
-    this.focusBox.append(img, side);
+    this.focusBox.append(stage, side);
     this.focusBox.dataset.position = String(tile.position);
     // the next images are already decoded, so the next item shows at once
     this.data.tiles.slice(this.focus + 1, this.focus + 4).forEach((t) => { new Image().src = t.image; });
+  }
+
+  lightboxImage(tile) {
+    const img = el("img", "huge");
+    const zoom = this.data.zoom;
+    const zoomed = Boolean(zoom && zoom.position === tile.position);
+    // The image's own size: the source file's (it may be shown reduced), sent with it; a tile that has
+    // no source file shows its image at its own size, so that one's.
+    const size = el("div", "hint size", zoomed ? `${zoom.width} × ${zoom.height} px` : "");
+    fitOnLoad(img, zoomed || tile.zoomable ? null : (w, h) => setText(size, `${w} × ${h} px`));
+    img.src = zoomed ? zoom.image : tile.image;
+    img.alt = tile.label_name;
+    const stage = el("div", "stage");
+    stage.appendChild(img);
+    if (tile.zoomable && !zoomed && this.zoomAsked !== tile.position) {
+      this.zoomAsked = tile.position; // the source image, as large as the screen, comes with the next data
+      this.setTrigger("zoom", { position: tile.position, n: this.nextId++ });
+    }
+    return [stage, size];
   }
 
   renderLightbox() {
@@ -717,16 +758,9 @@ class Grid {
     if (!tile) return;
     const s = this.shown(tile);
     this.box.replaceChildren();
-    const img = el("img", "huge");
-    const zoom = this.data.zoom;
-    img.src = zoom && zoom.position === tile.position ? zoom.image : tile.image;
-    img.alt = tile.label_name;
-    if (tile.zoomable && !(zoom && zoom.position === tile.position) && this.zoomAsked !== tile.position) {
-      this.zoomAsked = tile.position; // the source image, as large as the screen, comes with the next data
-      this.setTrigger("zoom", { position: tile.position, n: this.nextId++ });
-    }
+    const [stage, size] = this.lightboxImage(tile);
     const info = el("div", "info");
-    info.append(el("div", "big-label", `${tile.label_name} · ${s.status}`), el("div", "hint", tile.sample_id));
+    info.append(el("div", "big-label", `${tile.label_name} · ${s.status}`), el("div", "hint", tile.sample_id), size);
     if (tile.note) info.append(el("div", "note", tile.note));
     const top = el("table", "top3");
     tile.top.forEach(([k, p]) => {
@@ -757,7 +791,7 @@ class Grid {
     }
     nav.append(prev, next, close);
     info.append(el("h4", "", "Model's top classes"), top, el("h4", "", "Decisions on this sample"), hist, nav);
-    this.box.append(img, info);
+    this.box.append(stage, info);
     this.box.dataset.position = String(tile.position);
     if (this.box.open) this.box.focus({ preventScroll: true });
   }

@@ -33,6 +33,17 @@ def natural_width(page, selector: str) -> int:
     return page.eval_on_selector(selector, "img => img.naturalWidth")
 
 
+# An image's box as drawn, against the image's own shape, its backdrop and how it is enlarged.
+BOX = """i => { const r = i.getBoundingClientRect(); const css = getComputedStyle(i);
+  return [r.width / r.height, i.naturalWidth / i.naturalHeight, css.backgroundImage, css.imageRendering]; }"""
+
+
+def fitted(box) -> bool:
+    """The box has the image's shape (the checkerboard behind it shows through see-through pixels only)."""
+    drawn, own, backdrop, _ = box
+    return abs(drawn - own) < 0.03 and "conic-gradient" in backdrop
+
+
 def test_tiles_show_the_photos_at_their_own_resolution(photos, tmp_path):
     ws = photos
     rows = ws.store.pseudo_labels()
@@ -45,6 +56,8 @@ def test_tiles_show_the_photos_at_their_own_resolution(photos, tmp_path):
         widths = [page.evaluate("t => t.querySelector('img').naturalWidth", t.element_handle())
                   for t in tiles.all()]
         assert widths and min(widths) >= 96  # the training copies are 64 px
+        boxes = [page.evaluate(f"t => ({BOX})(t.querySelector('img'))", t.element_handle()) for t in tiles.all()]
+        assert all(fitted(box) and box[3] == "auto" for box in boxes)  # photos enlarge smoothly
         notes = grid(page).locator(".tile .note").all_inner_texts()
         assert "source file gone since the import" in notes
         fine = [i for i, t in enumerate(tiles.all()) if not t.locator(".note").inner_text()][0]
@@ -52,6 +65,9 @@ def test_tiles_show_the_photos_at_their_own_resolution(photos, tmp_path):
         page.keyboard.press(" ")
         grid(page).locator("dialog.lightbox[open]").wait_for(timeout=5000)
         position = int(tiles.nth(fine).get_attribute("data-position"))
-        native = Image.open(tmp_path / "photos" / ws.dataset().train.ids[int(rows.idx[position])]).size[0]
-        # the source image replaces the thumbnail once the server sends it
-        wait_for(lambda: natural_width(page, "dialog.lightbox img.huge") == native, timeout=20)
+        width, height = Image.open(tmp_path / "photos" / ws.dataset().train.ids[int(rows.idx[position])]).size
+        # the source image replaces the thumbnail once the server sends it, with its size said
+        said = grid(page).locator("dialog.lightbox .size")
+        wait_for(lambda: said.inner_text() == f"{width} × {height} px", timeout=20)
+        assert natural_width(page, "dialog.lightbox img.huge") == width
+        assert fitted(page.eval_on_selector("dialog.lightbox img.huge", BOX))

@@ -88,6 +88,8 @@ def test_keys_decide_select_undo_and_every_decision_survives_a_reload(workspace,
         grid(page).locator("dialog.lightbox[open]").wait_for(timeout=5000)
         box = grid(page).locator("dialog.lightbox")
         box.get_by_text("Model's top classes").wait_for()
+        wait_for(lambda: box.locator(".size").inner_text() == "16 × 16 px", 20)  # the stripes' own size
+        assert box.locator("img.huge").evaluate("i => getComputedStyle(i).imageRendering") == "pixelated"  # tiny
         shown = box.get_attribute("data-position")
         page.keyboard.press("ArrowRight")  # the lightbox keeps the keys: next image
         wait_for(lambda: box.get_attribute("data-position") != shown, 10)

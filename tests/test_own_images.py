@@ -1,4 +1,5 @@
 """Own images as they are: the import cache, native-resolution display, pretrained backbones."""
+import base64
 import dataclasses
 import io
 import pickle
@@ -122,6 +123,65 @@ def test_a_source_file_gone_or_changed_after_the_import_is_said_on_its_tile(phot
         assert media.large_uri(ds, i).startswith("data:image/")
         Image.open(io.BytesIO(media.export_image(ds, i))).load()
     assert media.export_image(ds, 0) == (source / ds.train.ids[0]).read_bytes()
+
+
+def _served(uri: str) -> Image.Image:
+    """The image a data URI carries, decoded as the browser would."""
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    img.load()
+    return img
+
+
+def _see_through(root) -> None:
+    """A 200x150 RGBA PNG whose left half is transparent white, a 40x30 palette PNG with a transparent
+    colour, and a 120x80 JPEG that EXIF turns a quarter (shown 80x120)."""
+    rgba = np.zeros((150, 200, 4), dtype=np.uint8)
+    rgba[:, :100] = (255, 255, 255, 0)  # white under alpha 0: the model must see black, not white
+    rgba[:, 100:] = (30, 160, 60, 255)
+    Image.fromarray(rgba).save(root / "unlabeled" / "clear.png")
+    pal = Image.new("P", (40, 30), 0)
+    pal.putpalette([0, 0, 0, 200, 30, 30])
+    pal.paste(1, (20, 0, 40, 30))
+    pal.save(root / "unlabeled" / "clear_palette.png", transparency=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to show
+    _photo(np.random.default_rng(1), (120, 80), 0, "RGB").save(root / "unlabeled" / "turned.jpg", exif=exif)
+
+
+def test_transparent_images_keep_their_alpha_to_the_lightbox_and_jpegs_still_show(tmp_path):
+    root = write_photos(tmp_path / "photos", per_class=2, unlabeled=3)
+    _see_through(root)
+    report, ds = imagefolder.inspect_image_folder(root, cache_dir=tmp_path / "cache")
+    assert ds is not None and report.skipped == []
+    ids = ds.train.ids
+    i = ids.index("unlabeled/clear.png")
+    zoom = media.large_image(ds, i)
+    assert zoom["image"].startswith("data:image/png;base64,") and (zoom["width"], zoom["height"]) == (200, 150)
+    served = _served(zoom["image"])
+    alpha = np.asarray(served.getchannel("A"))
+    assert served.mode == "RGBA" and served.size == (200, 150)
+    assert alpha[:, :98].max() == 0 and alpha[:, 102:].min() == 255
+    assert (np.asarray(served)[:, 102:, :3] == (30, 160, 60)).all()
+    tile = _served(media.display_uris(ds, [i])[0])  # the grid's tile keeps it too
+    assert tile.mode == "RGBA" and np.asarray(tile.getchannel("A"))[:, :90].max() == 0
+    # The model's copy is composited onto black: the transparent white half is black, not white.
+    s = ds.train.images.shape[-1]  # (N, 3, S, S); the 150-px centre crop, left third all transparent
+    assert int(ds.train.images[i, :, :, : s // 4].max()) == 0 and int(ds.train.images[i, 1, :, -4:].min()) > 100
+    pal = _served(media.large_uri(ds, ids.index("unlabeled/clear_palette.png")))
+    assert pal.mode == "RGBA" and pal.size == (40, 30) and np.asarray(pal.getchannel("A"))[:, :20].max() == 0
+    assert np.asarray(pal.getchannel("A"))[:, 20:].min() == 255
+    turned = media.large_image(ds, ids.index("unlabeled/turned.jpg"))  # a photo: JPEG, as large as it is
+    assert turned["image"].startswith("data:image/png;base64,")  # small: exact pixels
+    assert (turned["width"], turned["height"]) == (80, 120) and _served(turned["image"]).size == (80, 120)
+    jpeg = next(k for k, sample in enumerate(ids) if sample.endswith(".jpg")
+                and max(Image.open(root / sample).size) > 256)
+    photo = media.large_image(ds, jpeg)
+    assert photo["image"].startswith("data:image/jpeg;base64,")
+    assert _served(photo["image"]).mode == "RGB" and _served(photo["image"]).size == Image.open(root / ids[jpeg]).size
+    assert (photo["width"], photo["height"]) == Image.open(root / ids[jpeg]).size
+    opaque = ids.index(next(sample for sample in ids if Image.open(root / sample).mode == "RGBA"
+                            and sample != "unlabeled/clear.png"))
+    assert _served(media.large_uri(ds, opaque)).mode == "RGB"  # an alpha channel with nothing see-through
 
 
 def test_a_zip_import_reads_its_sources_back(tmp_path, monkeypatch):

@@ -102,7 +102,8 @@ def test_own_images_show_their_source_and_pool_images_are_enlarged(studio):
     source = Image.open(ws.data_root / ws.data.dataset / ds.train.ids[0])
     assert thumb.size == (16, 16) and (np.asarray(thumb) == np.asarray(source)).all()
     assert media.display_uris(ds, [0])[0].startswith("data:image/png;base64,")
-    assert studio.zoom_image("tiny", 0).startswith("data:image/jpeg;base64,")
+    zoom = studio.zoom_image("tiny", 0)  # the lightbox: a small image as PNG (exact pixels), and its size
+    assert zoom["image"].startswith("data:image/png;base64,") and (zoom["width"], zoom["height"]) == (16, 16)
     images = ds.train.images  # (N, 1, 28, 28) uint8
     arr = media.thumbnails(images, [0, 1], scale=2)
     assert arr[0].shape == (56, 56) and (arr[0][::2, ::2] == images[0, 0].numpy()).all()

@@ -5,7 +5,8 @@ One cache folder holds one import at one training size:
 
     pool.u8       (N, C, S, S) training-size images of the pool: labeled rows, then unlabeled
     test.u8       the test images, the same layout (empty without test/)
-    thumbs.bin    the pool's display images (JPEG, or PNG for small ones), shorter side <= 160 px
+    thumbs.bin    the pool's display images (JPEG, or PNG for small or transparent ones), shorter
+                  side <= 160 px
     arrays.npz    thumbnail offsets, native sizes, source stamps (size and mtime, or size and CRC)
     index.json    written last: ids, labels, classes, the import report, the source and the key
 
@@ -143,6 +144,11 @@ class ImageCache:
                 f.seek(int(offsets[i]))
                 out.append(f.read(int(offsets[i + 1] - offsets[i])))
             return out
+
+    def native_size(self, i: int) -> tuple[int, int]:
+        """(width, height) of pool row i's source file at the import, from its header."""
+        w, h = self.arrays["pool_native"][i]
+        return int(w), int(h)
 
     @property
     def source(self) -> Path:

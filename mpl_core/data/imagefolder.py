@@ -4,7 +4,8 @@ Nothing is extracted to disk: zip members are read in memory, with the entry cou
 total uncompressed size capped while streaming. Folders are walked without following
 symbolic links out of them. Each image is decoded once, on a pool of threads, into the image
 cache (data/image_cache.py): a uint8 copy at the training size, memory-mapped afterwards, and
-a display thumbnail; so memory does not grow with the pool and a restart decodes nothing.
+a display thumbnail (a transparent image's keeps its alpha); so memory does not grow with the
+pool and a restart decodes nothing.
 Every file that cannot be used is skipped and listed with its reason in an `ImportReport`;
 only a layout that cannot be trained on raises `MPLStudioError`.
 """
@@ -29,7 +30,7 @@ from struct import error as struct_error  # a malformed image header can raise i
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from mpl_core.data.dataset import Dataset
 from mpl_core.data.image_cache import THUMB_PX, CacheKey, CacheWriter, ImageCache, read_index, zip_signature
@@ -354,12 +355,14 @@ def _decode_entry(reader: _Reader, entry: _Entry, size: int) -> _Decoded | _Skip
         img = decode_image(data, reader.limits.max_pixels, draft=max(size, THUMB_PX))
         native = Image.open(io.BytesIO(data)).size
         gray = img.mode in GRAY_MODES
-        img = to_8bit(img, "L" if gray else "RGB")
+        img = for_display(img, gray)  # a transparent image keeps its alpha for the tiles
         display = _display(img)
         # The training copy from the display image where that is large enough: half the pixels to filter.
         base = display if min(display.size) >= size else img
+        # The model sees no alpha: transparency is composited onto black here (to_8bit), for training only.
+        base = to_8bit(base, "L" if gray else "RGB")
         small = np.asarray(ImageOps.fit(base, (size, size), method=Image.Resampling.BILINEAR).convert("RGB"))
-        thumb = _encode(display) if entry.section != "test" else None
+        thumb = encode_display(display) if entry.section != "test" else None
         return _Decoded(digest, small.transpose(2, 0, 1), gray, thumb, native)
     except (_Skip, _Abort) as stop:
         return stop
@@ -368,22 +371,37 @@ def _decode_entry(reader: _Reader, entry: _Entry, size: int) -> _Decoded | _Skip
         return _Skip(f"cannot read file ({exc.__class__.__name__})")
 
 
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # more than 8 bits a channel
+ALPHA_MODES = ("PA", "RGBA", "LA", "La", "RGBa")  # a P, L or RGB image may have a transparent colour too
+
+
 def to_8bit(img: Image.Image, mode: str) -> Image.Image:
     """16-bit and float images scaled to 8 bits, transparency composited onto black, then `mode`."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if img.mode in WIDE_MODES:
         arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         hi = arr.max() if arr.size else 1.0
         img = Image.fromarray((arr / (hi if hi > 255 else 255.0) * 255).clip(0, 255).astype(np.uint8))
-    if img.mode in ("P", "PA", "RGBA", "LA", "La", "RGBa"):
+    if img.mode in ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert(mode)
 
 
+def for_display(img: Image.Image, gray: bool) -> Image.Image:
+    """An 8-bit image for people: `LA` or `RGBA` if some pixel is see-through (the browser shows it on
+    a checkerboard), else `L` or `RGB`. An alpha channel with every pixel opaque is dropped."""
+    if img.mode not in WIDE_MODES and (img.mode in ALPHA_MODES or "transparency" in img.info):
+        shown = img.convert("LA" if gray else "RGBA")
+        if shown.getchannel("A").getextrema()[0] < 255:
+            return shown
+    return to_8bit(img, "L" if gray else "RGB")
+
+
 def _display(img: Image.Image) -> Image.Image:
     """The display image: shorter side at most THUMB_PX, longer at most twice that, never enlarged.
-    Bilinear: Pillow widens its filter when it reduces, so it does not alias, at half Lanczos's cost."""
+    Bilinear: Pillow widens its filter when it reduces, so it does not alias, at half Lanczos's cost
+    (and it resizes LA and RGBA premultiplied, so transparent pixels do not bleed their colour)."""
     w, h = img.size
     scale = min(1.0, THUMB_PX / min(w, h), 2 * THUMB_PX / max(w, h))
     if scale < 1.0:
@@ -391,14 +409,23 @@ def _display(img: Image.Image) -> Image.Image:
     return img
 
 
-def _encode(img: Image.Image) -> bytes:
-    """PNG for small images (sharp pixels), JPEG for photos."""
+def encode_display(img: Image.Image, png_px: int = 64, quality: int = 85) -> bytes:
+    """PNG for an image with transparency (JPEG has no alpha) and for small ones, no side over png_px
+    (sharp pixels); JPEG for photos."""
     buf = io.BytesIO()
-    if max(img.size) <= 64:
+    if img.mode in ("LA", "RGBA") or max(img.size) <= png_px:
         img.save(buf, format="PNG", compress_level=1)
     else:
-        img.save(buf, format="JPEG", quality=85)
+        img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def shown_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image file as it is shown: from its header, turned by its EXIF orientation."""
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+        turned = img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
+    return (h, w) if turned else (w, h)
 
 
 # --- the import ----------------------------------------------------------------------------------

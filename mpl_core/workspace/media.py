@@ -4,7 +4,8 @@ Pool images are (C, H, W) uint8 tensors; PIL and the browser want (H, W) or (H, 
 thumbnails and export's PNG files both go through `channels_last`. Own images are shown from
 their import's cache instead (`Dataset.media`): thumbnails at up to 160 px, and the source file
 itself for the lightbox and exports, so people judge a label on the image, not on the 64-px copy
-the model trains on.
+the model trains on. A transparent image keeps its alpha all the way to the browser (PNG), which
+shows it on a checkerboard (review_grid/grid.css).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from mpl_core.data.imagefolder import GRAY_MODES, decode_image, to_8bit
+from mpl_core.data.imagefolder import GRAY_MODES, decode_image, encode_display, for_display, shown_size
 
 
 def channels_last(image) -> np.ndarray:
@@ -72,20 +73,36 @@ def source_notes(dataset, pool_indices: list[int]) -> list[str]:
     return dataset.media.source_notes([int(i) for i in pool_indices])
 
 
-def large_uri(dataset, i: int, max_side: int = 1600) -> str:
-    """The lightbox image: the source file reduced to max_side, or the thumbnail if it is gone."""
+def large_image(dataset, i: int, max_side: int = 1600, png_px: int = 256) -> dict:
+    """The lightbox's image: {"image": a data URI, "width", "height": the image's own size in pixels}.
+
+    The source file reduced to max_side (or the thumbnail if it is gone or changed). A transparent
+    image keeps its alpha and comes as PNG, as does a small one (no side over png_px: the lightbox
+    enlarges it, and JPEG's 8x8 blocks would show); photos come as JPEG."""
     data = dataset.media.source_bytes(int(i)) if dataset.media is not None else None
-    if data is None:
-        return display_uris(dataset, [i])[0]
     try:
-        img = decode_image(data, draft=max_side)
+        img = decode_image(data, draft=max_side) if data is not None else None
+        width, height = shown_size(data) if data is not None else own_size(dataset, i)
     except Exception:  # noqa: BLE001 - the file changed into something unreadable: show the thumbnail
-        return display_uris(dataset, [i])[0]
-    img = to_8bit(img, "L" if img.mode in GRAY_MODES else "RGB")
+        img, (width, height) = None, own_size(dataset, i)
+    if img is None:
+        return {"image": display_uris(dataset, [i])[0], "width": width, "height": height}
+    img = for_display(img, img.mode in GRAY_MODES)
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return bytes_uri(buf.getvalue())
+    return {"image": bytes_uri(encode_display(img, png_px=png_px, quality=90)), "width": width, "height": height}
+
+
+def large_uri(dataset, i: int, max_side: int = 1600) -> str:
+    """The lightbox's image as a data URI (see large_image)."""
+    return large_image(dataset, i, max_side)["image"]
+
+
+def own_size(dataset, i: int) -> tuple[int, int]:
+    """(width, height) of pool image i as imported: an own image's native size, else the pool image's."""
+    if dataset.media is not None:
+        return dataset.media.native_size(int(i))
+    h, w = dataset.train.images.shape[-2:]
+    return int(w), int(h)
 
 
 def export_suffix(dataset, sample_id: str) -> str:
