@@ -104,3 +104,8 @@ with ui.user_errors():
             table = pd.DataFrame(summary["skipped"], columns=["file", "reason"])
             st.download_button("Download the full list of skipped files (CSV)", table.to_csv(index=False),
                                file_name=f"{name}-skipped.csv", mime="text/csv")
+    start = studio.default_start(name)  # what the Train page's defaults start from, and whether it is at hand
+    if start.note:
+        st.info(ui.plain(start.note), icon=":material/cloud_off:")
+    else:
+        st.caption("With the Train page's defaults, " + "; ".join(ui.plain(s.message) for s in start.statuses) + ".")

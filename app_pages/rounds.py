@@ -72,7 +72,8 @@ if go:
         scratch = algorithm == "supervised" and not starts[start]
         studio.start(name, "retrain", cfg=build_retrain_config(
             preset, algorithm=algorithm, trusted_share=share if algorithm == "supervised" else None,
-            steps_factor=factor, mixup=mixup if scratch else None, **starts[start]))
+            steps_factor=factor, mixup=mixup if scratch else None,
+            **(starts[start] or {"weights": studio.default_start(name).weights})))  # as the Train page's default
         st.rerun()
 
 

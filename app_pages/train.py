@@ -6,19 +6,56 @@ import ui
 from mpl_core import (
     ALGORITHMS,
     FEEDBACK_SIGNS,
+    FROM_SCRATCH,
     MODEL_NAMES,
     PRESETS,
     PSEUDO_LABEL_VIEWS,
     VIEW_BATCHES,
+    MPLStudioError,
     build_run_config,
 )
 
-WEIGHTS = {"ImageNet (torchvision)": "imagenet", "none (from scratch)": "none", "a file under the data folder": "file"}
+WEIGHTS = {"ImageNet weights (torchvision)": "imagenet", FROM_SCRATCH: "none", "a file under the data folder": "file"}
 
 st.title("Train")
 studio = ui.get_studio()
 name = ui.workspace_or_stop()
 busy = ui.job_active(name)
+
+
+def start_weights_lines(model: str, student: str, weights: str, path: str) -> None:
+    """What the chosen models start from, and whether it is at hand (cached, downloadable or not), before Start."""
+    try:
+        chosen = weights if weights != "file" else studio.weights_file(path)
+        statuses = studio.start_weights(name, model=model, student="" if student == "same" else student,
+                                        weights=chosen)
+    except MPLStudioError as exc:
+        st.warning(ui.plain(str(exc)), icon=":material/warning:")
+        return
+    for status in statuses:
+        if status.ready:
+            st.caption(ui.plain(status.message))
+        else:
+            st.warning(ui.plain(status.message), icon=":material/cloud_off:")
+
+
+# Outside the form, so that the line on the start weights follows the choice.
+default = studio.default_start(name)
+m = st.columns(4)
+model = m[0].selectbox("Model", ["auto", *MODEL_NAMES],
+                       help="auto: a small CNN for 28 px, WRN-28-2 up to 32 px, ResNet-18 above. MPL's teacher, "
+                            "and its student unless you pick another")
+student = m[1].selectbox("Student model (MPL)", ["same", *MODEL_NAMES],
+                         help="a smaller model to deploy, e.g. a ResNet-50 teacher and a MobileNetV3 student")
+weights = m[2].selectbox("Start from", list(WEIGHTS), index=list(WEIGHTS.values()).index(default.weights),
+                         help=f"torchvision models: ImageNet weights (downloaded once into the data folder's "
+                              f"weights/), {FROM_SCRATCH}, or a .safetensors / torch.save file. {FROM_SCRATCH} is "
+                              "the default where ImageNet weights are neither there nor downloadable")
+weights_path = m[3].text_input("Weights file (under the data folder)", placeholder="weights/resnet18.safetensors")
+if default.note and WEIGHTS[weights] == "none":  # why the default is from scratch, and how to get the weights
+    st.info(ui.plain(default.note), icon=":material/cloud_off:")
+else:
+    start_weights_lines(model, student, WEIGHTS[weights], weights_path)
 
 with st.form("train-settings"):
     c = st.columns(3)
@@ -27,16 +64,6 @@ with st.form("train-settings"):
     preset = c[1].selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick-demo"),
                             help="smoke: seconds · quick-demo: a few CPU minutes · cpu-10min · gpu")
     steps = c[2].number_input("Steps (0 = the preset's)", 0, 1_000_000, 0)
-    m = st.columns(4)
-    model = m[0].selectbox("Model", ["auto", *MODEL_NAMES],
-                           help="auto: a small CNN for 28 px, WRN-28-2 up to 32 px, ResNet-18 above. MPL's teacher, "
-                                "and its student unless you pick another")
-    student = m[1].selectbox("Student model (MPL)", ["same", *MODEL_NAMES],
-                             help="a smaller model to deploy, e.g. a ResNet-50 teacher and a MobileNetV3 student")
-    weights = m[2].selectbox("Start from", list(WEIGHTS),
-                             help="torchvision models: ImageNet weights (downloaded once into the data folder), "
-                                  "from scratch, or a .safetensors / torch.save file")
-    weights_path = m[3].text_input("Weights file (under the data folder)", placeholder="weights/resnet18.safetensors")
     with st.expander("Advanced"):
         a = st.columns(4)
         threshold = a[0].number_input("Confidence threshold (0 = the algorithm's default)", 0.0, 1.0, 0.0, 0.05,

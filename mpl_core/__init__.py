@@ -27,7 +27,7 @@ _EXPORTS = {
     "AlgorithmConfig": "mpl_core.config", "TrainConfig": "mpl_core.config",
     "ALGORITHMS": "mpl_core.config", "FEEDBACK_SIGNS": "mpl_core.config", "VIEW_BATCHES": "mpl_core.config",
     "PSEUDO_LABEL_VIEWS": "mpl_core.config", "MODEL_NAMES": "mpl_core.config",
-    "EXPORT_FORMATS": "mpl_core.config",
+    "EXPORT_FORMATS": "mpl_core.config", "FROM_SCRATCH": "mpl_core.config",
     "PRESETS": "mpl_core.presets", "apply_preset": "mpl_core.presets", "build_run_config": "mpl_core.presets",
     "build_retrain_config": "mpl_core.presets", "demo_plan": "mpl_core.presets", "demo_data": "mpl_core.presets",
     "DEMO_TARGET_PRECISION": "mpl_core.presets", "DEMO_BUDGET_S": "mpl_core.presets",

@@ -15,6 +15,8 @@ INIT_ROLES = ("student", "teacher")  # which model of an earlier run a round sta
 TORCHVISION_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small",
                       "mobilenet_v3_large")  # engine/backbones.py
 MODEL_NAMES = ("cnn", "wrn-28-2") + TORCHVISION_MODELS
+# What people read for weights "none" (the Train page's control, the CLI's help, messages, docs).
+FROM_SCRATCH = "from scratch"
 EXPORT_FORMATS = ("csv", "label-studio", "imagefolder", "imagefolder-zip", "checkpoint")
 # FixMatch's 0.95 for hard self-training; the official MPL code's 0.6 for UDA-style targets, whose
 # teacher is trained with label smoothing and so is rarely 95% sure.
@@ -45,7 +47,7 @@ class ModelConfig:
     # <= 28 px, wrn-28-2 up to 32 px, resnet18 above. MPL's teacher, and the student unless `student` is set
     student: str = ""  # the student's model where it differs (a small one to deploy); "" = the same as name
     weights: str = "imagenet"  # torchvision models: "imagenet" (torchvision's, cached in data/weights/),
-    # "none" (from scratch) or the path of a .safetensors / torch.save file
+    # "none" (FROM_SCRATCH) or the path of a .safetensors / torch.save file
     student_weights: str = ""  # "" = as `weights` (a file only where the student is the same model)
     init_from: str = ""  # a checkpoint of an earlier run: its student's (or teacher's, init_role) weights
     # start this run's student (a retrain round that fine-tunes; the models must match). "" = weights as above

@@ -11,18 +11,26 @@ run any code. How the network is adapted:
 - the classifier is a new `FloatLinear` for the data's classes;
 - inputs are normalised with the weights' own ImageNet mean and std, not the data's, since
   that is what the pretrained filters expect.
-`pretrained_body` marks the model so the optimizer gives its body a lower learning rate than its
-new head (TrainConfig.pretrained_lr_scale).
+`weights_status` says, before a run and without downloading, whether its start weights are at hand
+(cached, downloadable, unreachable; a file there or not). `pretrained_body` marks the model so the
+optimizer gives its body a lower learning rate than its new head (TrainConfig.pretrained_lr_scale).
 """
 from __future__ import annotations
 
 import pickle
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from mpl_core.config import ModelConfig
+from mpl_core.config import FROM_SCRATCH, TORCHVISION_MODELS, ModelConfig
 from mpl_core.errors import MPLStudioError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -134,19 +142,34 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    """torchvision's default ImageNet weights for arch, from data/weights/ or downloaded there once."""
+def _imagenet_weights(arch: str):
     from torchvision.models import get_model_weights
-    weights = get_model_weights(arch).DEFAULT
-    folder = weights_dir()
+    return get_model_weights(arch).DEFAULT
+
+
+def imagenet_file(arch: str) -> Path:
+    """Where arch's ImageNet weights are kept once downloaded (torch.hub names the file after its URL)."""
+    return weights_dir() / _imagenet_weights(arch).url.rsplit("/", 1)[-1]
+
+
+def imagenet_state(arch: str, on_download: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
+    """torchvision's default ImageNet weights for arch, from data/weights/ or downloaded there once;
+    on_download(message) is told before a download starts (a job's status line)."""
+    weights, path = _imagenet_weights(arch), imagenet_file(arch)
+    if on_download is not None and not path.is_file():
+        on_download(f"downloading {arch}'s ImageNet weights ({_size_mb(weights)}) into {path.parent}/...")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        return weights.get_state_dict(progress=False, model_dir=str(folder), check_hash=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return weights.get_state_dict(progress=False, model_dir=str(path.parent), check_hash=False)
     except Exception as exc:  # network errors come in many types
-        name = weights.url.rsplit("/", 1)[-1]
         raise MPLStudioError(f"{arch} starts from ImageNet weights, which could not be read or downloaded "
-                             f"({exc.__class__.__name__}: {exc}). Put {name} (from {weights.url}) in {folder}/, "
-                             "give a weights file, or train from scratch with weights 'none'") from exc
+                             f"({exc.__class__.__name__}: {exc}). Put {path.name} (from {weights.url}) in "
+                             f"{path.parent}/, give a weights file, or train {FROM_SCRATCH} (--weights none)") from exc
+
+
+def _size_mb(weights) -> str:
+    size = weights.meta.get("_file_size")  # MB, in torchvision's records
+    return f"{size:.0f} MB" if size else "size unknown"
 
 
 def pretrained_state(arch: str, weights: str) -> tuple[dict, str] | None:
@@ -156,3 +179,97 @@ def pretrained_state(arch: str, weights: str) -> tuple[dict, str] | None:
     if weights == "imagenet":
         return imagenet_state(arch), f"torchvision's ImageNet weights for {arch}"
     return load_weights_file(weights), str(weights)
+
+
+# --- whether the start weights are at hand, before a run ----------------------------------------------
+
+PROBE_TIMEOUT_S = 1.5  # a reachable host takes a connection well within this; a page waits no longer
+PROBE_TTL_S = 60.0  # how long a probe's answer is kept: pages rerun on every click
+WEIGHTS_STATES = ("scratch", "cached", "downloadable", "unreachable", "file", "missing")
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """What a model starts from and whether it is at hand, found without downloading anything."""
+    arch: str
+    weights: str  # the setting: "imagenet", "none" or a file's path
+    state: str  # one of WEIGHTS_STATES
+    message: str  # one line for people
+    file: Path | None = None  # ImageNet weights: where they are kept; a weights file: its path
+
+    @property
+    def ready(self) -> bool:
+        """Whether a run can start from them (unreachable or missing weights would fail it)."""
+        return self.state not in ("unreachable", "missing")
+
+
+class HostProbe:
+    """Whether a URL's host, or the proxy urllib would use for it, takes a TCP connection within
+    timeout_s. Each answer is kept ttl_s, so that pages rerunning on every click do not wait again."""
+
+    def __init__(self, timeout_s: float = PROBE_TIMEOUT_S, ttl_s: float = PROBE_TTL_S):
+        self.timeout_s, self.ttl_s = timeout_s, ttl_s
+        self._answers: dict[tuple[str, int], tuple[float, bool]] = {}  # address -> (when, reachable)
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str) -> bool:
+        address, now = _address(url), time.monotonic()
+        with self._lock:
+            seen = self._answers.get(address)
+        if seen is not None and now - seen[0] < self.ttl_s:
+            return seen[1]
+        ok = _connects(address, self.timeout_s)
+        with self._lock:
+            self._answers[address] = (now, ok)
+        return ok
+
+
+def _address(url: str) -> tuple[str, int]:
+    """(host, port) a download of url connects to: its own, or its proxy's ($https_proxy and the like)."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _connects(address: tuple[str, int], timeout_s: float) -> bool:
+    """A TCP connect, in a thread so that name resolution (which has no timeout) cannot outlast timeout_s."""
+    done: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout_s).close()
+            done.append(True)
+        except OSError:
+            pass
+    thread = threading.Thread(target=attempt, name="mpl-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(done)
+
+
+def weights_status(arch: str, weights: str, reachable: Callable[[str], bool] | None = None) -> WeightsStatus:
+    """Whether arch's start weights (a weights setting: "imagenet", "none" or a file's path) are at
+    hand, without downloading: "cached" (ImageNet weights in weights_dir()), "downloadable" (not yet,
+    and their host answers), "unreachable", "file" (a weights file that exists), "missing" (one that
+    does not), or "scratch" ("none", or a model without pretrained weights). reachable(url): the
+    probe; by default a HostProbe of its own (no memory of earlier answers)."""
+    if arch not in TORCHVISION_MODELS or weights in ("", "none"):
+        return WeightsStatus(arch, weights, "scratch", f"{arch} starts {FROM_SCRATCH}")
+    if weights != "imagenet":
+        path = Path(weights)
+        if path.is_file():
+            return WeightsStatus(arch, weights, "file", f"{arch} starts from the weights file {path}", path)
+        return WeightsStatus(arch, weights, "missing", f"{arch} would start from {path}, which is not there: copy "
+                             f"the file there, or choose ImageNet weights or {FROM_SCRATCH}", path)
+    path, url = imagenet_file(arch), _imagenet_weights(arch).url
+    if path.is_file():
+        return WeightsStatus(arch, weights, "cached", f"{arch} starts from ImageNet weights, cached in {path}", path)
+    if (reachable or HostProbe())(url):
+        return WeightsStatus(arch, weights, "downloadable", f"{arch} starts from ImageNet weights, downloaded at "
+                             f"the start ({_size_mb(_imagenet_weights(arch))}, once) into {path.parent}/", path)
+    host = urllib.parse.urlsplit(url).hostname
+    return WeightsStatus(arch, weights, "unreachable", f"{arch}'s ImageNet weights are not in {path.parent}/ "
+                         f"and {host} cannot be reached from here: put {path.name} (from {url}) in "
+                         f"{path.parent}/, or train {FROM_SCRATCH}", path)

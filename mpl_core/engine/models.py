@@ -6,6 +6,7 @@ the config, so a checkpoint carries everything needed to use it.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
@@ -51,6 +52,15 @@ def role_model(cfg: ModelConfig, role: str) -> tuple[str, str]:
     if cfg.student_weights:
         return cfg.student, cfg.student_weights
     return cfg.student, "none" if cfg.weights == "none" else "imagenet"  # a file is for the teacher's model
+
+
+def start_weights(cfg: ModelConfig, teacher: bool) -> list[tuple[str, str]]:
+    """(model name, weights) that a fresh run's models start from, each pair once: the teacher's where
+    the algorithm has one, and the student's unless it starts from an earlier run (init_from)."""
+    if not teacher:
+        cfg = dataclasses.replace(cfg, student="", student_weights="")  # one model: the one named
+    roles = (("teacher",) if teacher else ()) + (() if cfg.init_from else ("student",))
+    return list(dict.fromkeys(role_model(cfg, role) for role in roles))
 
 
 def build_model(name: str | ModelConfig, num_classes: int = 10, in_channels: int = 1, *, role: str = "student",

@@ -12,6 +12,7 @@ from mpl_core.config import (
     ALGORITHMS,
     EXPORT_FORMATS,
     FEEDBACK_SIGNS,
+    FROM_SCRATCH,
     INIT_ROLES,
     OVERRIDES,
     PSEUDO_LABEL_VIEWS,
@@ -142,8 +143,9 @@ def _training_flags(t: argparse.ArgumentParser) -> None:
                    "--student)")
     t.add_argument("--student", default=None, help="MPL: a different model for the student (e.g. a small one to "
                    "deploy)")
-    t.add_argument("--weights", default=None, help="torchvision models: imagenet (default; cached in "
-                   "data/weights/), none, or a .safetensors / torch.save file")
+    t.add_argument("--weights", default=None, help="torchvision models: imagenet (default: ImageNet weights, "
+                   f"downloaded once into data/weights/), none ({FROM_SCRATCH}), or a .safetensors / torch.save "
+                   "file")
     t.add_argument("--student-weights", default=None, help="the student's, where it is another model")
     t.add_argument("--init-from", default=None, help="a checkpoint (or the folder a run wrote to) whose student "
                    "(or teacher: --init-role) starts this run's student: fine-tune it instead of training from "
