@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from mpl_core import DEMO_VAL_PER_CLASS, DataConfig, MPLStudioError
+from mpl_core import DEMO_VAL_PER_CLASS, MIN_TRAIN_PER_CLASS, DataConfig, MPLStudioError
 
 st.title("Data")
 studio = ui.get_studio()
@@ -23,9 +23,11 @@ with st.expander("New workspace", expanded=not st.session_state.get("workspace")
         c = st.columns(4)
         labels = c[0].number_input("Labels per class", 1, 5000, 10, help="built-in datasets: labels kept")
         val = c[1].number_input("Validation per class", 0, 5000, 50,
-                                help="built-in datasets: labels held out to estimate the precision of pseudo-labels. "
-                                     "On Fashion-MNIST the estimate came within 2 points of the truth, where 200 or "
-                                     "more validation images pass, for about 80% of thresholds at 50 a class, 92% at "
+                                help="labels held out to estimate the precision of pseudo-labels. Your own images: "
+                                     f"up to this many of a class's labels beyond the {MIN_TRAIN_PER_CLASS} it keeps "
+                                     "to train on; more come from the Review page's validation queue. On Fashion-MNIST "
+                                     "the estimate came within 2 points of the truth, where 200 or more validation "
+                                     "images pass, for about 80% of thresholds at 50 a class, 92% at "
                                      f"100 and 99% at 200 (the Home page's demo workspace holds out "
                                      f"{DEMO_VAL_PER_CLASS})")
         pool = c[2].number_input("Max unlabeled (0 = all)", 0, 10_000_000, 0)
@@ -69,6 +71,19 @@ def training_size_form(name: str, summary: dict) -> None:
                     st.rerun()
 
 
+def split_per_class(summary: dict) -> None:
+    """The split in use, train / validation per class, and in words what its validation can say."""
+    rows = summary["per_class"]
+    shown = " · ".join(f"{ui.plain(r['class'])} {r['train']:,} / {r['validation']:,}" for r in rows[:12])
+    rule = (f" A folder holds out up to {summary['data']['val_per_class']} of a class's labels (Validation per "
+            f"class) where the class keeps {MIN_TRAIN_PER_CLASS} to train on; the Review page's validation "
+            "queue adds pool images." if summary["own_images"] and not summary["data"]["val_fraction"] else "")
+    more = f" · and {len(rows) - 12} more classes" if len(rows) > 12 else ""
+    st.caption(f"Per class, train / validation: {shown}{more}.{rule}")
+    if summary["validation"].message:
+        st.warning(summary["validation"].message, icon=":material/straighten:")
+
+
 name = ui.workspace_or_stop()
 with ui.user_errors():
     summary = studio.summary(name)
@@ -80,6 +95,7 @@ with ui.user_errors():
     c[2].metric("Validation", f"{sizes['val']:,}")
     c[3].metric("Unlabeled", f"{sizes['unlabeled']:,}")
     c[4].metric("Test", f"{summary['test']:,}", help="only ever measured on")
+    split_per_class(summary)
     kind = "grayscale" if summary["channels"] == 1 else "colour"
     if summary["own_images"]:
         st.caption(f"Trained on at {summary['image_size']}×{summary['image_size']} px, {kind}; reviewed at their "

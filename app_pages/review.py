@@ -1,5 +1,6 @@
 """Review: thresholds with live counts and estimated precision, a histogram to select from, a grid
-of pseudo-labels to accept / reject / relabel, bulk actions, undo, and a labeling queue.
+of pseudo-labels to accept / reject / relabel, bulk actions, undo, a labeling queue, and a validation
+queue (app_pages/review_validation.py) that says how far the estimate can be trusted and narrows it.
 
 Widgets and calls only: what the page shows comes from the Studio's review view (counts, pages,
 tiles, calibration tables). Every function takes the workspace it works on as an argument."""
@@ -9,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+from app_pages.review_validation import validation_tab
 from mpl_core import SORTS, STATUSES, MPLStudioError, Studio
 from review_grid import payload, review_grid
 from review_grid.api import grid_api
@@ -93,6 +95,8 @@ def threshold_panel(desk: Desk) -> None:
         stats = view.index.stats(thresholds)
         aim_note(desk, view, thresholds)
         threshold_metrics(stats)
+        if (outlook := desk.studio.validation_queue(desk.name).outlook(stats)).message:
+            st.warning(outlook.message, icon=":material/straighten:")  # thin validation: what it means, what to do
     with right:
         select_range(histogram_figure(view, global_t))
     with st.expander("Per class"):
@@ -442,12 +446,14 @@ def main() -> None:
     # Every tab is drawn, though the browser re-renders them at each of the grid's reruns: a grid left
     # undrawn would lose the keys it has not sent yet, and its filters. Opening a tab reruns the
     # page, so it shows what the other tabs decided meanwhile (the grid's decisions rerun nothing).
-    grid_tab, q_tab, cal_tab = st.tabs(["Pseudo-labels", "Labeling queue", "Calibration"], key="review-tab",
-                                       on_change="rerun")
+    grid_tab, q_tab, v_tab, cal_tab = st.tabs(["Pseudo-labels", "Labeling queue", "Validation labels", "Calibration"],
+                                              key="review-tab", on_change="rerun")
     with grid_tab:
         grid(desk)
     with q_tab:
         queue_tab(desk, view)
+    with v_tab:
+        validation_tab(desk, lambda: current_thresholds(len(view.class_names)), zoom_image, remember_zoom)
     with cal_tab:
         calibration_tab(view)
 

@@ -40,6 +40,7 @@ _EXPORTS = {
     "load_dataset": "mpl_core.data.sources", "default_data_root": "mpl_core.data.sources",
     "builtin_dataset_status": "mpl_core.data.sources",
     "Split": "mpl_core.data.splits", "make_split": "mpl_core.data.splits",
+    "MIN_TRAIN_PER_CLASS": "mpl_core.data.splits", "MIN_VALIDATION_PER_CLASS": "mpl_core.workspace.calibration",
     "build_model": "mpl_core.engine.models",
     "train": "mpl_core.engine.train", "load_model": "mpl_core.engine.state", "TrainControl": "mpl_core.engine.train",
     "Workspace": "mpl_core.workspace.workspace", "open_workspace": "mpl_core.workspace.workspace",

@@ -1,7 +1,10 @@
 """Validation that means something: a folder's split per class, the words when validation is thin,
 and the validation queue whose labels move pool images into the estimate's evidence."""
+from pathlib import Path
+
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_run_config, write_stripes_folder
 from mpl_core.config import DataConfig
@@ -10,6 +13,8 @@ from mpl_core.service.work import start_pseudo_labeling, start_retrain, start_tr
 from mpl_core.workspace.calibration import MIN_VALIDATION_PER_CLASS, interval_width, precision_interval
 from mpl_core.workspace.review import reviewed_training_set
 from mpl_core.workspace.validation import NONE_OF_THEM, round_outlook, split_outlook
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -100,3 +105,39 @@ def test_the_words_name_the_width_now_and_with_more_labels():
     assert outlook.width_more == interval_width(0.9, 6 * MIN_VALIDATION_PER_CLASS) < outlook.width
     assert f"{outlook.more} more validation labels" in outlook.message
     assert not split_outlook([MIN_VALIDATION_PER_CLASS] * 6).message  # enough: nothing to say
+
+
+@pytest.fixture
+def thin_app(tmp_path, monkeypatch):
+    """The `thin` workspace's data root, with the app pointed at it."""
+    monkeypatch.setenv("MPL_DATA_ROOT", str(tmp_path))
+    write_stripes_folder(tmp_path / "stripes", labeled=3)
+    ws = Studio(tmp_path).create("thin", DataConfig(dataset="stripes"))
+    assert start_training(ws, tiny_run_config("mpl")).join(60).state == "done"
+    assert start_pseudo_labeling(ws).join(60).state == "done"
+    ws.store.close()
+    from ui import get_studio
+    get_studio.clear()  # a fresh Studio for this data root
+    return tmp_path
+
+
+def _page(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["workspace"] = "thin"
+    return at.switch_page(page).run()
+
+
+def test_the_data_and_review_pages_say_it_in_words_and_offer_the_queue(thin_app):
+    at = _page("app_pages/data.py")
+    assert not at.exception and not at.error
+    assert any("Per class, train / validation: horizontal 3 / 0 · vertical 3 / 0." in c.value for c in at.caption)
+    assert any("no validation images" in w.value and "Validation labels" in w.value for w in at.warning)
+    at = _page("app_pages/review.py")
+    assert not at.exception and not at.error
+    assert any("No estimate" in w.value and "Validation labels tab" in w.value for w in at.warning)
+    assert next(m.value for m in at.metric if m.label == "Labeled for validation") == "0"
+    from ui import get_studio
+    queue = get_studio().validation_queue("thin")
+    queue.record(queue.draw(3), [0, 1, 1], who="ana")
+    at.run()
+    assert next(m.value for m in at.metric if m.label == "Labeled for validation") == "3"

@@ -3,6 +3,7 @@ precision of pseudo-labels, in words, and the validation queue that adds to them
 
     split_outlook([2, 2, 2]).message             # the Data page: validation images per class
     round_outlook(view, stats).message           # the Review page: the estimate at its thresholds
+                                                 # (queue.outlook(stats) for the newest round)
     queue = ValidationQueue(ws, session)
     positions = queue.draw(24)                   # pending pool rows, in a seeded random order
     queue.record(positions, labels, who="ana")   # they become validation images
@@ -75,8 +76,8 @@ def split_outlook(per_class: Sequence[int]) -> Outlook:
                    f"of 90% from all of them a 90% interval {points(width_more)} points wide: label a random sample "
                    "of the pool on the Review page (Validation labels).")
     elif more:
-        message = (f"Validation holds {total} image(s) ({total / k:.1f} a class), under {MIN_VALIDATION_PER_CLASS} a "
-                   f"class: an estimated precision of 90% from all of them would have a 90% interval "
+        message = (f"Validation holds {total} image(s) ({_one_decimal(total / k)} a class), under "
+                   f"{MIN_VALIDATION_PER_CLASS} a class: an estimated precision of 90% from all of them would have a 90% interval "
                    f"{points(width)} points wide, and one at a threshold, from the images that pass it, a wider one. "
                    f"{more} more validation labels ({MIN_VALIDATION_PER_CLASS} a class) would bring it to "
                    f"{points(width_more)} points: label a random sample of the pool on the Review page "
@@ -95,19 +96,25 @@ def round_outlook(view: ReviewView, stats: ThresholdStats) -> Outlook:
     precision = stats.est_precision if known else REFERENCE_PRECISION
     width = stats.est_high - stats.est_low if known else 1.0
     passing_more = int(round(more * stats.coverage))
-    width_more = interval_width(precision, stats.val_support + passing_more)
-    message = ""
-    if more:
-        start = (f"This estimate rests on {stats.val_support} validation image(s) that pass ({total} in all, "
-                 f"{total / k:.1f} a class, under {MIN_VALIDATION_PER_CLASS}): its 90% interval is {points(width)} "
-                 "points wide. " if known else
-                 f"No estimate: no validation image passes ({total} in all, {total / k:.1f} a class, under "
-                 f"{MIN_VALIDATION_PER_CLASS}). ")
-        message = (start + f"{more} more validation labels ({MIN_VALIDATION_PER_CLASS} a class) drawn at random from "
-                   f"the pool, of which about {passing_more} would pass these thresholds, would bring it to about "
-                   f"{points(width_more)} points{'' if known else ' at a precision of 90%'}. Label them in the "
-                   "Validation labels tab; they count from the next round of pseudo-labels.")
+    width_more = interval_width(precision, stats.val_support + passing_more if passing_more else total + more)
+    if not more:
+        return Outlook(stats.val_support, total, k, precision, width, more, width_more, "")
+    held = f"{total} in all, {_one_decimal(total / k)} a class, under {MIN_VALIDATION_PER_CLASS}"
+    now = (f"This estimate rests on {stats.val_support} validation image(s) that pass ({held}): its 90% interval "
+           f"is {points(width)} points wide. " if known else
+           f"No estimate: no validation image passes these thresholds ({held}). ")
+    at = "" if known else " at a precision of 90%"
+    then = (f"{more} more validation labels ({MIN_VALIDATION_PER_CLASS} a class) drawn at random from the pool, of "
+            f"which about {passing_more} would pass these thresholds, would bring it to about {points(width_more)} "
+            f"points{at}. " if passing_more else
+            f"{more} more validation labels ({MIN_VALIDATION_PER_CLASS} a class) would give an estimate from all of "
+            f"them an interval about {points(width_more)} points wide{at}; no pseudo-label passes these thresholds. ")
+    message = now + then + "Label them in the Validation labels tab; they count from the next round of pseudo-labels."
     return Outlook(stats.val_support, total, k, precision, width, more, width_more, message)
+
+
+def _one_decimal(x: float) -> str:
+    return f"{x:.1f}".removesuffix(".0")
 
 
 class ValidationQueue:
@@ -121,6 +128,10 @@ class ValidationQueue:
         if view is None:
             raise MPLStudioError("no pseudo-labels yet: the validation queue draws from a round's pool")
         return view
+
+    def outlook(self, stats: ThresholdStats) -> Outlook:
+        """round_outlook of the newest round at the thresholds `stats` is for."""
+        return round_outlook(self.view(), stats)
 
     def draw(self, n: int) -> np.ndarray:
         """Row positions of the newest round: the first n of the queue's shuffle of the pool that are
