@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import plotly.graph_objects as go
 import streamlit as st
 
-from mpl_core import MPLStudioError, Studio, default_data_root
+from mpl_core import MPLStudioError, Studio, default_data_root, handed_back, run_gains
 
 POLL_S = 1.0  # how often live panels refresh
 
@@ -168,6 +168,8 @@ def job_status_block(name: str, controls: bool = True) -> None:
         st.error(plain(s.error or s.message), icon=":material/error:")
     elif s.message:
         st.caption(s.message)
+    if s.state == "done" and s.kind in ("train", "retrain") and s.run_id:
+        run_result_block(name, s.run_id)
     if controls and s.active:
         c1, c2, c3 = st.columns(3)
         if s.state == "paused":
@@ -175,6 +177,33 @@ def job_status_block(name: str, controls: bool = True) -> None:
         else:
             c1.button("Pause", on_click=job.pause, icon=":material/pause:", key=f"pause-{name}")
         c2.button("Stop", on_click=job.stop, icon=":material/stop:", key=f"stop-{name}")
+
+
+def run_result_block(name: str, run_id: int) -> None:
+    """What a finished run gave, where its status says "done": the accuracy of the model it hands
+    back and of the other one (teacher or student), and its gain over the best model before it."""
+    runs = get_studio().runs(name)
+    run = next((r for r in runs if r["id"] == run_id), None)
+    if run is None or run["status"] != "done":
+        return
+    m, stage = run["metrics"], run_gains(runs).get(run_id)
+    role, val, test = handed_back(m)
+    split = "test" if test is not None else "validation"  # own images may have no labeled test split
+    c = st.columns(3)
+    c[0].metric(f"Hands back: the {role}, {split} accuracy", pct(test if test is not None else val),
+                help=f"validation accuracy {pct(val)}: the model export, evaluation and the next round start from")
+    if "teacher_val_acc" in m:
+        other = "student" if role == "teacher" else "teacher"
+        o_val, o_test = (m.get("val_acc"), m.get("test_acc")) if other == "student" else \
+            (m.get("teacher_val_acc"), m.get("teacher_test_acc"))
+        c[1].metric(f"Its {other}, {split} accuracy", pct(o_test if split == "test" else o_val),
+                    help=f"validation accuracy {pct(o_val)}")
+    if stage is not None and stage.best_before is not None:
+        c[2].metric("Gain over the best model before", points(stage.gain) if stage.gain is not None else "-",
+                    help=f"{split} accuracy against {stage.best_before}, the earlier finished run ahead on validation")
+    if role == "teacher":
+        st.info(f"The student ended behind its teacher on validation ({pct(m.get('val_acc'))} against "
+                f"{pct(m.get('teacher_val_acc'))}), so this run hands back the teacher.", icon=":material/info:")
 
 
 def outside_job_block(job: dict) -> None:

@@ -14,6 +14,8 @@ from mpl_core import (
     RETRAIN_TRUSTED_SHARE,
     MPLStudioError,
     build_retrain_config,
+    handed_back,
+    run_gains,
 )
 
 st.title("Rounds")
@@ -91,13 +93,17 @@ if not runs:
     st.info("No runs yet: train on the Train page.")
     st.stop()
 behind = studio.review_behind_runs(name)
+gains = run_gains(runs)
 table = pd.DataFrame([{
     "run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"], "status": r["status"],
     "labels used": r["metrics"].get("labels_used"), "accepted": r["metrics"].get("labels_accepted", 0),
     "confirmed": r["metrics"].get("labels_confirmed"),  # unknown for runs before it was counted
     "by hand": r["metrics"].get("labels_human", 0), "rejected": r["metrics"].get("labels_rejected", 0),
     "decisions before": behind[r["id"]].total, "review minutes before": behind[r["id"]].seconds / 60,
-    "test accuracy": r["metrics"].get("test_acc")} for r in runs])
+    "hands back": handed_back(r["metrics"])[0] if r["status"] == "done" else None,
+    "test accuracy": handed_back(r["metrics"])[2],
+    "gain over the best before": getattr(gains.get(r["id"]), "gain", None),
+    "best before": getattr(gains.get(r["id"]), "best_before", None)} for r in runs])
 st.dataframe(table, hide_index=True, column_config={
     "confirmed": st.column_config.NumberColumn(help="of the accepted, those a person accepted looking at the "
                                                "image (not above a threshold): drawn among people's labels"),
@@ -107,7 +113,11 @@ st.dataframe(table, hide_index=True, column_config={
     "review minutes before": st.column_config.NumberColumn(
         format="%.1f", help="the time those decisions took, measured from when each was saved; a gap of over a "
                             "minute between two (more before a page decided at once) is a break and not counted"),
-    "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
+    "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent",
+                                                     help="of the model the run hands back"),
+    "gain over the best before": st.column_config.NumberColumn(
+        format="percent", help="test accuracy minus that of the best earlier finished run, chosen on validation "
+                               "(never on test): what this round added over the best model there already was")})
 done = table.dropna(subset=["test accuracy"])
 if len(done):
     fig = px.bar(done, x=done["run"].astype(str), y="test accuracy", color="kind", text_auto=".1%",

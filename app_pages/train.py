@@ -13,6 +13,8 @@ from mpl_core import (
     VIEW_BATCHES,
     MPLStudioError,
     build_run_config,
+    handed_back,
+    run_gains,
 )
 
 WEIGHTS = {"ImageNet weights (torchvision)": "imagenet", FROM_SCRATCH: "none", "a file under the data folder": "file"}
@@ -137,11 +139,18 @@ live()
 runs = studio.runs(name)
 if runs:
     st.subheader("Runs in this workspace")
+    gains = run_gains(runs)
     st.dataframe(pd.DataFrame([{"run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"],
-                                "status": r["status"], "test accuracy": r["metrics"].get("test_acc"),
+                                "status": r["status"], "hands back": handed_back(r["metrics"])[0]
+                                if r["status"] == "done" else None,
+                                "test accuracy": r["metrics"].get("test_acc"),
                                 "teacher test accuracy": r["metrics"].get("teacher_test_acc"),
+                                "gain over the best before": getattr(gains.get(r["id"]), "gain", None),
                                 "processes": r["metrics"].get("processes", 1),
                                 "message": r["message"]} for r in runs]),
                  hide_index=True, column_config={
                      "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
-                     "teacher test accuracy": st.column_config.NumberColumn(format="percent")})
+                     "teacher test accuracy": st.column_config.NumberColumn(format="percent"),
+                     "gain over the best before": st.column_config.NumberColumn(
+                         format="percent", help="test accuracy of the model the run hands back, minus that of the "
+                                                "earlier finished run ahead on validation")})

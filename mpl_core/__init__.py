@@ -48,6 +48,7 @@ _EXPORTS = {
     "reliability_table": "mpl_core.workspace.calibration",
     "Studio": "mpl_core.service.studio", "SORTS": "mpl_core.workspace.review_session",
     "STATUSES": "mpl_core.workspace.review",
+    "run_gains": "mpl_core.workspace.results", "handed_back": "mpl_core.workspace.results",
 }
 __all__ = sorted(_EXPORTS)
 

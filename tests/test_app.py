@@ -393,3 +393,23 @@ def test_the_home_page_creates_the_demo_workspace_with_more_labels_held_out_for_
     assert not at.exception and not at.error
     sizes = get_studio().summary("fashion-demo")["sizes"]
     assert sizes["labeled"] == 10 * 10 and sizes["val"] == DEMO_VAL_PER_CLASS * 10 == 2000
+
+
+def test_a_finished_run_shows_the_model_it_hands_back_and_its_gain(reviewed_root):
+    from ui import get_studio
+    studio = get_studio()
+    job = studio.start("tiny", "train", cfg=tiny_run_config("supervised"))
+    assert job.join(60).state == "done"
+    at = app("app_pages/train.py", reviewed_root).run()
+    assert not at.exception
+    import ui
+    runs = studio.runs("tiny")
+    mpl, sup = runs[0]["metrics"], runs[-1]["metrics"]
+    assert mpl["hands_back"] in ("teacher", "student") and sup["hands_back"] == "student"
+    # the stripes data has a labeled test split: the panel shows test accuracy, and which model it is
+    assert metric(at, "Hands back: the student, test accuracy") == ui.pct(sup["test_acc"])
+    _, best_val, best_test = (("teacher", mpl["teacher_val_acc"], mpl["teacher_test_acc"])
+                              if mpl["hands_back"] == "teacher" else ("student", mpl["val_acc"], mpl["test_acc"]))
+    gain = next(m for m in at.metric if m.label == "Gain over the best model before")
+    assert gain.value == ui.points(sup["test_acc"] - best_test)
+    assert f"run {runs[0]['id']} (mpl {mpl['hands_back']})" in gain.help

@@ -29,3 +29,19 @@ def test_set_fields_refuses_what_is_not_one_field(item):
 def test_set_fields_values_are_validated():
     with pytest.raises(MPLStudioError, match="trusted_share"):
         set_fields(RunConfig(), ["train.trusted_share=2"])
+
+
+@pytest.mark.parametrize("variant", ["supervised", "mpl"])
+def test_budget_seconds_stops_each_algorithm_within_five_percent_of_the_budget(variant):
+    """Each algorithm is sized by two probes to end at the budget, and stopped there wherever it is."""
+    from accuracy import configure, run_one
+
+    from conftest import stripes_dataset
+    budget = 8.0
+    cfg = configure(variant, "smoke", amp=False, view_batches="auto")
+    cfg.train.device = "cpu"
+    cfg.data.val_per_class, cfg.data.dataset = 10, "stripes"
+    r = run_one(cfg, 0, stripes_dataset(), labels_per_class=5, steps=None, mu=None, budget_s=budget)
+    assert abs(r["train_s"] - budget) <= 0.05 * budget, r
+    assert r["steps"] > 30  # sized from the probes, far past the smoke preset's 30 + 10
+    assert r["t95"] is not None and 0 < r["t95"] <= r["train_s"]

@@ -246,9 +246,17 @@ def _device_of(state: TrainState) -> torch.device:
     return next(state.student.model.parameters()).device
 
 
+def resolve_which(which: str, info: dict) -> str:
+    """ "auto" as the model a checkpoint's run hands back (its final metrics' hands_back; else the
+    student, as in checkpoints saved before it was recorded or mid-run)."""
+    return (info.get("metrics") or {}).get("hands_back", "student") if which == "auto" else which
+
+
 def load_model(path: str | Path, which: str = "student", device: str | torch.device = "cpu"):
-    """(model, info) from a checkpoint; which = "student" (EMA weights if kept), "teacher"."""
+    """(model, info) from a checkpoint; which = "student" (EMA weights if kept), "teacher", or "auto":
+    the one the run hands back (its final metrics' hands_back, chosen on validation; else the student)."""
     tensors, info = ckpt.load_checkpoint(path)
+    which = resolve_which(which, info)
     model = build_model(saved_model_config(info), role="teacher" if which == "teacher" else "student")
     model.load_state_dict(_saved_model(tensors, info, which, path))
     # channels_last as in training: the inputs arrive in it, and a model in the default layout

@@ -57,6 +57,9 @@ class TrainControl:
     # The CPU threads the run should use now, asked between steps (None: as set at the start). The
     # app lets a job take every core while no one is using its pages, and all but one otherwise.
     threads: Callable[[], int] | None = None
+    # Seconds after train() starts at which it stops stepping, as if stopped (None: no limit): runs of
+    # several algorithms on the same wall-time budget (bench/accuracy.py --budget-seconds).
+    deadline_s: float | None = None
 
     def wait_if_paused(self) -> None:
         while not self.resume.wait(0.1):
@@ -94,6 +97,8 @@ class TrainResult:
     stopped: bool  # True if the stop flag ended training early
     metrics: dict[str, float]  # final accuracies: test_acc, val_acc, teacher_test_acc, ...
     checkpoint: Path | None
+    train_s: float = 0.0  # from train()'s start to its last step: set-up included, the final evaluation not
+    finetune_step: int = 0  # fine-tune steps done (MPL), beside `step` of the main phase
     history: list[dict] = field(default_factory=list)  # one dict of floats per logged step
     models: dict[str, nn.Module] = field(default_factory=dict)  # the trained student, teacher, ema (on the device)
 
@@ -143,6 +148,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
           resume: bool = True) -> TrainResult:
     """Train as cfg says; resumes from out_dir's newest checkpoint when resume is True."""
     cfg.validate()
+    t_start = time.perf_counter()
     algo, ctx = get_algorithm(cfg.algorithm.name), dist_.current()
     rank, device = (ctx.rank, ctx.device()) if ctx else (0, pick_device(cfg.train.device))
     out = Path(out_dir) if out_dir else None
@@ -164,9 +170,10 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
         restore_state(state, *resumed, cfg, rank)
     data = _Data.build(dataset, split, device, ctx, t)
     models, evaluator = ModelWrappers(ctx, device, t.compile), Evaluator(dataset, split.val, device, t.amp)
-    stop = _Stop(control or TrainControl(), ctx)
+    control = control or TrainControl()
+    stop = _Stop(control, ctx, None if control.deadline_s is None else t_start + control.deadline_s)
     views = cfg.algorithm.view_batches if algo.teacher else ""  # shown in the device label
-    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, views)
+    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, views, t_start=t_start)
 
     if state.phase == "train":
         log.start_phase("train", state.step, t.steps, t.batch_size * (1 + t.mu if algo.unlabeled else 1))
@@ -194,12 +201,14 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
             state.phase = "done"
 
     stopped = stop.requested() and state.phase != "done"
+    train_s = time.perf_counter() - t_start
     metrics = evaluator.final_metrics(state)
     path = saver.save(state, metrics) if saving else None
     if on_progress:
         on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, metrics, 0.0, 0.0,
                              device_label(device, t.amp, views)))
-    return TrainResult(state.step, stopped, metrics, path, log.history, _trained_models(state))
+    return TrainResult(state.step, stopped, metrics, path, train_s, state.finetune_step, log.history,
+                       _trained_models(state))
 
 
 # --- the loop's helpers --------------------------------------------------------------------------
@@ -309,6 +318,7 @@ class _Stop:
     others wait for it in a collective; for the same reason no rank pauses there."""
     control: TrainControl
     ctx: dist_.DistContext | None
+    deadline: float | None = None  # time.perf_counter() at which to stop (control.deadline_s), alone only
     agreed: bool = False  # torchrun: some rank's stop flag was set at a log step
 
     def before_step(self) -> bool:
@@ -319,7 +329,9 @@ class _Stop:
         return self.requested()
 
     def requested(self) -> bool:
-        return self.agreed if self.ctx else self.control.stop.is_set()
+        if self.ctx:
+            return self.agreed
+        return self.control.stop.is_set() or (self.deadline is not None and time.perf_counter() >= self.deadline)
 
 
 def _log_row(metrics: dict, stop: _Stop, device: torch.device) -> dict:
@@ -357,6 +369,7 @@ class _Log:
     stop: _Stop
     on_progress: Callable[[Progress], None] | None
     views: str  # MPL's view batching for the device label; "" where it does not apply
+    t_start: float = 0.0  # time.perf_counter() when train() began: each row's "t" counts from it
     history: list[dict] = field(default_factory=list)
     phase: str = "train"
     start: int = 0  # the phase's step when this call began it (a resume starts past 0)
@@ -377,7 +390,7 @@ class _Log:
         rate = (n - self.start) * self.images_per_step / max(1e-9, time.perf_counter() - self.t0)
         eta = (self.total - n) * self.images_per_step / max(rate, 1e-9)
         row.update(step=n, images_per_s=rate)
-        self.history.append({"phase": self.phase, **row})
+        self.history.append({"phase": self.phase, "t": time.perf_counter() - self.t_start, **row})
         if self.on_progress:
             label = device_label(self.device, self.cfg.amp, self.views)  # threads may change during a run
             self.on_progress(Progress(self.phase, n, self.total, row, rate, eta, label))

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
     e.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
-    e.add_argument("--which", choices=("student", "teacher"), default="student")
+    e.add_argument("--which", choices=("auto", "student", "teacher"), default="auto",
+                   help="the model to evaluate; auto: the one the run hands back (ahead on validation)")
     e.add_argument("--dataset", default=None, help="defaults to the checkpoint's dataset")
     e.add_argument("--data-root", default="data")
     e.add_argument("--device", default="auto")
@@ -450,15 +451,21 @@ def cmd_attach(args) -> int:
 
 
 def cmd_status(args) -> int:
+    """Each run with the model it hands back and its gain over the best earlier run (on validation)."""
     from mpl_core.service.lock import describe_holder, lock_is_held
+    from mpl_core.workspace.results import handed_back, run_gains
     ws = _workspace(args)
     print(f"workspace {ws.name}: {ws.data.dataset}, {ws.data.labels_per_class} labels/class, seed {ws.data.seed}")
     if lock_is_held(ws.lock_path):
         print(f"job running: {describe_holder(ws.lock_path)}")
-    for r in ws.store.runs():
-        acc = r["metrics"].get("test_acc")
+    runs = ws.store.runs()
+    gains = run_gains(runs)
+    for r in runs:
+        role, _, acc = handed_back(r["metrics"])
+        stage = gains.get(r["id"])
+        gain = f"  {stage.gain * 100:+.2f} points over {stage.best_before}" if stage and stage.gain is not None else ""
         print(f"run {r['id']} {r['kind']:<8} {r['config']['algorithm']['name']:<12} {r['status']:<11} "
-              f"test_acc {_pct(acc)}  labels {r['metrics'].get('labels_used', '-')}  {r['message']}")
+              f"{role} test_acc {_pct(acc)}{gain}  labels {r['metrics'].get('labels_used', '-')}  {r['message']}")
     for r in ws.store.rounds():
         print(f"pseudo-label round {r['round']}: {r['count']} from the {r['model']} of run {r['run_id']}")
     print("decisions: " + ", ".join(f"{k} {v}" for k, v in ws.store.decision_counts().items()))
@@ -476,16 +483,18 @@ def _print_pace(ws) -> None:
 
 
 def _print_metrics(metrics: dict) -> None:
-    for key in ("test_acc", "teacher_test_acc", "val_acc", "val_acc_before_finetune"):
+    for key in ("test_acc", "teacher_test_acc", "val_acc", "teacher_val_acc", "val_acc_before_finetune"):
         if key in metrics:
             print(f"{key}: {metrics[key] * 100:.2f}%")
+    if "teacher_val_acc" in metrics and "hands_back" in metrics:
+        print(f"hands back: the {metrics['hands_back']} (the one ahead on validation)")
 
 
 def cmd_evaluate(args) -> int:
     from mpl_core.data.sources import load_dataset
     from mpl_core.engine.checkpoint import latest_checkpoint
     from mpl_core.engine.inference import accuracy
-    from mpl_core.engine.state import load_model
+    from mpl_core.engine.state import load_model, resolve_which
     from mpl_core.engine.train import pick_device
 
     path = Path(args.checkpoint)
@@ -502,7 +511,8 @@ def cmd_evaluate(args) -> int:
     if dataset.class_names != info["class_names"]:
         raise MPLStudioError("the dataset's classes differ from the checkpoint's; pass the dataset it was trained on")
     acc = accuracy(model, dataset.test.images, dataset.test.labels, device)
-    print(f"{args.which} test_acc: {acc * 100:.2f}% ({len(dataset.test)} images, step {info['step']})")
+    which = resolve_which(args.which, info)
+    print(f"{which} test_acc: {acc * 100:.2f}% ({len(dataset.test)} images, step {info['step']})")
     return 0
 
 
