@@ -23,8 +23,9 @@ def validation_tab(desk, thresholds, zoom_image, remember_zoom) -> None:
         st.toast(ui.plain(message))
     queue = desk.studio.validation_queue(desk.name)
     view = desk.studio.review(desk.name)
-    st.caption("A random sample of the pending pool, the same for every reviewer and every round: the estimate of "
-               "precision stays unbiased only if these are labeled as they come, hard ones too. A keeps the "
+    st.caption("A random sample of the pool, the same for every reviewer and every round (reviewed or not: the "
+               "estimate is of every pseudo-label that passes): it stays unbiased only if these are labeled as "
+               "they come, hard ones too. A keeps the "
                "model's class, a digit (or C) picks another, X marks an image that is none of the classes (it "
                "stays in the pool), U takes back your last. Each image labeled here becomes a validation image: it "
                "leaves the pool, is never trained on as a label, and counts in the estimate from the next round "
@@ -32,10 +33,12 @@ def validation_tab(desk, thresholds, zoom_image, remember_zoom) -> None:
     show_progress(queue.preview(thresholds()))
     drawn = queue.draw(QUEUE_SIZE)
     if len(drawn) == 0:
-        st.success("Every pending pool image of this round has a validation label.")
+        st.success("Every pool image of this round has a validation label.")
         return
     page = view.page(drawn, len(drawn), 1)
-    tiles = desk.studio.review_tiles(desk.name, page.items)
+    # none of these has a validation label yet: drawn as undecided, whatever review decided (the history says)
+    tiles = [{**t, "status": "pending", "final_label": -1, "final_name": ""}
+             for t in desk.studio.review_tiles(desk.name, page.items)]
     data = payload(tiles, view.class_names, round_=int(view.rows.round), page=page, mode="queue",
                    ack=st.session_state.get(f"{KEY}-ack"), zoom=zoom_image(desk, tiles, KEY))
     review_grid(key=KEY, data=data, on_batch_change=lambda: commit(desk), on_turn_change=lambda: None,

@@ -28,7 +28,7 @@ CSV_COLUMNS = ("sample_id", "pool_index", "split", "pseudo_label", "confidence",
 
 
 def export_rows(ws: Workspace) -> list[dict]:
-    ds, split = ws.dataset(), ws.split()
+    ds, split = ws.dataset_and_split()
     names = ds.class_names
     rows = []
     for part, indices in (("labeled", split.labeled), ("validation", split.val)):
@@ -37,11 +37,13 @@ def export_rows(ws: Workspace) -> list[dict]:
     pl = ws.store.pseudo_labels()
     dec = ws.store.current_decisions()
     by_idx = {int(i): k for k, i in enumerate(dec["idx"])}
-    seen = set()
+    seen = set(split.val.tolist())  # a pool image labeled for validation since the round: a validation row
     if pl is not None:
         status = status_of(pl, dec)
         for k in range(len(pl)):
             i = int(pl.idx[k])
+            if i in seen:
+                continue
             seen.add(i)
             rows.append(_pool_row(ds, i, names, pl.label[k], pl.confidence[k], pl.margin[k], status[k],
                                   dec, by_idx.get(i)))

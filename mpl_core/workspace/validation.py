@@ -5,13 +5,15 @@ precision of pseudo-labels, in words, and the validation queue that adds to them
     round_outlook(view, stats).message           # the Review page: the estimate at its thresholds
                                                  # (queue.outlook(stats) for the newest round)
     queue = ValidationQueue(ws, session)
-    positions = queue.draw(24)                   # pending pool rows, in a seeded random order
+    positions = queue.draw(24)                   # pool rows, in a seeded random order
     queue.record(positions, labels, who="ana")   # they become validation images
 
 The queue labels a random sample of the pool, so that the estimate stays unbiased: the images a
 person picks, or those the model is least sure of, are not like the pool. Its order is a shuffle of
 the pool drawn from the split's seed, the same in every round and for every reviewer; it shows the
-first rows of it that are pending and that nobody has labeled for validation. A label given there
+first rows of it that nobody has labeled for validation, decided in review or not: the estimate is
+of every pseudo-label that passes, and after "accept all above the threshold" the pending ones are
+only those below it, so a sample of them would say nothing of what passes. A label given there
 makes the image a validation image under that label (Workspace.split, splits.with_validation_labels):
 it leaves the pool, and the next round of pseudo-labels counts it in the estimate. The round on show
 already holds a pseudo-label of it from the same model, so `preview` gives the interval that a new
@@ -77,8 +79,9 @@ def split_outlook(per_class: Sequence[int]) -> Outlook:
                    "of the pool on the Review page (Validation labels).")
     elif more:
         message = (f"Validation holds {total} image(s) ({_one_decimal(total / k)} a class), under "
-                   f"{MIN_VALIDATION_PER_CLASS} a class: an estimated precision of 90% from all of them would have a 90% interval "
-                   f"{points(width)} points wide, and one at a threshold, from the images that pass it, a wider one. "
+                   f"{MIN_VALIDATION_PER_CLASS} a class: an estimated precision of 90% from all of them would have a "
+                   f"90% interval {points(width)} points wide, and one at a threshold, from the images that pass it, "
+                   "a wider one. "
                    f"{more} more validation labels ({MIN_VALIDATION_PER_CLASS} a class) would bring it to "
                    f"{points(width_more)} points: label a random sample of the pool on the Review page "
                    "(Validation labels).")
@@ -134,14 +137,14 @@ class ValidationQueue:
         return round_outlook(self.view(), stats)
 
     def draw(self, n: int) -> np.ndarray:
-        """Row positions of the newest round: the first n of the queue's shuffle of the pool that are
-        pending in review and have no validation label (nor a "none of the classes")."""
+        """Row positions of the newest round: the first n of the queue's shuffle of the pool that have
+        no validation label (nor a "none of the classes"), whatever their review status."""
         view = self.view()
         idx = view.rows.idx
         # one number per pool image, the same in every round (a round's rows are some of the pool)
         key = np.random.default_rng([int(self.ws.data.seed), QUEUE_STREAM]).random(len(self.ws.dataset().train))
         order = np.argsort(key[idx], kind="stable")
-        open_ = (view.status == "pending") & ~np.isin(idx, self.ws.store.validation.in_force()["idx"])
+        open_ = ~np.isin(idx, self.ws.store.validation.in_force()["idx"])
         return order[open_[order]][:n]
 
     def given(self) -> tuple[np.ndarray, np.ndarray]:
