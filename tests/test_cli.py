@@ -19,7 +19,8 @@ def test_train_then_evaluate_a_few_steps(image_folder, tmp_path, capsys):
     result = json.loads((out / "result.json").read_text())
     assert result["config"]["algorithm"]["name"] == "mpl" and "test_acc" in result["metrics"]
     assert main(["evaluate", str(out), "--dataset", str(image_folder)]) == 0
-    assert "student test_acc" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "student test_acc" in out or "teacher test_acc" in out  # auto: the model the run hands back
 
 
 def test_inspect_good_folder_exits_zero(image_folder, capsys):
@@ -46,11 +47,11 @@ def test_bad_values_are_one_line_errors(capsys):
 
 def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsys):
     from conftest import write_stripes_folder
-    write_stripes_folder(tmp_path / "stripes")
+    write_stripes_folder(tmp_path / "stripes", labeled=12)  # 10 a class to train on, 2 held out for validation
     ws = ["--workspace", "w", "--data-root", str(tmp_path), "--quiet"]
     small = ["--steps", "6", "--finetune-steps", "2", "--batch-size", "4", "--mu", "2", "--width", "4",
              "--device", "cpu"]
-    assert main(["train", "--dataset", "stripes", *ws, *small]) == 0
+    assert main(["train", "--dataset", "stripes", "--val-per-class", "2", *ws, *small]) == 0
     assert "run 1: done" in capsys.readouterr().out
     assert main(["pseudo-label", *ws]) == 0
     out = capsys.readouterr().out
@@ -78,7 +79,7 @@ def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsy
     assert "between 0 and 1" in capsys.readouterr().err
     assert main(["review", *ws, "--reject-below", "1.0"]) == 0
     assert main(["retrain", *ws, *small]) == 0
-    summary = "labels used 12 (given 12, accepted 0, of them one by one 0, human 0, rejected and left out 40)"
+    summary = "labels used 20 (given 20, accepted 0, of them one by one 0, human 0, rejected and left out 40)"
     assert summary in capsys.readouterr().out
     mpl_run = tmp_path / "workspaces" / "w" / "runs" / "0001"
     assert main(["retrain", *ws, *small, "--init-from", str(mpl_run)]) == 0  # fine-tunes run 1's student
@@ -90,6 +91,15 @@ def test_workspace_loop_train_pseudo_label_review_retrain_export(tmp_path, capsy
     assert main(["status", *ws]) == 0
     out = capsys.readouterr().out
     assert "run 2 retrain" in out and "reject 40" in out and "run 3 retrain" in out
+    # each run names the model it hands back; a later run its gain over the best earlier one on validation
+    from mpl_core.workspace.results import run_gains
+    from mpl_core.workspace.workspace import open_workspace
+    runs = open_workspace("w", tmp_path).store.runs()
+    line = next(x for x in out.splitlines() if x.startswith("run 3 retrain"))
+    stage = run_gains(runs)[3]
+    assert "student test_acc" in line and f"{stage.gain * 100:+.2f} points over {stage.best_before}" in line
+    assert main(["evaluate", str(mpl_run), "--dataset", str(tmp_path / "stripes")]) == 0  # auto: what run 1 hands back
+    assert capsys.readouterr().out.startswith(f"{runs[0]['metrics']['hands_back']} test_acc")
 
 
 def test_workspace_errors_are_one_line(tmp_path, capsys):
