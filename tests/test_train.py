@@ -315,3 +315,27 @@ def test_a_resumed_run_keeps_its_own_weights_not_the_ones_it_started_from(tiny_d
     first.checkpoint.unlink()  # gone: a resume reads only its own checkpoint
     result = train(tuned, tiny_dataset, split, out_dir=tmp_path / "b")
     assert result.step == 20 and not result.stopped
+
+
+@pytest.mark.parametrize("after, kept", [(0.70, False), (0.80, True), (0.90, True)])
+def test_the_fine_tune_is_kept_only_where_it_does_not_lower_validation_accuracy(after, kept):
+    from types import SimpleNamespace
+
+    from mpl_core.engine.train import end_finetune
+    model = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)  # what the fine-tune changed
+    state = SimpleNamespace(student=SimpleNamespace(model=model), best={"val_acc_before_finetune": 0.80},
+                            before_finetune=before)
+    end_finetune(state, SimpleNamespace(val_acc=lambda m: after))
+    assert state.best["finetune_kept"] is kept and state.before_finetune is None
+    assert torch.equal(model.weight, before["weight"]) is not kept
+
+
+def test_an_mpl_run_never_ends_below_its_student_before_the_fine_tune(tiny_dataset):
+    cfg = tiny_config("mpl", steps=6, finetune_steps=4)
+    m = train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data)).metrics
+    assert isinstance(m["finetune_kept"], bool)
+    assert m["val_acc"] >= m["val_acc_before_finetune"]  # kept where it helped, else undone
+    assert m["finetune_kept"] or m["val_acc"] == m["val_acc_before_finetune"]

@@ -46,6 +46,9 @@ class TrainState:
     phase: str = "train"  # "train", "finetune" or "done"
     finetune_step: int = 0
     best: dict = field(default_factory=dict)  # metrics kept from earlier phases (val_acc_before_finetune)
+    # The student's weights as the fine-tune started (on the CPU), kept to return to where the fine-tune
+    # lowers validation accuracy (train.end_finetune); not checkpointed: a run resumed mid-fine-tune keeps it
+    before_finetune: dict | None = None
 
 
 # --- learners ------------------------------------------------------------------------------------

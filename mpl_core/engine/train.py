@@ -198,6 +198,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
             if saving and _checkpoint_due(t, state.finetune_step, t.finetune_steps):
                 saver.save(state, {})
         if state.finetune_step >= t.finetune_steps:
+            end_finetune(state, evaluator)
             state.phase = "done"
 
     stopped = stop.requested() and state.phase != "done"
@@ -294,7 +295,23 @@ def start_finetune(state: TrainState, cfg: RunConfig, evaluator: Evaluator) -> N
         state.student.model.load_state_dict(state.ema.model.state_dict())
         state.ema = None
     state.best["val_acc_before_finetune"] = evaluator.val_acc(state.student.model)
+    state.before_finetune = {k: v.detach().to("cpu", copy=True) for k, v in state.student.model.state_dict().items()}
     state.student = finetune_learner(state.student.model, cfg)
+
+
+def end_finetune(state: TrainState, evaluator: Evaluator) -> None:
+    """Keep the fine-tune only where it did not lower the student's validation accuracy. The paper
+    fine-tunes on thousands of labels; on ten a class it overfits them (docs/results.md, "Students and
+    teachers": -2.0 points on quick-demo), so the student then returns to its weights before it.
+    metrics: finetune_kept (True, False, or absent where it could not be judged)."""
+    before, kept = state.best.get("val_acc_before_finetune"), state.before_finetune
+    state.before_finetune = None
+    if kept is None or before is None or math.isnan(before):
+        return
+    after = evaluator.val_acc(state.student.model)
+    state.best["finetune_kept"] = not after < before
+    if after < before:
+        state.student.model.load_state_dict(kept)
 
 
 def finetune_step(state: TrainState, batch: Batch, cfg: RunConfig, models: ModelWrappers) -> dict:
