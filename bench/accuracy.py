@@ -10,7 +10,7 @@
 
 Prints a markdown table: test accuracy (mean +- std over seeds), wall time, steps/s, device. With
 --budget-seconds every algorithm trains for the same wall time on this device: its steps (and MPL's
-fine-tune steps, in the preset's proportion) are sized from two short timed probes so that its
+fine-tune steps, in the preset's proportion) are sized from a short timed probe (engine/timing.py) so that its
 learning-rate schedule ends at about the budget, and the run stops at the budget wherever it is
 (TrainControl.deadline_s; set-up counts, the final evaluation does not). The table then adds the
 steps each ran and the time each took to reach 95% of its final validation accuracy.
@@ -33,6 +33,7 @@ from mpl_core.data.sources import load_dataset  # noqa: E402
 from mpl_core.data.splits import make_split  # noqa: E402
 from mpl_core.engine.algorithms import get_algorithm  # noqa: E402
 from mpl_core.engine.defaults import for_device  # noqa: E402
+from mpl_core.engine.timing import time_steps  # noqa: E402
 from mpl_core.engine.train import TrainControl, device_label, pick_device, train  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
 
@@ -87,7 +88,7 @@ def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: in
 
 # --- the same wall time for every algorithm ----------------------------------------------------------
 
-PROBE_STEPS = (10, 30)  # two probe lengths: their difference gives the seconds a step, apart from set-up
+MIN_STEPS = 30  # a budget too short for this many steps gets them anyway
 # Steps sized for 10% past the budget, so that a probe 10% too slow still fills it: the deadline, not a
 # short schedule, ends the run, where the cosine schedule is at 2% of its peak rate.
 OVERSHOOT = 1.1
@@ -95,16 +96,12 @@ OVERSHOOT = 1.1
 
 def fit_budget(cfg: RunConfig, dataset, split, budget_s: float) -> RunConfig:
     """cfg with its steps (and fine-tune steps, in the same proportion) sized so that training ends at
-    about budget_s on this device, from two short probes of the same config (no evaluation)."""
+    about budget_s on this device, from a probe of the same config (engine/timing.time_steps: the
+    set-up and the seconds a step of each phase; the evaluations are left to the deadline)."""
     share = cfg.train.finetune_steps / cfg.train.steps if get_algorithm(cfg.algorithm.name).finetune else 0.0
-    walls = []
-    for n in PROBE_STEPS:
-        probe = dataclasses.replace(cfg, train=dataclasses.replace(
-            cfg.train, steps=n, finetune_steps=round(n * share), eval_every=0, warmup_steps=0))
-        walls.append(train(probe, dataset, split).train_s)
-    per_step = max(1e-6, (walls[1] - walls[0]) / (PROBE_STEPS[1] - PROBE_STEPS[0]))
-    set_up = max(0.0, walls[0] - PROBE_STEPS[0] * per_step)
-    steps = max(PROBE_STEPS[1], int(OVERSHOOT * (budget_s - set_up) / per_step))
+    timing = time_steps(cfg, dataset, split)
+    per_step = max(1e-6, timing.step_s + share * timing.finetune_step_s)
+    steps = max(MIN_STEPS, int(OVERSHOOT * (budget_s - timing.set_up_s) / per_step))
     t = dataclasses.replace(cfg.train, steps=steps, finetune_steps=round(steps * share),
                             warmup_steps=min(cfg.train.warmup_steps, steps // 10), eval_every=max(10, steps // 20))
     return dataclasses.replace(cfg, train=t)

@@ -145,8 +145,9 @@ def resolve_model_config(cfg: RunConfig, dataset: Dataset, split: Split) -> Mode
 
 def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path | None = None,
           on_progress: Callable[[Progress], None] | None = None, control: TrainControl | None = None,
-          resume: bool = True) -> TrainResult:
-    """Train as cfg says; resumes from out_dir's newest checkpoint when resume is True."""
+          resume: bool = True, log_every: int = LOG_EVERY) -> TrainResult:
+    """Train as cfg says; resumes from out_dir's newest checkpoint when resume is True. log_every: steps
+    between progress reports (a timing probe, engine/timing.py, reports every step)."""
     cfg.validate()
     t_start = time.perf_counter()
     algo, ctx = get_algorithm(cfg.algorithm.name), dist_.current()
@@ -173,7 +174,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     control = control or TrainControl()
     stop = _Stop(control, ctx, None if control.deadline_s is None else t_start + control.deadline_s)
     views = cfg.algorithm.view_batches if algo.teacher else ""  # shown in the device label
-    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, views, t_start=t_start)
+    log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, views, t_start, log_every)
 
     if state.phase == "train":
         log.start_phase("train", state.step, t.steps, t.batch_size * (1 + t.mu if algo.unlabeled else 1))
@@ -376,7 +377,7 @@ def _to_floats(metrics: dict) -> dict:
 
 @dataclass
 class _Log:
-    """Every LOG_EVERY steps and at a phase's last: a row of floats (validation accuracies every
+    """Every `every` steps (LOG_EVERY) and at a phase's last: a row of floats (validation accuracies every
     eval_every steps) into the history and a Progress to the hook, with the images/s since the
     phase started in this call and the ETA at that rate."""
     cfg: TrainConfig
@@ -387,6 +388,7 @@ class _Log:
     on_progress: Callable[[Progress], None] | None
     views: str  # MPL's view batching for the device label; "" where it does not apply
     t_start: float = 0.0  # time.perf_counter() when train() began: each row's "t" counts from it
+    every: int = LOG_EVERY  # steps between rows
     history: list[dict] = field(default_factory=list)
     phase: str = "train"
     start: int = 0  # the phase's step when this call began it (a resume starts past 0)
@@ -399,7 +401,7 @@ class _Log:
         self.images_per_step, self.t0 = images_per_step * self.world_size, time.perf_counter()
 
     def after_step(self, state: TrainState, n: int, metrics: dict) -> None:
-        if n % LOG_EVERY and n != self.total:
+        if n % self.every and n != self.total:
             return
         row = _log_row(metrics, self.stop, self.device)
         if self.cfg.eval_every and (n % self.cfg.eval_every == 0 or n == self.total):
