@@ -44,7 +44,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "auto"  # "cnn", "wrn-28-2", a torchvision model (engine/backbones.py), or "auto": cnn for
-    # <= 28 px, wrn-28-2 up to 32 px, resnet18 above. MPL's teacher, and the student unless `student` is set
+    # <= 28 px, wrn-28-2 up to 32 px, resnet18 above (from scratch up to 64 px: cnn, engine/models.py).
+    # MPL's teacher, and the student unless `student` is set
     student: str = ""  # the student's model where it differs (a small one to deploy); "" = the same as name
     weights: str = "imagenet"  # torchvision models: "imagenet" (torchvision's, cached in data/weights/),
     # "none" (FROM_SCRATCH) or the path of a .safetensors / torch.save file

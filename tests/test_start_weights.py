@@ -120,6 +120,8 @@ def test_the_default_starts_from_scratch_where_imagenet_weights_cannot_be_had(ph
     assert swapped.weights == "none"
     assert swapped.note.startswith(f"Training starts {FROM_SCRATCH}") and R18 in swapped.note
     assert str(data_root / "weights") in swapped.note
+    assert "From scratch the default model (auto) is the small CNN, not resnet18" in swapped.note
+    assert start_weights(photos, offline, weights="none")[0].arch == "cnn"  # what that start then trains
     put_resnet18_weights(data_root)
     assert default_start(photos, offline).weights == "imagenet"  # cached: no network needed
     mixed = start_weights(photos, offline, student="mobilenet_v3_small")

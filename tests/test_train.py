@@ -108,6 +108,20 @@ def test_resume_continues_from_the_checkpoint(tiny_dataset, tmp_path):
     assert result.step == 20 and not result.stopped
 
 
+def test_a_resumed_run_keeps_the_model_auto_gave_it_when_it_began(tiny_dataset, tmp_path, monkeypatch):
+    """What "auto" means changes (from scratch at 64 px it became the small CNN): a run begun under the
+    old meaning resumes with the model its checkpoint holds, not the one auto would give now."""
+    cfg = tiny_config("supervised", steps=20, checkpoint_every=10, eval_every=0)
+    split = make_split(tiny_dataset, cfg.data)
+    control = TrainControl()
+    with monkeypatch.context() as m:
+        m.setattr("mpl_core.engine.train.resolve_model_name", lambda model: "wrn-28-2")  # auto's former meaning
+        train(cfg, tiny_dataset, split, out_dir=tmp_path, control=control,
+              on_progress=lambda p: control.stop.set() if p.step >= 10 else None)
+    result = train(cfg, tiny_dataset, split, out_dir=tmp_path)
+    assert result.step == 20 and type(result.models["student"]).__name__ == "WideResNet"
+
+
 def test_resume_refuses_a_different_algorithm(tiny_dataset, tmp_path):
     cfg = tiny_config("uda")
     train(cfg, tiny_dataset, make_split(tiny_dataset, cfg.data), out_dir=tmp_path)

@@ -27,10 +27,24 @@ def register(name: str):
     return wrap
 
 
+# "auto" from scratch (weights "none") up to this size is the small CNN, not ResNet-18: own images
+# train at 64 px on a CPU (data/imagefolder.AUTO_SIZE), where an MPL step of a ResNet-18 from scratch
+# took 3 times as long as the CNN's (2.30 s against 0.75 s on one thread; quick-demo about 23 minutes
+# against 8 there), and from scratch on 10 labels a class its depth has little to learn from. With
+# ImageNet weights, or at a GPU's 128 px, ResNet-18 stays. bench/time_estimate.py --models, docs/speed.md.
+SCRATCH_CNN_MAX_SIZE = 64
+
+
 def resolve_model_name(cfg: ModelConfig) -> str:
+    """The model a config names; "auto": the small CNN up to 28 px, WRN-28-2 up to 32 px, above that
+    ResNet-18, except from scratch up to SCRATCH_CNN_MAX_SIZE (the small CNN)."""
     if cfg.name != "auto":
         return cfg.name
-    return "cnn" if cfg.image_size <= 28 else "wrn-28-2" if cfg.image_size <= 32 else "resnet18"
+    if cfg.image_size <= 28:
+        return "cnn"
+    if cfg.image_size <= 32:
+        return "wrn-28-2"
+    return "cnn" if cfg.weights == "none" and cfg.image_size <= SCRATCH_CNN_MAX_SIZE else "resnet18"
 
 
 MIN_SIZE = {"convnext_tiny": 32}  # its stride-4 stem and three stride-2 steps leave nothing of 28 px

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from mpl_core.config import FROM_SCRATCH, ModelConfig, RunConfig
 from mpl_core.engine.algorithms import get_algorithm
 from mpl_core.engine.backbones import HostProbe, WeightsStatus, weights_status
+from mpl_core.engine.models import resolve_model_name
 from mpl_core.engine.models import start_weights as model_starts
 from mpl_core.errors import MPLStudioError
 from mpl_core.workspace.workspace import Workspace
@@ -54,6 +55,10 @@ def default_start(ws: Workspace, probe: HostProbe) -> DefaultStart:
     s = missing[0]
     note = (f"Training starts {FROM_SCRATCH}: {s.arch}'s ImageNet weights are not in {s.file.parent}/ and "
             f"cannot be downloaded here (no connection). To start from them, put {s.file.name} in {s.file.parent}/.")
+    scratch = resolve_model_name(ModelConfig(weights="none", image_size=ws.dataset().image_size))
+    if scratch == "cnn" != s.arch:  # "auto" from scratch at this size (engine/models.SCRATCH_CNN_MAX_SIZE)
+        note += (f" From scratch the default model (auto) is the small CNN, not {s.arch}: {s.arch} from scratch "
+                 "steps about 3 times as slowly on a CPU and learns little from a few labels.")
     return DefaultStart("none", statuses, note)
 
 
