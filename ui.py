@@ -191,7 +191,8 @@ def run_result_block(name: str, run_id: int) -> None:
     split = "test" if test is not None else "validation"  # own images may have no labeled test split
     c = st.columns(3)
     c[0].metric(f"Hands back: the {role}, {split} accuracy", pct(test if test is not None else val),
-                help=f"validation accuracy {pct(val)}: the model export, evaluation and the next round start from")
+                help=f"validation accuracy {pct(val)}; the model `evaluate` measures and every gain is counted "
+                     "from (the checkpoint keeps both; a round fine-tunes the one its Start from names)")
     if "teacher_val_acc" in m:
         other = "student" if role == "teacher" else "teacher"
         o_val, o_test = (m.get("val_acc"), m.get("test_acc")) if other == "student" else \

@@ -186,8 +186,12 @@ STAGE_COLORS = ("#b8c2cc", "#9aa5b1", "#7f8c99", "#4c78a8", "#2a9d8f")  # grey b
 
 def accuracy_figure(stages: list[dict]) -> go.Figure:
     """The demo at a glance: test accuracy of each model, labels alone first, each bar with its gain
-    over the best model before its step (chosen on validation)."""
-    accs = [100 * (s["test_acc"] or 0.0) for s in stages]
+    over the best model before its step (chosen on validation). Stages without a test accuracy (data
+    without a labeled test split) are left out, not drawn at 0."""
+    stages = [s for s in stages if s["test_acc"] is not None]
+    if not stages:
+        return go.Figure()
+    accs = [100 * s["test_acc"] for s in stages]
     text = [f"{a:.1f}%" + (f"<br>{100 * s['gain']:+.1f} vs {s['best_before']}" if s.get("gain") is not None else "")
             for a, s in zip(accs, stages)]
     names = [s["name"].replace(" on ", "<br>on ").replace(" after ", "<br>after ") for s in stages]

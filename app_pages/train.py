@@ -143,13 +143,16 @@ if runs:
     st.dataframe(pd.DataFrame([{"run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"],
                                 "status": r["status"], "hands back": handed_back(r["metrics"])[0]
                                 if r["status"] == "done" else None,
-                                "test accuracy": r["metrics"].get("test_acc"),
+                                "test accuracy": handed_back(r["metrics"])[2],
+                                "student test accuracy": r["metrics"].get("test_acc"),
                                 "teacher test accuracy": r["metrics"].get("teacher_test_acc"),
                                 "gain over the best before": getattr(gains.get(r["id"]), "gain", None),
                                 "processes": r["metrics"].get("processes", 1),
                                 "message": r["message"]} for r in runs]),
                  hide_index=True, column_config={
-                     "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+                     "test accuracy": st.column_config.ProgressColumn(
+                         min_value=0.0, max_value=1.0, format="percent", help="of the model the run hands back"),
+                     "student test accuracy": st.column_config.NumberColumn(format="percent"),
                      "teacher test accuracy": st.column_config.NumberColumn(format="percent"),
                      "gain over the best before": st.column_config.NumberColumn(
                          format="percent", help="test accuracy of the model the run hands back, minus that of the "

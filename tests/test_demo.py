@@ -30,8 +30,13 @@ def test_the_demo_names_the_best_model_before_each_step_and_measures_gains_from_
     assert r["supervised_run"] == runs[0]["id"] and r["supervised_test_acc"] == runs[0]["metrics"]["test_acc"]
     names = [s["name"] for s in r["stages"]]
     assert names[:3] == ["labels alone (supervised)", "MPL student", "MPL teacher"] and len(names) == 5
-    # recompute each best-before from the runs' own metrics: the highest validation accuracy of an earlier step
+    # the stages' accuracies are the runs' own, each step's best-before the highest on validation before it
+    m = [x["metrics"] for x in runs]
+    expected = [(0, m[0]["val_acc"], m[0]["test_acc"]), (1, m[1]["val_acc"], m[1]["test_acc"]),
+                (1, m[1]["teacher_val_acc"], m[1]["teacher_test_acc"]),
+                (2, *handed_back(m[2])[1:]), (3, *handed_back(m[3])[1:])]
     stages = r["stages"]
+    assert [(s["step"], s["val_acc"], s["test_acc"]) for s in stages] == expected
     for s in stages[1:]:
         earlier = [t for t in stages if t["step"] < s["step"]]
         best = max(earlier, key=lambda t: t["val_acc"])  # the first on a tie, as max keeps it

@@ -34,6 +34,15 @@ def test_each_step_gains_over_the_best_earlier_model_on_validation_not_on_test()
     assert out[2].best_before == "labels alone"
 
 
+def test_the_best_before_is_chosen_on_validation_even_where_another_is_better_on_test():
+    stages = [Stage("labels alone", 0.60, 0.68, 0), Stage("MPL student", 0.66, 0.67, 1),
+              Stage("MPL teacher", 0.72, 0.65, 1), Stage("retrained", 0.74, 0.70, 2)]
+    out = with_gains(stages)
+    # the teacher leads on validation though it is the worst on test: the gain is measured from it
+    assert out[3].best_before == "MPL teacher" and out[3].gain == pytest.approx(0.05)
+    assert out[2].gain == pytest.approx(-0.03)  # and a model behind the one before shows a loss
+
+
 def test_the_best_is_the_earliest_on_a_tie_and_none_without_validation():
     a, b = Stage("a", 0.7, 0.7, 0), Stage("b", 0.7, 0.9, 1)
     assert best_of([a, b]) is a

@@ -174,6 +174,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     data = _Data.build(dataset, split, device, ctx, t)
     models, evaluator = ModelWrappers(ctx, device, t.compile), Evaluator(dataset, split.val, device, t.amp)
     control = control or TrainControl()
+    if ctx is not None and control.deadline_s is not None:  # the ranks would not agree when to stop
+        raise MPLStudioError("a wall-time deadline is for one process; under torchrun give steps")
     stop = _Stop(control, ctx, None if control.deadline_s is None else t_start + control.deadline_s)
     views = cfg.algorithm.view_batches if algo.teacher else ""  # shown in the device label
     log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, views, t_start, log_every)
@@ -201,7 +203,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
             if saving and _checkpoint_due(t, state.finetune_step, t.finetune_steps):
                 saver.save(state, {})
         if state.finetune_step >= t.finetune_steps:
-            end_finetune(state, evaluator)
+            end_finetune(state, evaluator, ctx)
             state.phase = "done"
 
     stopped = stop.requested() and state.phase != "done"
@@ -302,18 +304,22 @@ def start_finetune(state: TrainState, cfg: RunConfig, evaluator: Evaluator) -> N
     state.student = finetune_learner(state.student.model, cfg)
 
 
-def end_finetune(state: TrainState, evaluator: Evaluator) -> None:
+def end_finetune(state: TrainState, evaluator: Evaluator, ctx: dist_.DistContext | None = None) -> None:
     """Keep the fine-tune only where it did not lower the student's validation accuracy. The paper
     fine-tunes on thousands of labels; on ten a class it overfits them (docs/results.md, "Students and
     teachers": -2.0 points on quick-demo), so the student then returns to its weights before it.
-    metrics: finetune_kept (True, False, or absent where it could not be judged)."""
+    metrics: finetune_kept (True, False, or absent where it could not be judged: a run resumed during its
+    fine-tune, whose weights before it are not in the checkpoint). Under torchrun rank 0 decides for all:
+    each rank's bf16 evaluation may differ in the last digit, and the ranks' students must stay one."""
     before, kept = state.best.get("val_acc_before_finetune"), state.before_finetune
     state.before_finetune = None
-    if kept is None or before is None or math.isnan(before):
+    judged = kept is not None and before is not None and not math.isnan(before)
+    better = judged and not evaluator.val_acc(state.student.model) < before
+    judged, better = dist_.broadcast_object((judged, better), ctx)
+    if not judged:
         return
-    after = evaluator.val_acc(state.student.model)
-    state.best["finetune_kept"] = not after < before
-    if after < before:
+    state.best["finetune_kept"] = better
+    if not better:
         state.student.model.load_state_dict(kept)
 
 
