@@ -17,6 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [f"app_pages/{p}.py" for p in ("home", "data", "train", "review", "rounds", "export")]
 
 
+@pytest.fixture(autouse=True)
+def quick_probes(monkeypatch):
+    """The Train page times a run in the background (service/run_time.py): a short probe here."""
+    monkeypatch.setattr("mpl_core.engine.timing.PROBE_S", 0.2)
+    monkeypatch.setattr("mpl_core.engine.timing.FINETUNE_PROBE_S", 0.1)
+
+
 def app(page: str, data_root: Path, workspace: str | None = "tiny") -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     if workspace:
@@ -413,3 +420,30 @@ def test_a_finished_run_shows_the_model_it_hands_back_and_its_gain(reviewed_root
     gain = next(m for m in at.metric if m.label == "Gain over the best model before")
     assert gain.value == ui.points(sup["test_acc"] - best_test)
     assert f"run {runs[0]['id']} (mpl {mpl['hands_back']})" in gain.help
+
+
+def test_the_train_page_says_how_long_the_run_takes_before_start(reviewed_root):
+    """The issue's new user: before Start, the run's time on this machine, timed by a probe in the
+    background (kept tiny here) for the settings chosen; after a run of the same settings, its rate."""
+    import time
+
+    from ui import get_studio
+    at = app("app_pages/train.py", reviewed_root).run()
+    next(s for s in at.selectbox if s.label == "Preset").set_value("smoke").run()
+    assert any("Timing a few steps of this run" in i.value for i in at.info) or any(
+        i.value.startswith("About") for i in at.info)
+    deadline = time.monotonic() + 60
+    while not any(i.value.startswith("About") for i in at.info) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        at.run()
+    line = next(i.value for i in at.info if i.value.startswith("About")).replace("\\", "")  # ui.plain's escapes
+    assert "on this machine (timed: " in line and "s a step over" in line, line
+    assert not at.exception and not next(b for b in at.button if b.label == "Start training").disabled
+    at.number_input[0].set_value(20).run()  # more steps: the same probe, another estimate
+    assert any(i.value.startswith("About") and "timed" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert get_studio().job("tiny").join(120).state == "done"
+    at = app("app_pages/train.py", reviewed_root).run()
+    next(s for s in at.selectbox if s.label == "Preset").set_value("smoke").run()
+    run_id = get_studio().runs("tiny")[-1]["id"]
+    assert any(f"at the rate run {run_id} measured" in i.value for i in at.info), [i.value for i in at.info]

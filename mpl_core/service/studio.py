@@ -21,13 +21,14 @@ from typing import Sequence
 
 import numpy as np
 
-from mpl_core.config import DataConfig
+from mpl_core.config import DataConfig, RunConfig
 from mpl_core.engine.backbones import HostProbe, WeightsStatus
 from mpl_core.errors import MPLStudioError
 from mpl_core.presets import DEMO_BUDGET_S, DEMO_FINE_TUNE, DEMO_TARGET_PRECISION
 from mpl_core.service import demo, work
 from mpl_core.service.job import BACKGROUND_NICE, TrainingJob
 from mpl_core.service.lock import describe_holder, lock_is_held, read_holder
+from mpl_core.service.run_time import RunTime, RunTimes
 from mpl_core.service.start_weights import DefaultStart, default_start, require_start_weights, start_weights
 from mpl_core.workspace import media, pace
 from mpl_core.workspace.attach import attach_checkpoint
@@ -63,6 +64,7 @@ class Studio:
         self._last_interaction = time.monotonic()
         self.idle_after_s = IDLE_AFTER_S
         self.weights_probe = HostProbe()  # whether ImageNet weights can be downloaded, asked at most once a minute
+        self._run_times = RunTimes()  # the Train page's probes of a run's time, and their timings
 
     # --- the CPU share of jobs -----------------------------------------------------------------
 
@@ -123,6 +125,14 @@ class Studio:
         cannot be had (see service/start_weights.py)."""
         return default_start(self.open(name), self.weights_probe)
 
+    def run_time(self, name: str, cfg: RunConfig) -> RunTime:
+        """What is known of how long cfg's run would take in this workspace, before Start; never waits:
+        where nothing is, a probe of a few steps starts in a thread of its own (the page polls), unless a
+        job runs here (see service/run_time.py). The probe takes the cores a job would while no one uses
+        the pages."""
+        ws = self.open(name)
+        return self._run_times.get(ws, cfg, busy=lock_is_held(ws.lock_path), threads=usable_cores())
+
     def save_upload(self, name: str, data: bytes) -> str:
         """Store an uploaded dataset zip as uploads/<name>.zip; returns its path in the data root.
 
@@ -164,6 +174,7 @@ class Studio:
         for key in cfgs:
             if not kwargs[key].train.threads:
                 kwargs[key].train.threads = app_threads()  # until the first step asks job_threads
+        self._run_times.cancel()  # a probe of a run's time would slow the job down and be slowed by it
         nice = BACKGROUND_NICE  # the pages come first: see job.BACKGROUND_NICE
         starters = {"train": lambda: work.start_training(ws, kwargs["cfg"], nice=nice),
                     "resume": lambda: work.start_training(ws, run_id=kwargs["run_id"], nice=nice),
