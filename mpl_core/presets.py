@@ -11,10 +11,13 @@ PRESETS: dict[str, dict] = {
     # Seconds on a laptop CPU: checks the whole loop, not the accuracy.
     "smoke": {"train": {"steps": 30, "finetune_steps": 10, "eval_every": 10, "batch_size": 16, "mu": 2},
               "model": {"width": 8}},
-    # A few minutes on a 2-core CPU: the demo preset. No fine-tune phase: on 10 labels a class MPL's
-    # fine-tune of the student overfit them, -2.0 points over 3 seeds (docs/results.md, "Students and
-    # teachers"; bench/accuracy.py --preset quick-demo --mu 2 --algorithms mpl --seeds 0 1 2
-    # [--set train.finetune_steps=0]), and a run keeps a fine-tune only where validation says it helped.
+    # A few minutes on a 2-core CPU: the demo preset. On Fashion-MNIST 1.5 minutes on one thread of a busy
+    # 2-core CPU; on own images at 64 px, from scratch (the small CNN), about 8 there, and with ResNet-18
+    # about 23 (docs/speed.md, "Run time before Start"; the Train page times it before Start). No fine-tune
+    # phase: on 10 labels a class MPL's fine-tune of the student overfit them, -2.0 points over 3 seeds
+    # (docs/results.md, "Students and teachers"; bench/accuracy.py --preset quick-demo --mu 2 --algorithms
+    # mpl --seeds 0 1 2 [--set train.finetune_steps=0]), and a run keeps a fine-tune only where validation
+    # says it helped.
     "quick-demo": {"train": {"steps": 600, "finetune_steps": 0, "eval_every": 100}, "model": {"width": 16}},
     # About ten minutes on a 2-core CPU: 6 to 8 on one with native bf16, about 15 on one without (by the
     # step rate; the former preset took 13 to 14 there). Half the default labeled batch for twice the

@@ -33,7 +33,7 @@ def test_set_fields_values_are_validated():
 
 @pytest.mark.parametrize("variant", ["supervised", "mpl"])
 def test_budget_seconds_stops_each_algorithm_within_five_percent_of_the_budget(variant):
-    """Each algorithm is sized by two probes to end at the budget, and stopped there wherever it is."""
+    """Each algorithm is sized by a probe (engine/timing.py) to end at the budget, and stopped there wherever it is."""
     from accuracy import configure, run_one
 
     from conftest import stripes_dataset
