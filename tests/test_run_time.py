@@ -60,3 +60,11 @@ def test_while_a_job_runs_no_probe_and_after_a_run_its_measured_rate(tiny_worksp
 def test_durations_read_as_people_say_them():
     assert [duration(s) for s in (0.2, 40, 89, 600, 17 * 60 + 20, 5400, 9000)] == \
         ["1 s", "40 s", "89 s", "10 min", "17 min", "1.5 h", "2.5 h"]
+
+
+def test_a_run_that_cannot_start_here_says_why_instead_of_a_time(tiny_workspace, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = tiny_run_config("mpl")
+    cfg.train.device = "cuda"
+    rt = RunTimes().get(tiny_workspace, cfg, busy=False, threads=1)
+    assert rt.state == "failed" and "no" in rt.line() and "CUDA" in rt.line()

@@ -79,8 +79,11 @@ class RunTimes:
 
     def get(self, ws: Workspace, cfg: RunConfig, busy: bool, threads: int) -> RunTime:
         """What is known of cfg's run time on ws; starts a probe where nothing is, unless busy (a job runs)."""
-        dataset, split = ws.dataset(), ws.split()
-        key = (str(ws.root), *timing_key(cfg, dataset.image_size))
+        dataset, split = ws.dataset_and_split()
+        try:
+            key = (str(ws.root), *timing_key(cfg, dataset.image_size))
+        except MPLStudioError as exc:  # a device asked for that is not here: Start will say the same
+            return RunTime("failed", message=str(exc))
         measured = measured_timing(ws, cfg, dataset.image_size)  # a whole run's rate: better than a probe's
         if measured is not None:
             timing, run, overhead = measured
@@ -145,7 +148,7 @@ def run_probe(ws: Workspace, cfg: RunConfig, threads: int, control: TrainControl
     (a job started from the app takes every core while no one uses the pages)."""
     lower_priority(BACKGROUND_NICE)
     torch.set_num_threads(max(1, threads))
-    return time_steps(cfg, ws.dataset(), ws.split(), control=control)
+    return time_steps(cfg, *ws.dataset_and_split(), control=control)
 
 
 def probe_in_thread(ws: Workspace, cfg: RunConfig, threads: int) -> StepTiming:
