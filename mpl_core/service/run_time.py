@@ -110,7 +110,7 @@ class RunTimes:
             thread = threading.Thread(target=self._run, args=(key, ws, cfg, threads, control), daemon=True,
                                       name="mpl-time-probe")
             self._probe = (key, thread, control)
-        thread.start()
+            thread.start()  # under the lock: two pages asking at once start one probe
 
     def _run(self, key: tuple, ws: Workspace, cfg: RunConfig, threads: int, control: TrainControl) -> None:
         try:
