@@ -104,6 +104,11 @@ with ui.user_errors():
     else:
         st.caption(f"Images are {summary['image_size']}×{summary['image_size']}, {kind}. "
                    f"Split seed {summary['data']['seed']}.")
+    start = studio.default_start(name)  # what the Train page's defaults start from, and whether it is at hand
+    if start.note:
+        st.info(ui.plain(start.note), icon=":material/cloud_off:")
+    else:
+        st.caption("With the Train page's defaults, " + "; ".join(ui.plain(s.message) for s in start.statuses) + ".")
 
     st.subheader("Labeled examples per class")
     preview = studio.preview(name, per_class=8)
@@ -120,8 +125,3 @@ with ui.user_errors():
             table = pd.DataFrame(summary["skipped"], columns=["file", "reason"])
             st.download_button("Download the full list of skipped files (CSV)", table.to_csv(index=False),
                                file_name=f"{name}-skipped.csv", mime="text/csv")
-    start = studio.default_start(name)  # what the Train page's defaults start from, and whether it is at hand
-    if start.note:
-        st.info(ui.plain(start.note), icon=":material/cloud_off:")
-    else:
-        st.caption("With the Train page's defaults, " + "; ".join(ui.plain(s.message) for s in start.statuses) + ".")
