@@ -36,6 +36,7 @@ from mpl_core.engine.defaults import for_device  # noqa: E402
 from mpl_core.engine.timing import time_steps  # noqa: E402
 from mpl_core.engine.train import TrainControl, device_label, pick_device, train  # noqa: E402
 from mpl_core.presets import build_run_config  # noqa: E402
+from mpl_core.workspace.results import handed_back  # noqa: E402
 
 VARIANTS = {  # row name -> (algorithm, feedback_sign)
     "supervised": ("supervised", "derivation"), "pseudo_label": ("pseudo_label", "derivation"),
@@ -81,7 +82,8 @@ def run_one(cfg: RunConfig, seed: int, dataset, labels_per_class: int, steps: in
     result = train(cfg, dataset, split, control=TrainControl(deadline_s=budget_s))
     wall = time.perf_counter() - t0
     done = result.step + result.finetune_step
-    return {"acc": result.metrics["test_acc"], "wall": wall, "train_s": result.train_s,
+    role, _, handed = handed_back(result.metrics)
+    return {"acc": result.metrics["test_acc"], "handed": handed, "role": role, "wall": wall, "train_s": result.train_s,
             "steps_per_s": done / result.train_s, "teacher": result.metrics.get("teacher_test_acc"),
             "steps": done, "cut": result.stopped, "t95": time_to_reach(result.history, 0.95)}
 
@@ -143,8 +145,9 @@ def main() -> None:
     print(f"{args.dataset}, {args.labels_per_class} labels/class, preset {args.preset}, {budget}, seeds {args.seeds}, "
           f"{' '.join(args.fields) + ', ' if args.fields else ''}"
           f"MPL: {views} view batches, {device}")
-    print("| algorithm | test accuracy | wall time / run | steps/s | steps | time to 95% of final (val) | device |")
-    print("|---|---|---|---|---|---|---|")
+    print("| algorithm | test accuracy (student) | the model it hands back | wall time / run | steps/s | steps | "
+          "time to 95% of final (val) | device |")
+    print("|---|---|---|---|---|---|---|---|")
     for variant in args.algorithms:
         runs = []
         for s in args.seeds:  # each seed as it ends: a long run shows its progress, and a cut-short one its part
@@ -155,19 +158,20 @@ def main() -> None:
 
 
 def seed_line(variant: str, seed: int, r: dict) -> str:
-    teacher = f" (teacher {r['teacher'] * 100:.2f}%)" if r["teacher"] is not None else ""
+    teacher = f" (teacher {r['teacher'] * 100:.2f}%; hands back the {r['role']})" if r["teacher"] is not None else ""
     cut = ", cut at the budget" if r["cut"] else ""
     return (f"{variant}, seed {seed}: {r['acc'] * 100:.2f}%{teacher}, {r['steps']:,} steps, trained "
             f"{r['train_s']:.1f} s ({r['wall']:.0f} s with the final evaluation){cut}")
 
 
 def table_row(variant: str, runs: list[dict], device: str) -> str:
-    accs = [r["acc"] * 100 for r in runs]
+    accs, handed = [r["acc"] * 100 for r in runs], [r["handed"] * 100 for r in runs]
     std = statistics.stdev(accs) if len(accs) > 1 else 0.0
     mean = {k: statistics.mean(r[k] for r in runs) for k in ("wall", "steps_per_s", "steps")}
     t95 = [r["t95"] for r in runs if r["t95"] is not None]
     reach = f"{statistics.mean(t95):.0f} s" if t95 else "-"
-    return (f"| {variant} | {statistics.mean(accs):.2f} ± {std:.2f}% | {mean['wall']:.0f} s | "
+    return (f"| {variant} | {statistics.mean(accs):.2f} ± {std:.2f}% | {statistics.mean(handed):.2f}% | "
+            f"{mean['wall']:.0f} s | "
             f"{mean['steps_per_s']:.2f} | {mean['steps']:,.0f} | {reach} | {device} |")
 
 
