@@ -130,6 +130,11 @@ def points(v) -> str:
     return "-" if v is None or v != v else f"{v * 100:+.1f} points"
 
 
+def gain_points(stage) -> float | None:
+    """A run's gain over the best run before it (results.Stage), in points for a table; None without one."""
+    return None if stage is None or stage.gain is None else round(100 * stage.gain, 2)
+
+
 def run_label(run: dict, with_status: bool = False) -> str:
     """'run 3 · train · mpl · test 71.6%' (or its status and message instead of the accuracy)."""
     parts = [f"run {run['id']}", run["kind"], run["config"]["algorithm"]["name"]]

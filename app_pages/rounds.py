@@ -102,7 +102,7 @@ table = pd.DataFrame([{
     "decisions before": behind[r["id"]].total, "review minutes before": behind[r["id"]].seconds / 60,
     "hands back": handed_back(r["metrics"])[0] if r["status"] == "done" else None,
     "test accuracy": handed_back(r["metrics"])[2],
-    "gain over the best before": getattr(gains.get(r["id"]), "gain", None),
+    "gain over the best before": ui.gain_points(gains.get(r["id"])),
     "best before": getattr(gains.get(r["id"]), "best_before", None)} for r in runs])
 st.dataframe(table, hide_index=True, column_config={
     "confirmed": st.column_config.NumberColumn(help="of the accepted, those a person accepted looking at the "
@@ -116,7 +116,7 @@ st.dataframe(table, hide_index=True, column_config={
     "test accuracy": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent",
                                                      help="of the model the run hands back"),
     "gain over the best before": st.column_config.NumberColumn(
-        format="percent", help="test accuracy minus that of the best earlier finished run, chosen on validation "
+        format="%+.2f points", help="test accuracy minus that of the best earlier finished run, chosen on validation "
                                "(never on test): what this round added over the best model there already was")})
 done = table.dropna(subset=["test accuracy"])
 if len(done):

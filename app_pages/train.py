@@ -187,7 +187,7 @@ if runs:
                                 "test accuracy": handed_back(r["metrics"])[2],
                                 "student test accuracy": r["metrics"].get("test_acc"),
                                 "teacher test accuracy": r["metrics"].get("teacher_test_acc"),
-                                "gain over the best before": getattr(gains.get(r["id"]), "gain", None),
+                                "gain over the best before": ui.gain_points(gains.get(r["id"])),
                                 "processes": r["metrics"].get("processes", 1),
                                 "message": r["message"]} for r in runs]),
                  hide_index=True, column_config={
@@ -196,5 +196,5 @@ if runs:
                      "student test accuracy": st.column_config.NumberColumn(format="percent"),
                      "teacher test accuracy": st.column_config.NumberColumn(format="percent"),
                      "gain over the best before": st.column_config.NumberColumn(
-                         format="percent", help="test accuracy of the model the run hands back, minus that of the "
+                         format="%+.2f points", help="test accuracy of the model the run hands back, minus that of the "
                                                 "earlier finished run ahead on validation")})
