@@ -55,11 +55,14 @@ def test_two_ranks_stay_in_sync_rank_0_writes_and_resume_is_exact(tmp_path):
 
 
 def test_torchrun_workspace_training_and_sharded_pseudo_labels_match_one_process(tmp_path):
-    write_stripes_folder(tmp_path / "stripes", unlabeled=41)  # odd: the ranks' shards differ in size
+    # odd: the ranks' shards differ in size; 12 labels a class: 10 to train on, 2 for validation (which
+    # end_finetune's decision, made by rank 0 for both, needs)
+    write_stripes_folder(tmp_path / "stripes", labeled=12, unlabeled=41)
     ws = ["--workspace", "w", "--data-root", str(tmp_path), "--quiet"]
     small = ["--steps", "10", "--finetune-steps", "2", "--batch-size", "4", "--mu", "2", "--width", "4",
              "--device", "cpu", "--checkpoint-every", "5"]
-    done = torchrun("-m", "mpl_core", "train", "--dataset", "stripes", *ws, *small, cwd=tmp_path)
+    done = torchrun("-m", "mpl_core", "train", "--dataset", "stripes", "--val-per-class", "2", *ws, *small,
+                    cwd=tmp_path)
     assert "run 1: done" in done.stdout
     assert done.stdout.count("run 1: done") == 1  # the other rank prints nothing
     torchrun("-m", "mpl_core", "pseudo-label", *ws, cwd=tmp_path)
@@ -84,7 +87,7 @@ def test_torchrun_workspace_training_and_sharded_pseudo_labels_match_one_process
     assert main(["review", *ws, "--accept-above", "0.0", "--class", "vertical"]) == 0
     accepted = int((single.label == 1).sum())
     done = torchrun("-m", "mpl_core", "retrain", *ws, *small, cwd=tmp_path)
-    assert f"labels used {12 + accepted} (given 12, accepted {accepted}," in done.stdout
+    assert f"labels used {20 + accepted} (given 20, accepted {accepted}," in done.stdout
     assert store.runs()[-1]["status"] == "done" and store.runs()[-1]["kind"] == "retrain"
 
 

@@ -211,7 +211,8 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     metrics = evaluator.final_metrics(state)
     path = saver.save(state, metrics) if saving else None
     if on_progress:
-        on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, metrics, 0.0, 0.0,
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}  # not hands_back, finetune_kept
+        on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, numbers, 0.0, 0.0,
                              device_label(device, t.amp, views)))
     return TrainResult(state.step, stopped, metrics, path, train_s, state.finetune_step, log.history,
                        _trained_models(state))
