@@ -63,7 +63,9 @@ else:
 with st.container():  # not a form: the run-time line below follows each choice
     c = st.columns(3)
     algorithm = c[0].selectbox("Algorithm", ALGORITHMS, index=ALGORITHMS.index("mpl"),
-                               help="mpl = Meta Pseudo Labels; the others are baselines")
+                               help="mpl = Meta Pseudo Labels; the others are baselines (pseudo_label is "
+                                    "FixMatch's recipe). Which leads at the same wall time, and where a "
+                                    "baseline wins: docs/results.md, \"The same wall time for every algorithm\"")
     preset = c[1].selectbox("Preset", list(PRESETS), index=list(PRESETS).index("quick-demo"),
                             help="How many steps; how long they take here is timed below, before Start. On a "
                                  "2-core CPU: smoke, seconds; quick-demo, 1 to 3 minutes on Fashion-MNIST, about 8 "

@@ -111,8 +111,8 @@ def fit_budget(cfg: RunConfig, dataset, split, budget_s: float) -> RunConfig:
 
 def time_to_reach(history: list[dict], share: float) -> float | None:
     """Seconds from the start until the validation accuracy first reached `share` of its last value."""
-    curve = [(row["t"], row["val_acc"]) for row in history if "val_acc" in row]
-    if not curve:
+    curve = [(row["t"], row["val_acc"]) for row in history if "val_acc" in row and row["val_acc"] == row["val_acc"]]
+    if not curve:  # no evaluation, or no validation split (NaN)
         return None
     final = curve[-1][1]
     return next(t for t, acc in curve if acc >= share * final)

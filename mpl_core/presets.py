@@ -147,6 +147,9 @@ DEMO_REVIEW_STEPS = 200
 # bf16, 0.20 on one without; 0.21 to 0.26 over three at 3,600 steps with mixup. 0.26 is the highest
 # seen, so the projection errs toward the quicker round: where MPL takes about 107 s (no native
 # bf16) the demo fine-tunes; where it takes 38 to 43 s (native bf16) both rounds are from scratch.
+# Since quick-demo has no fine-tune, MPL's 600 steps are all full steps and the ratio is a little
+# higher: 0.27 on an idle bf16 CPU (bench/demo_time.py --seed 2 --budget 100000: MPL 36 s, the round's
+# 3,600 steps 58 s), which the labels-alone run's 10 s before MPL offsets: projected 162 s, took 157 s.
 DEMO_BUDGET_S = 180.0
 DEMO_SUPERVISED_STEP_COST = 0.26
 
