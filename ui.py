@@ -207,6 +207,8 @@ def run_result_block(name: str, run_id: int) -> None:
     if stage is not None and stage.best_before is not None:
         c[2].metric("Gain over the best model before", points(stage.gain) if stage.gain is not None else "-",
                     help=f"{split} accuracy against {stage.best_before}, the earlier finished run ahead on validation")
+    if run["message"]:  # e.g. below the labels alone on validation (service/work.with_labels_alone)
+        st.warning(plain(run["message"]), icon=":material/trending_down:")
     if role == "teacher":
         st.info(f"The student ended behind its teacher on validation ({pct(m.get('val_acc'))} against "
                 f"{pct(m.get('teacher_val_acc'))}), so this run hands back the teacher.", icon=":material/info:")

@@ -139,9 +139,13 @@ if settings is not None:
         run_time_poll(settings)
     else:
         show_run_time(known)
+compare = algorithm != "supervised" and st.checkbox(
+    "First train on the labels alone, for comparison", value=True,
+    help="A supervised run on the same labels, model and number of steps, in a run of its own (a small share of "
+         "the time above). Where this run's model ends below it on validation, the run says so and names it.")
 if st.button("Start training", type="primary", disabled=busy, icon=":material/play_arrow:"):
     with ui.user_errors():
-        studio.start(name, "train", cfg=chosen_config())
+        studio.start(name, "train", cfg=chosen_config(), labels_alone=compare)
         st.rerun()
 
 resumable = [r for r in studio.runs(name) if r["status"] in ("stopped", "interrupted", "failed")]

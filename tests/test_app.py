@@ -441,8 +441,11 @@ def test_the_train_page_says_how_long_the_run_takes_before_start(reviewed_root):
     assert not at.exception and not next(b for b in at.button if b.label == "Start training").disabled
     at.number_input[0].set_value(20).run()  # more steps: the same probe, another estimate
     assert any(i.value.startswith("About") and "timed" in i.value for i in at.info)
+    assert next(c for c in at.checkbox if c.label == "First train on the labels alone, for comparison").value
     next(b for b in at.button if b.label == "Start training").click().run()
     assert get_studio().job("tiny").join(120).state == "done"
+    alone, mpl = get_studio().runs("tiny")[-2:]  # the labels alone first, by default, then the run chosen
+    assert alone["config"]["algorithm"]["name"] == "supervised" and mpl["metrics"]["labels_alone_run"] == alone["id"]
     at = app("app_pages/train.py", reviewed_root).run()
     next(s for s in at.selectbox if s.label == "Preset").set_value("smoke").run()
     run_id = get_studio().runs("tiny")[-1]["id"]

@@ -58,6 +58,7 @@ def test_the_whole_loop_in_a_browser(tmp_path):
         steps = page.get_by_label("Steps (0 = the preset's)")
         steps.fill("400")
         steps.press("Tab")
+        page.get_by_text("First train on the labels alone, for comparison").click()  # off: one run, run 1
         page.get_by_role("button", name="Start training").click()
         page.get_by_text(re.compile(r"\d+/400 ·")).first.wait_for(timeout=60000)
         page.get_by_text(re.compile(r"Training · run 1 — done")).wait_for(timeout=300000)

@@ -99,6 +99,7 @@ def test_without_network_the_default_start_is_from_scratch_before_start_and_trai
         steps.fill("4")
         steps.press("Tab")
         page.get_by_role("button", name="Start training").click()
-        page.get_by_text(re.compile(r"Training · run 1 — done")).wait_for(timeout=240000)
+        # the defaults: the labels alone first (run 1), then MPL (run 2)
+        page.get_by_text(re.compile(r"Training · run 2 — done")).wait_for(timeout=240000)
         assert not page.locator('[data-testid="stAlertContentError"]').count()
     assert not weights.exists()  # nothing was downloaded

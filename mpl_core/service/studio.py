@@ -176,7 +176,8 @@ class Studio:
                 kwargs[key].train.threads = app_threads()  # until the first step asks job_threads
         self._run_times.cancel()  # a probe of a run's time would slow the job down and be slowed by it
         nice = BACKGROUND_NICE  # the pages come first: see job.BACKGROUND_NICE
-        starters = {"train": lambda: work.start_training(ws, kwargs["cfg"], nice=nice),
+        starters = {"train": lambda: work.start_training(ws, kwargs["cfg"], nice=nice,
+                                                         labels_alone=kwargs.get("labels_alone", False)),
                     "resume": lambda: work.start_training(ws, run_id=kwargs["run_id"], nice=nice),
                     "pseudo_label": lambda: work.start_pseudo_labeling(ws, kwargs.get("run_id"),
                                                                        kwargs.get("model", "auto"), nice=nice),

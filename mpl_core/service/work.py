@@ -29,9 +29,11 @@ from mpl_core.engine.predict import pool_probabilities, predict_pool
 from mpl_core.engine.state import checkpoint_file, load_model, saved_model_config
 from mpl_core.engine.train import Progress, device_label, pick_device, train
 from mpl_core.errors import MPLStudioError
+from mpl_core.presets import labels_alone_config
 from mpl_core.service.job import JobStopped, TrainingJob
 from mpl_core.service.lock import busy_error, lock_is_held
 from mpl_core.workspace.attach import check_fits
+from mpl_core.workspace.results import handed_back
 from mpl_core.workspace.review import reviewed_training_set
 from mpl_core.workspace.workspace import Workspace, open_workspace
 
@@ -53,8 +55,11 @@ def recover(ws: Workspace) -> int:
 # --- starting jobs -------------------------------------------------------------------------------
 
 def start_training(ws: Workspace, cfg: RunConfig | None = None, *, run_id: int | None = None,
-                   on_progress: Callable[[Progress], None] | None = None, nice: int = 0) -> TrainingJob:
-    """Train a new run with cfg (the workspace's data settings win), or resume run_id. Every start_*
+                   on_progress: Callable[[Progress], None] | None = None, nice: int = 0,
+                   labels_alone: bool = False) -> TrainingJob:
+    """Train a new run with cfg (the workspace's data settings win), or resume run_id. labels_alone: a
+    run that learns from unlabeled images is preceded by a supervised run on the same labels, in a run
+    of its own, and says where it ended below it on validation (with_labels_alone). Every start_*
     takes `nice`: how much lower than its caller the job's thread runs (see job.lower_priority)."""
     store = ws.store
     if run_id is not None:
@@ -66,7 +71,42 @@ def start_training(ws: Workspace, cfg: RunConfig | None = None, *, run_id: int |
         raise MPLStudioError("give a training configuration or a run to resume")
     cfg = with_init_file(dataclasses.replace(cfg, data=dataclasses.replace(ws.data)))
     cfg.validate()
+    if labels_alone and get_algorithm(cfg.algorithm.name).unlabeled and not cfg.model.init_from:
+        return TrainingJob(ws, "train", with_labels_alone(cfg), on_progress=on_progress, nice=nice).start()
     return TrainingJob(ws, "train", train_work(cfg), on_progress=on_progress, nice=nice).start(new_run=("train", cfg))
+
+
+def with_labels_alone(cfg: RunConfig):
+    """The work of a run preceded by a supervised run on the same labels (presets.labels_alone_config:
+    seconds beside it), each a run of its own. Where the run's model ends below it on validation, its
+    message says so and names the run to use: a semi-supervised run is never silently worse than the
+    labels it was given."""
+    def work(job: TrainingJob) -> dict:
+        base = labels_alone_config(cfg)
+        job.set_run(job.ws.store.create_run("train", base.to_dict()))
+        alone, alone_run = train_work(base)(job), job.run_id
+        if not alone["completed"]:
+            return alone
+        job.set_run(job.ws.store.create_run("train", cfg.to_dict()))
+        result = train_work(cfg)(job)
+        if result["completed"]:
+            result.update(_against_labels_alone(job, alone_run, alone, result))
+        return result
+    return work
+
+
+def _against_labels_alone(job: TrainingJob, alone_run: int, alone: dict, result: dict) -> dict:
+    """labels_alone_run and labels_alone_val_acc in the run's metrics; a message where it is behind."""
+    store, run_id = job.ws.store, job.run_id
+    role, val, _ = handed_back(result)
+    base = alone.get("val_acc")
+    extra = {"labels_alone_run": alone_run, "labels_alone_val_acc": base}
+    store.update_run(run_id, metrics={**store.run(run_id)["metrics"], **extra})
+    if base is not None and val is not None and val < base:  # NaN (no validation) compares False
+        store.update_run(run_id, message=f"its {role} ended below the labels alone on validation ({val:.1%} "
+                                         f"against {base:.1%}): run {alone_run}, supervised on the same labels, "
+                                         "is the better model")
+    return extra
 
 
 def start_retrain(ws: Workspace, cfg: RunConfig, *,
