@@ -158,7 +158,6 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
     resumed = load_resume_state(out if resume else None, device, ctx)
     # "auto" settings made concrete (a resumed run keeps its own): the checkpoints record what ran
     cfg = for_device(cfg, device, resumed[1]["config"] if resumed is not None else None)
-    t = cfg.train
     model_cfg = resolve_model_config(cfg, dataset, split, resumed[1]["model"] if resumed is not None else None)
     cfg = with_sound_bf16(cfg, model_cfg, device, ("teacher", "student") if algo.teacher else ("student",))
     t = cfg.train
@@ -173,10 +172,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
         restore_state(state, *resumed, cfg, rank)
     data = _Data.build(dataset, split, device, ctx, t)
     models, evaluator = ModelWrappers(ctx, device, t.compile), Evaluator(dataset, split.val, device, t.amp)
-    control = control or TrainControl()
-    if ctx is not None and control.deadline_s is not None:  # the ranks would not agree when to stop
-        raise MPLStudioError("a wall-time deadline is for one process; under torchrun give steps")
-    stop = _Stop(control, ctx, None if control.deadline_s is None else t_start + control.deadline_s)
+    stop = _Stop.for_run(control or TrainControl(), ctx, t_start)
     views = cfg.algorithm.view_batches if algo.teacher else ""  # shown in the device label
     log = _Log(t, device, ctx.world_size if ctx else 1, evaluator, stop, on_progress, views, t_start, log_every)
 
@@ -190,9 +186,7 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
             if saving and _checkpoint_due(t, state.step, t.steps):
                 saver.save(state, {})
         if state.step >= t.steps:
-            state.phase = "finetune" if algo.finetune and t.finetune_steps > 0 else "done"
-            if state.phase == "finetune":
-                start_finetune(state, cfg, evaluator)
+            _end_main_phase(state, algo, cfg, evaluator)
 
     if state.phase == "finetune" and not stop.requested():
         log.start_phase("finetune", state.finetune_step, t.finetune_steps, t.batch_size)
@@ -206,19 +200,22 @@ def train(cfg: RunConfig, dataset: Dataset, split: Split, *, out_dir: str | Path
             end_finetune(state, evaluator, ctx)
             state.phase = "done"
 
-    stopped = stop.requested() and state.phase != "done"
-    train_s = time.perf_counter() - t_start
+    stopped, train_s = stop.requested() and state.phase != "done", time.perf_counter() - t_start
     metrics = evaluator.final_metrics(state)
     path = saver.save(state, metrics) if saving else None
     if on_progress:
-        numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}  # not hands_back, finetune_kept
-        on_progress(Progress("done" if not stopped else state.phase, state.step, t.steps, numbers, 0.0, 0.0,
-                             device_label(device, t.amp, views)))
+        on_progress(_last_progress(state, stopped, t, metrics, device_label(device, t.amp, views)))
     return TrainResult(state.step, stopped, metrics, path, train_s, state.finetune_step, log.history,
                        _trained_models(state))
 
 
 # --- the loop's helpers --------------------------------------------------------------------------
+
+def _last_progress(state: TrainState, stopped: bool, t: TrainConfig, metrics: dict, device: str) -> Progress:
+    """The run's end for the progress hook: its numbers only (not hands_back or finetune_kept)."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    return Progress("done" if not stopped else state.phase, state.step, t.steps, numbers, 0.0, 0.0, device)
+
 
 def _student_start(model_cfg: ModelConfig, ctx) -> tuple[dict, dict] | None:
     """The earlier run's student or teacher (init_role) that init_from names, read by rank 0 and sent
@@ -295,6 +292,13 @@ def main_step(state: TrainState, batch: Batch, algo: Algorithm, cfg: RunConfig, 
     return metrics
 
 
+def _end_main_phase(state: TrainState, algo: Algorithm, cfg: RunConfig, evaluator: Evaluator) -> None:
+    """On to the fine-tune where the algorithm has one (and steps for it), else done."""
+    state.phase = "finetune" if algo.finetune and cfg.train.finetune_steps > 0 else "done"
+    if state.phase == "finetune":
+        start_finetune(state, cfg, evaluator)
+
+
 def start_finetune(state: TrainState, cfg: RunConfig, evaluator: Evaluator) -> None:
     """Fine-tune the (EMA) student on labeled data with a small constant learning rate."""
     if state.ema is not None:
@@ -347,6 +351,13 @@ class _Stop:
     ctx: dist_.DistContext | None
     deadline: float | None = None  # time.perf_counter() at which to stop (control.deadline_s), alone only
     agreed: bool = False  # torchrun: some rank's stop flag was set at a log step
+
+    @classmethod
+    def for_run(cls, control: TrainControl, ctx: dist_.DistContext | None, t_start: float) -> _Stop:
+        """The run's stop checks; control.deadline_s counts from t_start, for one process only."""
+        if ctx is not None and control.deadline_s is not None:  # the ranks would not agree when to stop
+            raise MPLStudioError("a wall-time deadline is for one process; under torchrun give steps")
+        return cls(control, ctx, None if control.deadline_s is None else t_start + control.deadline_s)
 
     def before_step(self) -> bool:
         """Wait while paused (alone); whether the loop must stop."""
