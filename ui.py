@@ -130,15 +130,23 @@ def points(v) -> str:
     return "-" if v is None or v != v else f"{v * 100:+.1f} points"
 
 
+def handed_columns(run: dict, gains: dict) -> dict:
+    """A runs table's columns on the model a run hands back: which, its test accuracy, and its gain in
+    points over the best earlier run on validation (gains: results.run_gains of the runs)."""
+    role, _, test = handed_back(run["metrics"])
+    return {"hands back": role if run["status"] == "done" else None, "test accuracy": test,
+            "gain over the best before": gain_points(gains.get(run["id"]))}
+
+
 def gain_points(stage) -> float | None:
     """A run's gain over the best run before it (results.Stage), in points for a table; None without one."""
     return None if stage is None or stage.gain is None else round(100 * stage.gain, 2)
 
 
 def run_label(run: dict, with_status: bool = False) -> str:
-    """'run 3 · train · mpl · test 71.6%' (or its status and message instead of the accuracy)."""
+    """'run 3 · train · mpl · test 71.6%' (the model it hands back; or its status and message instead)."""
     parts = [f"run {run['id']}", run["kind"], run["config"]["algorithm"]["name"]]
-    parts += [run["status"], run["message"]] if with_status else [f"test {pct(run['metrics'].get('test_acc'))}"]
+    parts += [run["status"], run["message"]] if with_status else [f"test {pct(handed_back(run['metrics'])[2])}"]
     return " · ".join(p for p in parts if p)
 
 
@@ -174,7 +182,7 @@ def job_status_block(name: str, controls: bool = True) -> None:
     elif s.message:
         st.caption(s.message)
     if s.state == "done" and s.kind in ("train", "retrain") and s.run_id:
-        run_result_block(name, s.run_id)
+        run_result_block(name, s.run_id, (name, s.run_id, id(job)))
     if controls and s.active:
         c1, c2, c3 = st.columns(3)
         if s.state == "paused":
@@ -184,14 +192,20 @@ def job_status_block(name: str, controls: bool = True) -> None:
         c2.button("Stop", on_click=job.stop, icon=":material/stop:", key=f"stop-{name}")
 
 
-def run_result_block(name: str, run_id: int) -> None:
+def run_result_block(name: str, run_id: int, key: tuple) -> None:
     """What a finished run gave, where its status says "done": the accuracy of the model it hands
-    back and of the other one (teacher or student), and its gain over the best model before it."""
-    runs = get_studio().runs(name)
-    run = next((r for r in runs if r["id"] == run_id), None)
-    if run is None or run["status"] != "done":
-        return
-    m, stage = run["metrics"], run_gains(runs).get(run_id)
+    back and of the other one (teacher or student), and its gain over the best model before it.
+    key: the job's identity; a finished run's numbers never change, so the store is read once for it,
+    not at every poll of the status block."""
+    cache = st.session_state.setdefault("_run_results", {})
+    if key not in cache:
+        runs = get_studio().runs(name)
+        run = next((r for r in runs if r["id"] == run_id), None)
+        if run is None or run["status"] != "done":
+            return
+        cache[key] = run, run_gains(runs).get(run_id)
+    run, stage = cache[key]
+    m = run["metrics"]
     role, val, test = handed_back(m)
     split = "test" if test is not None else "validation"  # own images may have no labeled test split
     c = st.columns(3)
@@ -200,8 +214,7 @@ def run_result_block(name: str, run_id: int) -> None:
                      "from (the checkpoint keeps both; a round fine-tunes the one its Start from names)")
     if "teacher_val_acc" in m:
         other = "student" if role == "teacher" else "teacher"
-        o_val, o_test = (m.get("val_acc"), m.get("test_acc")) if other == "student" else \
-            (m.get("teacher_val_acc"), m.get("teacher_test_acc"))
+        _, o_val, o_test = handed_back({**m, "hands_back": other})
         c[1].metric(f"Its {other}, {split} accuracy", pct(o_test if split == "test" else o_val),
                     help=f"validation accuracy {pct(o_val)}")
     if stage is not None and stage.best_before is not None:

@@ -107,9 +107,9 @@ def demo_panel() -> None:
 
 
 def best_before_test(r: dict) -> float | None:
-    """The test accuracy of the model the retrain's gain is measured from."""
-    over = r.get("retrain_gain_over")
-    return next((s["test_acc"] for s in r.get("stages", []) if s["name"] == over), r.get("before_test_acc"))
+    """The test accuracy of the model the retrain's gain is measured from (the MPL student's in a story
+    without stages)."""
+    return r.get("retrain_gain_over_test_acc", r.get("before_test_acc"))
 
 
 def story_line(r: dict) -> str:
@@ -183,7 +183,8 @@ def retrain_note(r: dict) -> str:
 
 
 # labels alone, the MPL student, its teacher (greys: before any pseudo-label), the retrain, the review round
-STAGE_COLORS = ("#b8c2cc", "#9aa5b1", "#7f8c99", "#4c78a8", "#2a9d8f")
+STAGE_COLORS = {"labels alone": "#b8c2cc", "MPL student": "#9aa5b1", "MPL teacher": "#7f8c99",
+                "retrained on": "#4c78a8", "retrained after": "#2a9d8f"}
 
 
 def short_name(name: str) -> str:
@@ -202,7 +203,7 @@ def accuracy_figure(stages: list[dict]) -> go.Figure:
     text = [f"{a:.1f}%" + (f"<br>{100 * s['gain']:+.1f} vs {short_name(s['best_before'])}"
                            if s.get("gain") is not None else "") for a, s in zip(accs, stages)]
     names = [s["name"].replace(" on ", "<br>on ").replace(" after ", "<br>after ") for s in stages]
-    colors = [STAGE_COLORS[min(s["step"] + (s["step"] >= 2) + (s["name"] == "MPL teacher"), len(STAGE_COLORS) - 1)]
+    colors = [next((c for start, c in STAGE_COLORS.items() if s["name"].startswith(start)), "#4c78a8")
               for s in stages]
     fig = go.Figure(go.Bar(x=names, y=accs, text=text, textposition="outside", marker_color=colors,
                            textfont_size=12, cliponaxis=False))

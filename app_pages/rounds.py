@@ -14,7 +14,6 @@ from mpl_core import (
     RETRAIN_TRUSTED_SHARE,
     MPLStudioError,
     build_retrain_config,
-    handed_back,
     run_gains,
 )
 
@@ -100,9 +99,7 @@ table = pd.DataFrame([{
     "confirmed": r["metrics"].get("labels_confirmed"),  # unknown for runs before it was counted
     "by hand": r["metrics"].get("labels_human", 0), "rejected": r["metrics"].get("labels_rejected", 0),
     "decisions before": behind[r["id"]].total, "review minutes before": behind[r["id"]].seconds / 60,
-    "hands back": handed_back(r["metrics"])[0] if r["status"] == "done" else None,
-    "test accuracy": handed_back(r["metrics"])[2],
-    "gain over the best before": ui.gain_points(gains.get(r["id"])),
+    **ui.handed_columns(r, gains),
     "best before": getattr(gains.get(r["id"]), "best_before", None)} for r in runs])
 st.dataframe(table, hide_index=True, column_config={
     "confirmed": st.column_config.NumberColumn(help="of the accepted, those a person accepted looking at the "

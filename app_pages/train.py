@@ -13,7 +13,6 @@ from mpl_core import (
     VIEW_BATCHES,
     MPLStudioError,
     build_run_config,
-    handed_back,
     run_gains,
 )
 
@@ -188,12 +187,9 @@ if runs:
     st.subheader("Runs in this workspace")
     gains = run_gains(runs)
     st.dataframe(pd.DataFrame([{"run": r["id"], "kind": r["kind"], "algorithm": r["config"]["algorithm"]["name"],
-                                "status": r["status"], "hands back": handed_back(r["metrics"])[0]
-                                if r["status"] == "done" else None,
-                                "test accuracy": handed_back(r["metrics"])[2],
+                                "status": r["status"], **ui.handed_columns(r, gains),
                                 "student test accuracy": r["metrics"].get("test_acc"),
                                 "teacher test accuracy": r["metrics"].get("teacher_test_acc"),
-                                "gain over the best before": ui.gain_points(gains.get(r["id"])),
                                 "processes": r["metrics"].get("processes", 1),
                                 "message": r["message"]} for r in runs]),
                  hide_index=True, column_config={

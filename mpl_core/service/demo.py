@@ -146,13 +146,9 @@ class _Demo:
                           hands_back=handed_back(trained)[0], train_run=self.job.run_id,
                           mpl_s=round(time.perf_counter() - t, 2), labels_given=trained["labels_used"],
                           completed=trained["completed"])
-        if trained["completed"]:
-            step = len({s.step for s in self.stages})
-            self.stages.append(Stage("MPL student", trained.get("val_acc"), trained.get("test_acc"), step,
-                                     self.job.run_id))
-            if trained.get("teacher_val_acc") is not None:
-                self.stages.append(Stage("MPL teacher", trained["teacher_val_acc"], trained.get("teacher_test_acc"),
-                                         step, self.job.run_id))
+        self.stage("MPL student", {**trained, "hands_back": "student"})
+        if trained.get("teacher_val_acc") is not None:  # the same step: one is not the other's "before"
+            self.stage("MPL teacher", {**trained, "hands_back": "teacher"}, same_step=True)
         return trained["completed"]
 
     def accept(self) -> float:
@@ -219,11 +215,13 @@ class _Demo:
 
     # --- the story -------------------------------------------------------------------------------
 
-    def stage(self, name: str, result: dict) -> None:
-        """A finished step's model, the one its run hands back, as the next step of the story."""
+    def stage(self, name: str, result: dict, same_step: bool = False) -> None:
+        """A finished step's model, the one its run hands back, as the next step of the story (or, with
+        same_step, another model of the last step)."""
         if result.get("completed"):
             _, val, test = handed_back(result)
-            self.stages.append(Stage(name, val, test, len({s.step for s in self.stages}), self.job.run_id))
+            step = len({s.step for s in self.stages}) - same_step
+            self.stages.append(Stage(name, val, test, step, self.job.run_id))
 
     def finish(self) -> dict:
         """The story, with each model's gain over the best one before its step (on validation)."""
@@ -234,6 +232,8 @@ class _Demo:
             s = by_run.get(self.story.get(f"{key}_run"))
             if s is not None:
                 self.story[f"{key}_gain"], self.story[f"{key}_gain_over"] = s.gain, s.best_before
+                over = next((t for t in stages if t.name == s.best_before), None)
+                self.story[f"{key}_gain_over_test_acc"] = over.test_acc if over else None
         self.story["phase_s"].append(["end", round(time.perf_counter() - self.t0, 2)])
         return self.story
 
